@@ -1,0 +1,324 @@
+"""Candidate responses from a generator LLM, with their log-likelihoods.
+
+For each instruction: one beam search (4 beams) and `n_sample_gens` samples of
+each sampling decoding, 17 candidates in all with the defaults (DESIGN section
+3), then every distinct (instruction, candidate) pair is scored once under the
+generator: the log-likelihood of the candidate's tokens (with the closing
+end-of-sequence token), summed and averaged over tokens.
+
+Works for any Flax seq2seq model of transformers (FLAN-T5, T5, BART, ...) and
+any Flax decoder-only model (GPT-2, Llama, Mistral, Gemma, ...). Redco's
+Deployer spreads batches over the local devices, or splits the model over
+`n_model_shards` devices; batches are sorted by length and padded to a few
+fixed bucket widths.
+"""
+
+import contextlib
+import io
+import logging
+import os
+import zlib
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from cappy.batching import bucket_length, length_sorted_order, pad_batch
+from cappy.candidates import DECODINGS, DETERMINISTIC_DECODINGS, LOG_LIKELIHOOD_KEYS
+from cappy.errors import CappyError
+
+MIN_NEW_TOKENS = 3
+DTYPES = {"float32": None, "float16": "to_fp16", "bfloat16": "to_bf16"}
+
+
+def generator_name(model_name_or_path):
+    """The folder name of a generator's candidates: `google/flan-t5-xl` -> `flan-t5-xl`."""
+    return os.path.basename(os.path.normpath(model_name_or_path))
+
+
+@contextlib.contextmanager
+def _quiet_transformers():
+    """Hide transformers' Flax deprecation banner; real errors still raise."""
+    logger = logging.getLogger("transformers")
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        with contextlib.redirect_stdout(io.StringIO()):
+            yield
+    finally:
+        logger.setLevel(level)
+
+
+def load_flax_generator(model_name_or_path, dtype="float32"):
+    """Load (model, tokenizer, is_seq2seq) on the CPU, weights cast to `dtype`.
+
+    Loading on the CPU first keeps a large model from filling one accelerator
+    before it is sharded. PyTorch-only checkpoints are converted (needs torch).
+    """
+    from transformers import (AutoConfig, AutoTokenizer, FlaxAutoModelForCausalLM,
+                              FlaxAutoModelForSeq2SeqLM)
+
+    if dtype not in DTYPES:
+        raise CappyError(f"--dtype must be one of {', '.join(DTYPES)}, got {dtype!r}")
+    with _quiet_transformers():
+        try:
+            config = AutoConfig.from_pretrained(model_name_or_path)
+            tokenizer = AutoTokenizer.from_pretrained(model_name_or_path)
+        except (OSError, ValueError) as error:
+            raise CappyError(f"cannot load generator {model_name_or_path!r}: "
+                             f"{str(error).splitlines()[0]}") from None
+        model_class = (FlaxAutoModelForSeq2SeqLM if config.is_encoder_decoder
+                       else FlaxAutoModelForCausalLM)
+        with jax.default_device(jax.devices("cpu")[0]):
+            try:
+                try:
+                    model = model_class.from_pretrained(model_name_or_path)
+                except OSError as error:
+                    if "from_pt" not in str(error):
+                        raise
+                    model = model_class.from_pretrained(model_name_or_path, from_pt=True)
+            except (OSError, ValueError) as error:
+                raise CappyError(f"cannot load Flax generator {model_name_or_path!r}: "
+                                 f"{str(error).splitlines()[0]}") from None
+            if DTYPES[dtype]:
+                model.params = getattr(model, DTYPES[dtype])(model.params)
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return model, tokenizer, bool(config.is_encoder_decoder)
+
+
+def _token_log_likelihoods(logits, labels, label_mask):
+    log_probs = jax.nn.log_softmax(logits.astype(jnp.float32), axis=-1)
+    token_ll = jnp.take_along_axis(log_probs, labels[..., None], axis=-1)[..., 0]
+    ll_sum = jnp.sum(token_ll * label_mask, axis=-1)
+    ll_mean = ll_sum / jnp.maximum(jnp.sum(label_mask, axis=-1), 1)
+    return {"log_likelihood_sum": ll_sum, "log_likelihood_mean": ll_mean}
+
+
+class CandidateGenerator:
+    """Generates the candidates of DESIGN section 3 for lists of instructions."""
+
+    def __init__(self, model_name_or_path, n_model_shards=1, n_sample_gens=4,
+                 per_device_batch_size=8, max_src_len=512, max_tgt_len=64,
+                 dtype="float16", jax_seed=42, verbose=True, deployer_kwargs=None):
+        from flax.jax_utils import replicate
+        from redco import Deployer
+
+        if n_sample_gens < 1:
+            raise CappyError(f"--n_sample_gens must be at least 1, got {n_sample_gens}")
+        if max_tgt_len <= MIN_NEW_TOKENS:
+            raise CappyError(f"--max_tgt_len must be above {MIN_NEW_TOKENS}, got {max_tgt_len}")
+        self.n_sample_gens = n_sample_gens
+        self.per_device_batch_size = per_device_batch_size
+        self.max_src_len = max_src_len
+        self.max_tgt_len = max_tgt_len
+        self.model, self.tokenizer, self.is_seq2seq = load_flax_generator(
+            model_name_or_path, dtype=dtype)
+        if not self.is_seq2seq:
+            # A decoder-only prompt must keep its end (the question), not its start.
+            self.tokenizer.truncation_side = "left"
+        self.deployer = Deployer(jax_seed=jax_seed, n_model_shards=n_model_shards,
+                                 verbose=verbose, **(deployer_kwargs or {}))
+        rules = self.deployer.get_sharding_rules(self.model.params)
+        if self.deployer.mesh is None:
+            self.params = replicate(self.model.params)
+        else:
+            spec = self.deployer.get_params_spec(self.model.params, rules)
+            self.params = self.deployer.shard_params(self.model.params, spec)
+        self._placement = ({"params_replicated": True} if self.deployer.mesh is None
+                           else {"params_sharded": True})
+        self._rules = rules
+        self._predictors = {}
+
+    # ---- tokenization and collation -------------------------------------------------
+
+    def _encode_sources(self, texts):
+        return self.tokenizer(list(texts), max_length=self.max_src_len, truncation=True,
+                              add_special_tokens=True)["input_ids"]
+
+    def _encode_targets(self, texts):
+        if self.is_seq2seq:
+            return self.tokenizer(list(texts), max_length=self.max_tgt_len, truncation=True,
+                                  add_special_tokens=True)["input_ids"]
+        # Decoder-only: the response's own tokens, closed by end-of-sequence.
+        ids = self.tokenizer(list(texts), add_special_tokens=False)["input_ids"]
+        eos = self.tokenizer.eos_token_id
+        return [seq[:self.max_tgt_len - 1] + [eos] for seq in ids]
+
+    def _collate_sources(self, examples):
+        src = [ex["src_ids"] for ex in examples]
+        width = bucket_length(max(map(len, src)), self.max_src_len)
+        ids, mask = pad_batch(src, width, self.tokenizer.pad_token_id, left=not self.is_seq2seq)
+        return {"input_ids": ids, "attention_mask": mask}
+
+    def _collate_pairs(self, examples):
+        batch = self._collate_sources(examples)
+        tgt = [ex["tgt_ids"] for ex in examples]
+        width = bucket_length(max(map(len, tgt)), self.max_tgt_len)
+        labels, label_mask = pad_batch(tgt, width, self.tokenizer.pad_token_id)
+        batch["labels"], batch["label_mask"] = labels, label_mask
+        if self.is_seq2seq:
+            start = self.model.config.decoder_start_token_id
+            decoder_ids = np.concatenate(
+                [np.full((len(tgt), 1), start, np.int32), labels[:, :-1]], axis=1)
+            batch["decoder_input_ids"] = decoder_ids
+        return batch
+
+    # ---- model steps ----------------------------------------------------------------
+
+    def _generate_step(self, rng, params, batch, gen_kwargs):
+        src_len = batch["input_ids"].shape[1]
+        if self.is_seq2seq:
+            lengths = {"min_length": MIN_NEW_TOKENS, "max_length": self.max_tgt_len}
+        else:
+            lengths = {"min_length": src_len + MIN_NEW_TOKENS,
+                       "max_new_tokens": self.max_tgt_len}
+        sequences = self.model.generate(
+            input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
+            params=params, prng_key=rng, **lengths, **gen_kwargs).sequences
+        return sequences if self.is_seq2seq else sequences[:, src_len:]
+
+    def _log_likelihood_step(self, rng, params, batch):
+        del rng
+        if self.is_seq2seq:
+            logits = self.model(
+                input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
+                decoder_input_ids=batch["decoder_input_ids"],
+                decoder_attention_mask=batch["label_mask"], params=params, train=False).logits
+        else:
+            # Prompt (left-padded) then response (right-padded); position ids skip padding.
+            ids = jnp.concatenate([batch["input_ids"], batch["labels"]], axis=1)
+            mask = jnp.concatenate([batch["attention_mask"], batch["label_mask"]], axis=1)
+            positions = jnp.maximum(jnp.cumsum(mask, axis=1) - 1, 0)
+            logits = self.model(input_ids=ids, attention_mask=mask, position_ids=positions,
+                                params=params, train=False).logits
+            src_len = batch["input_ids"].shape[1]
+            width = batch["labels"].shape[1]
+            logits = logits[:, src_len - 1:src_len - 1 + width]
+        return _token_log_likelihoods(logits, batch["labels"], batch["label_mask"])
+
+    def _decode(self, sequences):
+        texts = self.tokenizer.batch_decode(np.asarray(sequences), skip_special_tokens=True)
+        return texts if self.is_seq2seq else [text.strip() for text in texts]
+
+    def _predictor(self, name):
+        from redco import Predictor
+
+        if name not in self._predictors:
+            if name == "log_likelihood":
+                self._predictors[name] = Predictor(
+                    deployer=self.deployer, collate_fn=self._collate_pairs,
+                    pred_fn=self._log_likelihood_step,
+                    output_fn=lambda preds: [
+                        {key: float(preds[key][i]) for key in LOG_LIKELIHOOD_KEYS}
+                        for i in range(len(preds["log_likelihood_sum"]))],
+                    params_sharding_rules=self._rules)
+            else:
+                gen_kwargs = DECODINGS[name]
+                self._predictors[name] = Predictor(
+                    deployer=self.deployer, collate_fn=self._collate_sources,
+                    pred_fn=lambda rng, params, batch: self._generate_step(
+                        rng, params, batch, gen_kwargs),
+                    output_fn=self._decode, params_sharding_rules=self._rules)
+        return self._predictors[name]
+
+    def _predict_sorted(self, name, examples, lengths, desc):
+        """Run a predictor over examples in length order; return outputs in input order."""
+        order = length_sorted_order(lengths)
+        outputs = self._predictor(name).predict(
+            examples=[examples[i] for i in order], params=self.params,
+            per_device_batch_size=self.per_device_batch_size, desc=desc, **self._placement)
+        restored = [None] * len(examples)
+        for position, index in enumerate(order):
+            restored[index] = outputs[position]
+        return restored
+
+    # ---- public ---------------------------------------------------------------------
+
+    def reseed(self, seed, name):
+        """Restart the sampling randomness from (seed, name).
+
+        Each output file gets its own stream, so a resumed run writes exactly
+        what an uninterrupted one would have. (Redco keeps its key in
+        `Deployer._rng`; redco is pinned, see requirements.txt.)
+        """
+        self.deployer._rng = jax.random.fold_in(
+            jax.random.PRNGKey(seed), zlib.crc32(name.encode("utf-8")))
+
+    def generate(self, instructions, desc="generating"):
+        """Candidates for each instruction: a list of {decoding: [candidate, ...]}.
+
+        Each candidate is {"response", "log_likelihood_sum", "log_likelihood_mean"}.
+        """
+        if not instructions:
+            return []
+        src_ids = self._encode_sources(instructions)
+        examples = [{"src_ids": ids} for ids in src_ids]
+        lengths = [len(ids) for ids in src_ids]
+        responses = {name: [] for name in DECODINGS}
+        for name in DECODINGS:
+            for sample_idx in range(1 if name in DETERMINISTIC_DECODINGS else self.n_sample_gens):
+                responses[name].append(self._predict_sorted(
+                    name, examples, lengths, desc=f"{desc} {name} #{sample_idx}"))
+
+        # Score each distinct (instruction, response) pair once.
+        pair_index = {}
+        for name, runs in responses.items():
+            for run in runs:
+                for row, response in enumerate(run):
+                    pair_index.setdefault((row, response), len(pair_index))
+        pairs = list(pair_index)
+        tgt_ids = self._encode_targets([response for _, response in pairs])
+        ll_examples = [{"src_ids": src_ids[row], "tgt_ids": tgt}
+                       for (row, _), tgt in zip(pairs, tgt_ids)]
+        # Sort by source then target length so both paddings stay tight.
+        ll_lengths = [len(ex["src_ids"]) * (self.max_tgt_len + 1) + len(ex["tgt_ids"])
+                      for ex in ll_examples]
+        scores = self._predict_sorted("log_likelihood", ll_examples, ll_lengths,
+                                      desc=f"{desc} log-likelihood")
+
+        candidates = []
+        for row in range(len(instructions)):
+            candidates.append({
+                name: [{"response": run[row], **scores[pair_index[(row, run[row])]]}
+                       for run in runs]
+                for name, runs in responses.items()})
+        return candidates
+
+
+def plan_bigbench_generation(data_dir, output_dir, tasks, splits, src_key="instruction"):
+    """Check every input up front (before a model is loaded) and list the work.
+
+    Returns [(task, split, rows, out_path)] for the files still to write and the
+    list of (task, split, out_path) already finished (skipped on a re-run).
+    """
+    from cappy.io import read_jsonl
+
+    todo, done = [], []
+    for task in tasks:
+        for split in splits:
+            in_path = os.path.join(data_dir, f"{task}_{split}.jsonl")
+            out_path = os.path.join(output_dir, f"{task}_{split}.jsonl")
+            if os.path.exists(out_path):
+                done.append((task, split, out_path))
+                continue
+            rows = read_jsonl(in_path, schema={src_key: str})
+            todo.append((task, split, rows, out_path))
+    return todo, done
+
+
+def write_candidates(generator, rows, out_path, seed, src_key="instruction",
+                     tgt_key="response", desc=None):
+    """Generate candidates for `rows` and write rows + `flan_samples` atomically."""
+    from cappy.io import write_jsonl
+
+    generator.reseed(seed, os.path.basename(out_path))
+    candidates = generator.generate([row[src_key] for row in rows],
+                                    desc=desc or os.path.basename(out_path))
+    out_rows = []
+    for row, by_decoding in zip(rows, candidates):
+        samples = {name: [{tgt_key: c["response"],
+                           **{key: c[key] for key in LOG_LIKELIHOOD_KEYS}} for c in cands]
+                   for name, cands in by_decoding.items()}
+        out_rows.append({**row, "flan_samples": samples})
+    write_jsonl(out_path, out_rows)

@@ -1,0 +1,119 @@
+"""Tiny random models for tests and the offline demo.
+
+Nothing here can reach a hub: tokenizers are trained on local text and models
+are built from small configs with random weights, then saved to a folder so
+that every caller loads them back through the same `from_pretrained` path a
+user's real checkpoint takes. Their scores and generations mean nothing.
+"""
+
+import os
+
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+
+# A little English so the tokenizer has real words even with no other text.
+BASE_TEXT = [
+    "Cappy scores how correct a response is for an instruction.",
+    "The quick brown fox jumps over the lazy dog.",
+    "Question: what is two plus three? Answer: five.",
+    "Sort the following words alphabetically: banana apple cherry.",
+    "Translate the sentence into French. The cat sleeps on the mat.",
+    "Q: How many legs does a spider have?\nA: eight",
+    "True or false: the sun rises in the west. False.",
+    "0 1 2 3 4 5 6 7 8 9 10 11 12 100 1000 + - * / = ( ) [ ] { } , . ; : ! ?",
+]
+
+
+def _train_byte_level_bpe(texts, vocab_size, special_tokens):
+    tokenizer = Tokenizer(models.BPE(unk_token=None))
+    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tokenizer.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size, special_tokens=special_tokens, show_progress=False,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    tokenizer.train_from_iterator(list(BASE_TEXT) + list(texts), trainer=trainer)
+    return tokenizer
+
+
+def make_scorer_tokenizer(texts=(), vocab_size=600):
+    """A RoBERTa-style tokenizer: `<s> instruction </s></s> response </s>`."""
+    from transformers import RobertaTokenizerFast
+
+    special = ["<s>", "<pad>", "</s>", "<unk>", "<mask>"]
+    tokenizer = _train_byte_level_bpe(texts, vocab_size, special)
+    tokenizer.post_processor = processors.RobertaProcessing(
+        sep=("</s>", tokenizer.token_to_id("</s>")), cls=("<s>", tokenizer.token_to_id("<s>")),
+        add_prefix_space=False)
+    return RobertaTokenizerFast(
+        tokenizer_object=tokenizer, bos_token="<s>", eos_token="</s>", sep_token="</s>",
+        cls_token="<s>", unk_token="<unk>", pad_token="<pad>", mask_token="<mask>",
+        model_max_length=512)
+
+
+def make_generator_tokenizer(texts=(), vocab_size=600, append_eos=True):
+    """A generator tokenizer: pad=0, eos=1, unk=2.
+
+    With `append_eos` (T5-style) `</s>` ends every text; decoder-only models
+    leave the prompt open instead.
+    """
+    from transformers import PreTrainedTokenizerFast
+
+    special = ["<pad>", "</s>", "<unk>"]
+    tokenizer = _train_byte_level_bpe(texts, vocab_size, special)
+    if append_eos:
+        tokenizer.post_processor = processors.TemplateProcessing(
+            single="$A </s>", pair="$A </s> $B </s>", special_tokens=[("</s>", 1)])
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tokenizer, eos_token="</s>", unk_token="<unk>", pad_token="<pad>",
+        model_max_length=512)
+
+
+def make_tiny_scorer(path, texts=(), hidden_size=32, num_layers=2, num_heads=2,
+                     max_position=514, seed=0):
+    """Save a random RoBERTa regression scorer (num_labels=1) and its tokenizer to `path`."""
+    from transformers import FlaxRobertaForSequenceClassification, RobertaConfig
+
+    tokenizer = make_scorer_tokenizer(texts)
+    config = RobertaConfig(
+        vocab_size=len(tokenizer), hidden_size=hidden_size, num_hidden_layers=num_layers,
+        num_attention_heads=num_heads, intermediate_size=hidden_size * 4,
+        max_position_embeddings=max_position, type_vocab_size=1, num_labels=1,
+        pad_token_id=tokenizer.pad_token_id, bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id, problem_type="regression")
+    model = FlaxRobertaForSequenceClassification(config, seed=seed)
+    os.makedirs(path, exist_ok=True)
+    model.save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    return path
+
+
+def make_tiny_seq2seq(path, texts=(), d_model=32, num_layers=2, num_heads=2, seed=0):
+    """Save a random T5 generator and its tokenizer to `path`."""
+    from transformers import FlaxT5ForConditionalGeneration, T5Config
+
+    tokenizer = make_generator_tokenizer(texts)
+    config = T5Config(
+        vocab_size=len(tokenizer), d_model=d_model, d_kv=d_model // num_heads,
+        d_ff=d_model * 2, num_layers=num_layers, num_decoder_layers=num_layers,
+        num_heads=num_heads, relative_attention_num_buckets=8,
+        feed_forward_proj="gated-gelu", tie_word_embeddings=False,
+        pad_token_id=0, eos_token_id=1, decoder_start_token_id=0)
+    model = FlaxT5ForConditionalGeneration(config, seed=seed)
+    os.makedirs(path, exist_ok=True)
+    model.save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    return path
+
+
+def make_tiny_causal_lm(path, texts=(), n_embd=32, n_layer=2, n_head=2, seed=0):
+    """Save a random GPT-2 decoder-only generator and its tokenizer to `path`."""
+    from transformers import FlaxGPT2LMHeadModel, GPT2Config
+
+    tokenizer = make_generator_tokenizer(texts, append_eos=False)
+    config = GPT2Config(
+        vocab_size=len(tokenizer), n_embd=n_embd, n_layer=n_layer, n_head=n_head,
+        n_positions=1024, bos_token_id=1, eos_token_id=1, pad_token_id=0)
+    model = FlaxGPT2LMHeadModel(config, seed=seed)
+    os.makedirs(path, exist_ok=True)
+    model.save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    return path

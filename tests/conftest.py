@@ -1,0 +1,47 @@
+"""Shared fixtures: tiny random models built from configs, never downloaded."""
+
+import os
+import sys
+
+# Tests never touch the network: fail fast instead of waiting on a hub.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+import jax  # noqa: E402
+import pytest  # noqa: E402
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, REPO)
+
+# Compile time dominates tiny models on a CPU.
+jax.config.update("jax_disable_most_optimizations", True)
+
+from cappy import tiny_models  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def tiny_t5(tmp_path_factory):
+    return tiny_models.make_tiny_seq2seq(str(tmp_path_factory.mktemp("models") / "tiny-t5"))
+
+
+@pytest.fixture(scope="session")
+def tiny_gpt2(tmp_path_factory):
+    return tiny_models.make_tiny_causal_lm(str(tmp_path_factory.mktemp("models") / "tiny-gpt2"))
+
+
+@pytest.fixture(scope="session")
+def tiny_scorer(tmp_path_factory):
+    return tiny_models.make_tiny_scorer(str(tmp_path_factory.mktemp("models") / "tiny-cappy"))
+
+
+def run_script(script, *args, env=None, timeout=600):
+    """Run a repo script in a subprocess; return CompletedProcess (text)."""
+    import subprocess
+
+    full_env = {**os.environ, "JAX_PLATFORMS": "cpu", "JAX_DISABLE_MOST_OPTIMIZATIONS": "1",
+                **(env or {})}
+    return subprocess.run([sys.executable, os.path.join(REPO, script), *map(str, args)],
+                          capture_output=True, text=True, cwd=REPO, env=full_env,
+                          timeout=timeout)
