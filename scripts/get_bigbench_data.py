@@ -1,0 +1,53 @@
+"""Build the 45 BIG-Bench generative tasks as jsonl (DESIGN section 3).
+
+    python scripts/get_bigbench_data.py                  # from the Hugging Face hub
+    python scripts/get_bigbench_data.py --source pypi    # offline, from the bigbench sdist
+
+See cappy/bigbench_data.py for the split rule and the output format.
+"""
+
+import argparse
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from cappy.bigbench_data import build  # noqa: E402
+from cappy.errors import exit_on_error  # noqa: E402
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--source", choices=["hub", "pypi"], default="hub",
+                        help="tasksource/bigbench on the hub, or the bigbench==1.0.0 sdist "
+                             "from PyPI (no tellmewhy)")
+    parser.add_argument("--output_dir", default="bigbench_data")
+    parser.add_argument("--tasks", default=None,
+                        help="comma-separated subset of the 45 task names (default: all)")
+    parser.add_argument("--bigbench_sdist", default=None,
+                        help="a local bigbench-1.0.0.tar.gz (pypi source; default: "
+                             "download it into --cache_dir once)")
+    parser.add_argument("--cache_dir", default="~/.cache/cappy")
+    parser.add_argument("--max_train_rows", type=int, default=None,
+                        help="keep only the first N train rows per task (for small samples)")
+    parser.add_argument("--max_validation_rows", type=int, default=None,
+                        help="keep only the first N validation rows per task")
+    return parser.parse_args(argv)
+
+
+@exit_on_error
+def main(argv=None):
+    args = parse_args(argv)
+    sizes = build(args.source, args.output_dir, tasks_arg=args.tasks,
+                  bigbench_sdist=args.bigbench_sdist, cache_dir=args.cache_dir,
+                  max_train_rows=args.max_train_rows,
+                  max_validation_rows=args.max_validation_rows)
+    width = max(len(task) for task, _, _ in sizes)
+    print(f"{'task':<{width}}  {'train':>6}  {'validation':>10}")
+    for task, n_train, n_validation in sizes:
+        print(f"{task:<{width}}  {n_train:>6}  {n_validation:>10}")
+    print(f"wrote {len(sizes)} tasks to {args.output_dir}")
+
+
+if __name__ == "__main__":
+    main()
