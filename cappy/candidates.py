@@ -39,7 +39,9 @@ BASELINE_LABELS = {
 }
 
 
-def _check_candidate_row(path, line, row, tgt_key, refs_key, need_log_likelihood):
+def _check_candidate_row(path, line, row, src_key, tgt_key, refs_key, need_log_likelihood):
+    if not isinstance(row.get(src_key), str):
+        raise located(path, line, src_key, "missing or not a string")
     refs = row.get(refs_key)
     if not isinstance(refs, list) or not refs or not all(isinstance(r, str) for r in refs):
         raise located(path, line, refs_key, "must be a non-empty list of strings")
@@ -63,12 +65,12 @@ def _check_candidate_row(path, line, row, tgt_key, refs_key, need_log_likelihood
                         raise located(path, line, f"{field}.{key}", "missing or not a number")
 
 
-def read_candidate_file(path, tgt_key="response", refs_key="references",
+def read_candidate_file(path, src_key="instruction", tgt_key="response", refs_key="references",
                         need_log_likelihood=False):
     """Read and validate a candidate file; every bad row is reported by file and line."""
     rows = []
     for line, row in iter_jsonl(path):
-        _check_candidate_row(path, line, row, tgt_key, refs_key, need_log_likelihood)
+        _check_candidate_row(path, line, row, src_key, tgt_key, refs_key, need_log_likelihood)
         rows.append(row)
     if not rows:
         raise located(path, None, None, "file is empty")

@@ -13,9 +13,6 @@ Deployer spreads batches over the local devices, or splits the model over
 fixed bucket widths.
 """
 
-import contextlib
-import io
-import logging
 import os
 import zlib
 
@@ -26,6 +23,7 @@ import numpy as np
 from cappy.batching import bucket_length, length_sorted_order, pad_batch
 from cappy.candidates import DECODINGS, DETERMINISTIC_DECODINGS, LOG_LIKELIHOOD_KEYS
 from cappy.errors import CappyError
+from cappy.scoring import quiet_transformers
 
 MIN_NEW_TOKENS = 3
 DTYPES = {"float32": None, "float16": "to_fp16", "bfloat16": "to_bf16"}
@@ -34,19 +32,6 @@ DTYPES = {"float32": None, "float16": "to_fp16", "bfloat16": "to_bf16"}
 def generator_name(model_name_or_path):
     """The folder name of a generator's candidates: `google/flan-t5-xl` -> `flan-t5-xl`."""
     return os.path.basename(os.path.normpath(model_name_or_path))
-
-
-@contextlib.contextmanager
-def _quiet_transformers():
-    """Hide transformers' Flax deprecation banner; real errors still raise."""
-    logger = logging.getLogger("transformers")
-    level = logger.level
-    logger.setLevel(logging.ERROR)
-    try:
-        with contextlib.redirect_stdout(io.StringIO()):
-            yield
-    finally:
-        logger.setLevel(level)
 
 
 def load_flax_generator(model_name_or_path, dtype="float32"):
@@ -60,7 +45,7 @@ def load_flax_generator(model_name_or_path, dtype="float32"):
 
     if dtype not in DTYPES:
         raise CappyError(f"--dtype must be one of {', '.join(DTYPES)}, got {dtype!r}")
-    with _quiet_transformers():
+    with quiet_transformers():
         try:
             config = AutoConfig.from_pretrained(model_name_or_path)
             tokenizer = AutoTokenizer.from_pretrained(model_name_or_path)

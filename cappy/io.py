@@ -80,6 +80,7 @@ def atomic_open(path, mode="w"):
     fd, tmp_path = tempfile.mkstemp(dir=folder, prefix=f".{os.path.basename(path)}.",
                                     suffix=".tmp")
     try:
+        os.chmod(tmp_path, 0o666 & ~_umask())  # mkstemp makes 0600; results are shared files
         with os.fdopen(fd, mode, encoding=None if "b" in mode else "utf-8") as file:
             yield file
             file.flush()
@@ -89,6 +90,12 @@ def atomic_open(path, mode="w"):
         with contextlib.suppress(FileNotFoundError):
             os.remove(tmp_path)
         raise
+
+
+def _umask():
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def write_jsonl(path, rows):

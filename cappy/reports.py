@@ -30,7 +30,8 @@ def baseline_report(data_dir, gen_dir, models=None, tgt_key="response", refs_key
             if not os.path.exists(path):
                 missing.append(task)
                 continue
-            rows = read_candidate_file(path, tgt_key, refs_key, need_log_likelihood=True)
+            rows = read_candidate_file(path, tgt_key=tgt_key, refs_key=refs_key,
+                                       need_log_likelihood=True)
             per_task[task] = task_baselines(rows, tgt_key, refs_key)
         mean = {row: sum(t[row] for t in per_task.values()) / len(per_task)
                 for row in BASELINE_ROWS} if per_task else {}
