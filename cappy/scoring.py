@@ -1,0 +1,124 @@
+"""Cappy as a scorer: load a checkpoint, encode (instruction, response) pairs,
+and score them in length-sorted, bucket-padded batches.
+
+A score is the raw regression output `logits[..., 0]` (no sigmoid, no
+clipping), returned in float32 and in input order.
+"""
+
+import contextlib
+import io
+import logging
+
+import jax
+import numpy as np
+
+from cappy.batching import bucket_length, length_sorted_order, pad_batch
+from cappy.errors import CappyError
+
+
+@contextlib.contextmanager
+def quiet_transformers():
+    """Hide transformers' Flax deprecation banner; real errors still raise."""
+    logger = logging.getLogger("transformers")
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        with contextlib.redirect_stdout(io.StringIO()):
+            yield
+    finally:
+        logger.setLevel(level)
+
+
+def load_cappy(model_name_or_path):
+    """(model, tokenizer) of a Cappy checkpoint, parameters in float32 on the CPU.
+
+    Accepts a hub id or a folder with `flax_model.msgpack`, or only PyTorch
+    weights (converted; needs torch).
+    """
+    from transformers import AutoTokenizer, FlaxAutoModelForSequenceClassification
+
+    with quiet_transformers(), jax.default_device(jax.devices("cpu")[0]):
+        try:
+            tokenizer = AutoTokenizer.from_pretrained(model_name_or_path)
+            try:
+                model = FlaxAutoModelForSequenceClassification.from_pretrained(
+                    model_name_or_path)
+            except OSError as error:
+                if "from_pt" not in str(error):
+                    raise
+                model = FlaxAutoModelForSequenceClassification.from_pretrained(
+                    model_name_or_path, from_pt=True)
+        except (OSError, ValueError) as error:
+            raise CappyError(f"cannot load Cappy model {model_name_or_path!r}: "
+                             f"{str(error).splitlines()[0]}") from None
+        if model.config.num_labels != 1:
+            raise CappyError(f"{model_name_or_path}: a Cappy scorer has num_labels=1, "
+                             f"this checkpoint has {model.config.num_labels}")
+        model.params = model.to_fp32(model.params)
+    return model, tokenizer
+
+
+def encode_pairs(tokenizer, instructions, responses, max_length):
+    """Token ids of `<s> instruction </s></s> response </s>`, cut to `max_length`.
+
+    Truncation is the tokenizer's `longest_first`, as in the original release:
+    the longer side gives way first, token by token.
+    """
+    encoded = tokenizer(list(instructions), list(responses), max_length=max_length,
+                        truncation=True)
+    keys = [k for k in ("input_ids", "token_type_ids") if k in encoded]
+    return [{k: encoded[k][i] for k in keys} for i in range(len(encoded["input_ids"]))]
+
+
+def collate_pairs(examples, pad_id, max_length, label_key=None):
+    """Pad a batch to its bucket width; add float32 `labels` when `label_key` is given."""
+    width = bucket_length(max(len(ex["input_ids"]) for ex in examples), max_length)
+    ids, mask = pad_batch([ex["input_ids"] for ex in examples], width, pad_id)
+    batch = {"input_ids": ids, "attention_mask": mask}
+    if "token_type_ids" in examples[0]:
+        batch["token_type_ids"], _ = pad_batch([ex["token_type_ids"] for ex in examples],
+                                               width, 0)
+    if label_key is not None:
+        batch["labels"] = np.array([ex[label_key] for ex in examples], dtype=np.float32)
+    return batch
+
+
+class PairScorer:
+    """Scores encoded pairs with a Redco Predictor over the deployer's devices."""
+
+    def __init__(self, model, tokenizer, deployer, max_length=512, per_device_batch_size=32,
+                 params_sharding_rules=None):
+        from redco import Predictor
+
+        self.model, self.tokenizer, self.deployer = model, tokenizer, deployer
+        self.max_length = max_length
+        self.per_device_batch_size = per_device_batch_size
+        self.predictor = Predictor(
+            deployer=deployer,
+            collate_fn=lambda examples: collate_pairs(examples, tokenizer.pad_token_id,
+                                                      max_length),
+            pred_fn=self._pred_fn, output_fn=lambda preds: list(np.asarray(preds, np.float32)),
+            params_sharding_rules=params_sharding_rules)
+
+    def _pred_fn(self, rng, params, batch):
+        del rng
+        return self.model(**batch, params=params, train=False).logits[..., 0].astype("float32")
+
+    def score(self, instructions, responses, params, desc="scoring", **placement):
+        """float32 scores of (instruction, response) pairs, in input order.
+
+        `placement` is passed to Redco (`params_replicated` / `params_sharded`)
+        when `params` already live on the devices.
+        """
+        if len(instructions) != len(responses):
+            raise ValueError("instructions and responses differ in length")
+        if not instructions:
+            return np.zeros((0,), np.float32)
+        examples = encode_pairs(self.tokenizer, instructions, responses, self.max_length)
+        order = length_sorted_order([len(ex["input_ids"]) for ex in examples])
+        preds = self.predictor.predict(
+            examples=[examples[i] for i in order], params=params,
+            per_device_batch_size=self.per_device_batch_size, desc=desc, **placement)
+        scores = np.empty(len(examples), np.float32)
+        scores[order] = np.asarray(preds, np.float32)
+        return scores
