@@ -117,3 +117,42 @@ def make_tiny_causal_lm(path, texts=(), n_embd=32, n_layer=2, n_head=2, seed=0):
     model.save_pretrained(path)
     tokenizer.save_pretrained(path)
     return path
+
+
+SAMPLE_DIR = os.path.join(os.path.dirname(__file__), "data", "bigbench_sample")
+BUILDERS = {"tiny-cappy": make_tiny_scorer, "tiny-t5": make_tiny_seq2seq,
+            "tiny-gpt2": make_tiny_causal_lm}
+
+
+def sample_texts(sample_dir=SAMPLE_DIR):
+    """Instructions and references of the shipped BIG-Bench sample: local tokenizer text."""
+    import json
+
+    texts = []
+    for name in sorted(os.listdir(sample_dir)):
+        if name.endswith(".jsonl"):
+            with open(os.path.join(sample_dir, name), encoding="utf-8") as file:
+                for line in file:
+                    row = json.loads(line)
+                    texts.append(row["instruction"])
+                    texts.extend(row["references"])
+    return texts
+
+
+def build_tiny_models(output_dir, names=tuple(BUILDERS), overwrite=False):
+    """Build the named tiny models under `output_dir`; keep finished ones unless overwrite."""
+    from cappy.errors import CappyError
+
+    unknown = [n for n in names if n not in BUILDERS]
+    if unknown:
+        raise CappyError(f"unknown tiny model(s) {', '.join(unknown)}; "
+                         f"choose from {', '.join(BUILDERS)}")
+    texts = sample_texts()
+    paths = {}
+    for name in names:
+        path = os.path.join(output_dir, name)
+        # The tokenizer is saved after the weights: its config marks a finished folder.
+        if overwrite or not os.path.exists(os.path.join(path, "tokenizer_config.json")):
+            BUILDERS[name](path, texts=texts)
+        paths[name] = path
+    return paths

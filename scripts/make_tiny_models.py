@@ -1,0 +1,43 @@
+"""Build tiny random models for offline runs and tests (their outputs mean nothing).
+
+    python scripts/make_tiny_models.py --output_dir demo_run/models
+
+Writes `tiny-cappy` (RoBERTa regression scorer, num_labels=1), `tiny-t5`
+(seq2seq generator) and `tiny-gpt2` (decoder-only generator), each a Hugging
+Face folder with a tokenizer trained on local text (the shipped BIG-Bench
+sample), loadable with `from_pretrained` like a real checkpoint. Existing
+folders are kept unless --overwrite.
+"""
+
+import argparse
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from cappy.errors import exit_on_error  # noqa: E402
+
+MODELS = ("tiny-cappy", "tiny-t5", "tiny-gpt2")
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--output_dir", default="demo_run/models")
+    parser.add_argument("--models", default=",".join(MODELS))
+    parser.add_argument("--overwrite", action="store_true")
+    return parser.parse_args(argv)
+
+
+@exit_on_error
+def main(argv=None):
+    args = parse_args(argv)
+    from cappy.tiny_models import build_tiny_models
+
+    for name, path in build_tiny_models(args.output_dir, args.models.split(","),
+                                        overwrite=args.overwrite).items():
+        print(f"{name}: {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,14 @@
+#!/usr/bin/env bash
+# Create ./.venv and install the pinned requirements (CPU). Safe to run twice.
+# For NVIDIA GPUs, set CAPPY_JAX="jax[cuda12]==0.9.2" first; for TPUs "jax[tpu]==0.9.2".
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PYTHON="${PYTHON:-python3}"
+if [ ! -x .venv/bin/python ]; then
+    "$PYTHON" -m venv .venv
+fi
+.venv/bin/python -m pip install --quiet -r requirements.txt -c constraints.txt
+if [ -n "${CAPPY_JAX:-}" ]; then
+    .venv/bin/python -m pip install --quiet "$CAPPY_JAX"
+fi
+.venv/bin/python -c "import jax, flax, optax, redco, transformers; print('cappy environment ready: jax', jax.__version__, 'on', jax.default_backend())"
