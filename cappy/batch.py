@@ -1,0 +1,317 @@
+"""Run cappy_bigbench.py over many tasks and generators: resumable, one log per task,
+one failure never stops the batch, optionally one task per GPU in parallel.
+
+A task counts as done only when its result file `{results_dir}/{model}/{task}.json`
+is valid JSON with a numeric `rougeL` (see `read_result`). Anything else (a
+placeholder such as the original code's `running...`, a truncated file, a missing
+key) is unfinished: it is run again, with `--overwrite`, and never averaged.
+"""
+
+import json
+import math
+import os
+import queue
+import shlex
+import subprocess
+import sys
+import threading
+import time
+
+from cappy.errors import CappyError
+from cappy.io import read_json
+from cappy.paper import FLAN_T5_MODELS
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+DEFAULT_SCRIPT = os.path.join(REPO, "cappy_bigbench.py")
+# Flags the runner sets for each child from --gen_models and --tasks.
+PER_TASK_FLAGS = ("--bigbench_gen_model", "--bigbench_subset_name")
+
+
+def result_file(results_dir, model, task):
+    """The result file cappy_bigbench.py writes for one generator and task."""
+    return os.path.join(results_dir, model, f"{task}.json")
+
+
+def log_file(results_dir, model, task):
+    return os.path.join(results_dir, model, f"{task}.log")
+
+
+def read_result(path):
+    """("done", rougeL fraction), ("missing", None) or ("unfinished", reason).
+
+    Never raises for a bad file: a result is done only if it is a JSON object
+    with a finite numeric `rougeL`.
+    """
+    if not os.path.exists(path):
+        return "missing", None
+    try:
+        with open(path, encoding="utf-8") as file:
+            text = file.read()
+    except (OSError, UnicodeDecodeError) as error:
+        return "unfinished", f"unreadable ({error.__class__.__name__})"
+    if not text.strip():
+        return "unfinished", "empty file"
+    try:
+        result = json.loads(text)
+    except ValueError:
+        first = text.strip().splitlines()[0][:40]
+        return "unfinished", f"not JSON ({first!r})"
+    if not isinstance(result, dict) or "rougeL" not in result:
+        return "unfinished", "no 'rougeL' field"
+    value = result["rougeL"]
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        return "unfinished", f"'rougeL' is not a number ({value!r})"
+    return "done", float(value)
+
+
+def read_task_names(data_dir):
+    """The task list of `{data_dir}/subset_names.json` (a JSON list of names)."""
+    path = os.path.join(data_dir, "subset_names.json")
+    tasks = read_json(path)
+    if not isinstance(tasks, list) or not all(isinstance(t, str) and t for t in tasks):
+        raise CappyError(f"{path}: must be a JSON list of task names")
+    return list(dict.fromkeys(tasks))
+
+
+def select_tasks(all_tasks, wanted, source):
+    """`wanted` (comma list or None) checked against the task list, in the order given."""
+    if not wanted:
+        return list(all_tasks)
+    names = list(dict.fromkeys(t.strip() for t in wanted.split(",") if t.strip()))
+    unknown = [t for t in names if t not in all_tasks]
+    if unknown:
+        raise CappyError(f"--tasks: not in {source}: {', '.join(unknown)}")
+    if not names:
+        raise CappyError("--tasks: no task names given")
+    return names
+
+
+def select_gen_models(gen_dir, wanted):
+    """The generators to run: `wanted` (comma list), or every FLAN-T5 folder in `gen_dir`."""
+    if wanted:
+        models = list(dict.fromkeys(m.strip() for m in wanted.split(",") if m.strip()))
+        if not models:
+            raise CappyError("--gen_models: no generator names given")
+        absent = [m for m in models if not os.path.isdir(os.path.join(gen_dir, m))]
+        if absent:
+            raise CappyError(f"{gen_dir}: no candidate folder for {', '.join(absent)}")
+        return models
+    models = [m for m in FLAN_T5_MODELS if os.path.isdir(os.path.join(gen_dir, m))]
+    if not models:
+        raise CappyError(f"{gen_dir}: no FLAN-T5 candidate folders ({', '.join(FLAN_T5_MODELS)}); "
+                         f"generate or download them, or name folders with --gen_models")
+    return models
+
+
+def check_passthrough(extra):
+    """Refuse flags the runner sets per child, and stray words that are not flags."""
+    if extra and not extra[0].startswith("-"):
+        raise CappyError(f"unexpected argument {extra[0]!r} (flags for cappy_bigbench.py "
+                         f"start with --)")
+    for arg in extra:
+        name = arg.split("=", 1)[0]
+        if name in PER_TASK_FLAGS:
+            raise CappyError(f"{name} is set for each task by the runner; use --gen_models "
+                             f"and --tasks instead")
+
+
+class Job:
+    """One (generator, task) run of the child script."""
+
+    def __init__(self, index, total, model, task, command, log_path, result_path):
+        self.index, self.total = index, total
+        self.model, self.task = model, task
+        self.command, self.log_path, self.result_path = command, log_path, result_path
+        self.status, self.detail, self.seconds, self.device = None, "", 0.0, None
+
+    @property
+    def label(self):
+        return f"[{self.index}/{self.total}] {self.model} {self.task}"
+
+
+def plan_jobs(script, gen_dir, results_dir, models, tasks, extra, overwrite=False):
+    """(jobs to launch, [(model, task, rougeL)] already done and skipped)."""
+    todo, skipped = [], []
+    for model in models:
+        for task in tasks:
+            result_path = result_file(results_dir, model, task)
+            state, value = read_result(result_path)
+            if state == "done" and not overwrite:
+                skipped.append((model, task, value))
+                continue
+            command = [sys.executable, script, "--bigbench_gen_dir", gen_dir,
+                       "--bigbench_gen_model", model, "--bigbench_subset_name", task,
+                       "--results_dir", results_dir, *extra]
+            if state != "missing":  # a stale or finished file the child would skip on
+                command.append("--overwrite")
+            todo.append((model, task, command, result_path))
+    jobs = [Job(i, len(todo), model, task, command, log_file(results_dir, model, task),
+                result_path)
+            for i, (model, task, command, result_path) in enumerate(todo, start=1)]
+    return jobs, skipped
+
+
+class BatchRunner:
+    """Runs jobs one after another, or one per device from a shared queue."""
+
+    def __init__(self, jobs, devices=None, out=None):
+        self.jobs = jobs
+        self.devices = devices
+        self.out = out or sys.stdout
+        self._print_lock = threading.Lock()
+        self._stop = threading.Event()
+        self._procs = {}
+        self._procs_lock = threading.Lock()
+
+    def say(self, text):
+        with self._print_lock:
+            print(text, file=self.out, flush=True)
+
+    def run(self):
+        try:
+            if not self.devices:
+                for job in self.jobs:
+                    if self._stop.is_set():
+                        break
+                    self._run_one(job, device=None)
+            else:
+                pending = queue.Queue()
+                for job in self.jobs:
+                    pending.put(job)
+                workers = [threading.Thread(target=self._worker, args=(pending, device),
+                                            name=f"device-{device}", daemon=True)
+                           for device in self.devices]
+                for worker in workers:
+                    worker.start()
+                for worker in workers:
+                    while worker.is_alive():
+                        worker.join(timeout=0.2)
+        except KeyboardInterrupt:
+            self._stop.set()
+            with self._procs_lock:
+                for proc in self._procs.values():
+                    if proc.poll() is None:
+                        proc.terminate()
+            raise
+        return self.jobs
+
+    def _worker(self, pending, device):
+        while not self._stop.is_set():
+            try:
+                job = pending.get_nowait()
+            except queue.Empty:
+                return
+            self._run_one(job, device)
+
+    def _run_one(self, job, device):
+        job.device = device
+        env = dict(os.environ, PYTHONUNBUFFERED="1")
+        prefix = ""
+        if device is not None:
+            env["CUDA_VISIBLE_DEVICES"] = device
+            prefix = f"CUDA_VISIBLE_DEVICES={device} "
+        where = f" (device {device})" if device is not None else ""
+        self.say(f"{job.label} ...{where}")
+        start = time.monotonic()
+        try:
+            os.makedirs(os.path.dirname(job.log_path), exist_ok=True)
+            with open(job.log_path, "w", encoding="utf-8") as log:
+                log.write(f"$ {prefix}{shlex.join(job.command)}\n")
+                log.write(f"# started {time.strftime('%Y-%m-%d %H:%M:%S')}\n")
+                log.flush()
+                proc = subprocess.Popen(job.command, stdout=log, stderr=subprocess.STDOUT,
+                                        stdin=subprocess.DEVNULL, env=env)
+                with self._procs_lock:
+                    self._procs[id(job)] = proc
+                returncode = proc.wait()
+                with self._procs_lock:
+                    self._procs.pop(id(job), None)
+                job.seconds = time.monotonic() - start
+                log.write(f"\n# exit code {returncode} after {job.seconds:.1f} s\n")
+        except OSError as error:  # could not write the log or start the child
+            job.seconds = time.monotonic() - start
+            job.status, job.detail = "failed", f"could not run: {error}"
+            self.say(f"{job.label} FAILED ({job.detail})")
+            return
+        state, value = read_result(job.result_path)
+        if returncode != 0:
+            job.status, job.detail = "failed", f"exit code {returncode}"
+        elif state != "done":
+            job.status = "failed"
+            job.detail = ("exit code 0 but no result file" if state == "missing"
+                          else f"exit code 0 but result unfinished: {value}")
+        else:
+            job.status, job.detail = "done", f"ROUGE-L {100 * value:.2f}"
+        if job.status == "done":
+            self.say(f"{job.label} done {job.seconds:.1f} s, {job.detail}")
+        else:
+            self.say(f"{job.label} FAILED ({job.detail}; see {job.log_path})")
+
+
+def format_summary(jobs, skipped):
+    """The closing summary: counts, then each failure with its log."""
+    done = [j for j in jobs if j.status == "done"]
+    failed = [j for j in jobs if j.status == "failed"]
+    not_run = [j for j in jobs if j.status is None]
+    parts = [f"{len(done)} done", f"{len(skipped)} skipped (already finished)",
+             f"{len(failed)} failed"]
+    if not_run:
+        parts.append(f"{len(not_run)} not run or interrupted")
+    lines = ["summary: " + ", ".join(parts)]
+    for job in failed:
+        lines.append(f"  FAILED {job.model} {job.task}: {job.detail}; log: {job.log_path}")
+    return "\n".join(lines)
+
+
+def parse_devices(text):
+    if text is None:
+        return None
+    devices = [d.strip() for d in text.split(",")]
+    if not devices or any(not d for d in devices):
+        raise CappyError(f"--devices {text!r}: expected a comma-separated list such as 0,1,2,3")
+    return devices
+
+
+def run_batch(args, extra, out=None):
+    """The runner's main: plan, skip what is done, run the rest, summarise; return exit code."""
+    out = out or sys.stdout
+    script = os.path.abspath(args.script)
+    if not os.path.isfile(script):
+        raise CappyError(f"{args.script}: script not found")
+    check_passthrough(extra)
+    devices = parse_devices(args.devices)
+    tasks = select_tasks(read_task_names(args.bigbench_data_dir), args.tasks,
+                         os.path.join(args.bigbench_data_dir, "subset_names.json"))
+    models = select_gen_models(args.bigbench_gen_dir, args.gen_models)
+    jobs, skipped = plan_jobs(script, args.bigbench_gen_dir, args.results_dir, models, tasks,
+                              extra, overwrite=args.overwrite)
+
+    def say(text):
+        print(text, file=out, flush=True)
+
+    say(f"{len(models)} generator(s) x {len(tasks)} task(s): {len(jobs)} to run, "
+        f"{len(skipped)} already finished (skipped)")
+    for model in models:
+        n = sum(1 for m, _, _ in skipped if m == model)
+        if n:
+            say(f"  {model}: {n} finished task(s) skipped")
+    if args.dry_run:
+        if devices:
+            say(f"# would run one task at a time on each of devices {','.join(devices)} "
+                f"(CUDA_VISIBLE_DEVICES set per child)")
+        for job in jobs:
+            say(f"{shlex.join(job.command)} > {shlex.quote(job.log_path)} 2>&1")
+        return 0
+    if devices:
+        say(f"running on {len(devices)} device(s) in parallel: {','.join(devices)}")
+    start = time.monotonic()
+    runner = BatchRunner(jobs, devices=devices, out=out)
+    try:
+        runner.run()
+    except KeyboardInterrupt:
+        say("\ninterrupted")
+        say(format_summary(jobs, skipped))
+        return 130
+    say(f"finished in {time.monotonic() - start:.1f} s")
+    say(format_summary(jobs, skipped))
+    return 1 if any(job.status == "failed" for job in jobs) else 0
