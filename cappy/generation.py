@@ -86,6 +86,7 @@ class CandidateGenerator:
     def __init__(self, model_name_or_path, n_model_shards=1, n_sample_gens=4,
                  per_device_batch_size=8, max_src_len=512, max_tgt_len=64,
                  dtype="float16", jax_seed=42, verbose=True, deployer_kwargs=None):
+        from flax.core.frozen_dict import freeze
         from flax.jax_utils import replicate
         from redco import Deployer
 
@@ -104,12 +105,13 @@ class CandidateGenerator:
             self.tokenizer.truncation_side = "left"
         self.deployer = Deployer(jax_seed=jax_seed, n_model_shards=n_model_shards,
                                  verbose=verbose, **(deployer_kwargs or {}))
-        rules = self.deployer.get_sharding_rules(self.model.params)
+        params = freeze(self.model.params)  # Redco's specs are FrozenDicts
+        rules = self.deployer.get_sharding_rules(params)
         if self.deployer.mesh is None:
-            self.params = replicate(self.model.params)
+            self.params = replicate(params)
         else:
-            spec = self.deployer.get_params_spec(self.model.params, rules)
-            self.params = self.deployer.shard_params(self.model.params, spec)
+            self.params = self.deployer.shard_params(
+                params, self.deployer.get_params_spec(params, rules))
         self._placement = ({"params_replicated": True} if self.deployer.mesh is None
                            else {"params_sharded": True})
         self._rules = rules
