@@ -18,12 +18,12 @@ GENERATOR = "tiny-t5"
 # Small enough for two CPU cores; same code paths as the paper's settings.
 DEMO_GENERATION = dict(n_sample_gens=4, per_device_batch_size=8, max_src_len=128,
                        max_tgt_len=16, dtype="float32")
-DEMO_CAPPY_FLAGS = ["--train_size", "512", "--per_device_batch_size", "8",
-                    "--accumulate_grad_batches", "2", "--learning_rate", "1e-4",
-                    "--max_length", "160", "--lr_schedule", "corrected"]
+DEMO_CAPPY_SETTINGS = {"train_size": 512, "per_device_batch_size": 8,
+                       "accumulate_grad_batches": 2, "learning_rate": 1e-4,
+                       "max_length": 160, "lr_schedule": "corrected"}
 
 
-def run_demo(output_dir="demo_run", log=print):
+def run_demo(output_dir="demo_run", log=print, tasks=None):
     import cappy_bigbench
     from cappy.bigbench_cappy import run_task
     from cappy.generation import CandidateGenerator, plan_bigbench_generation, write_candidates
@@ -32,7 +32,7 @@ def run_demo(output_dir="demo_run", log=print):
                                format_cappy_table, plot_cappy_comparison)
 
     start = time.time()
-    tasks = read_json(os.path.join(SAMPLE_DIR, "subset_names.json"))
+    tasks = tasks or read_json(os.path.join(SAMPLE_DIR, "subset_names.json"))
     gen_dir = os.path.join(output_dir, "bigbench_flan_gens")
     results_dir = os.path.join(output_dir, "bigbench_cappy_results")
 
@@ -49,7 +49,7 @@ def run_demo(output_dir="demo_run", log=print):
             log(f"      wrote {path}")
 
     log("[3/5] baselines (ROUGE-L x100; the paper's FLAN-T5 figures do not apply here)")
-    baselines = baseline_report(SAMPLE_DIR, gen_dir, [GENERATOR])
+    baselines = baseline_report(SAMPLE_DIR, gen_dir, [GENERATOR], tasks=tasks)
     log(format_baseline_table(baselines))
     baselines_file = os.path.join(output_dir, "baselines.json")
     write_json(baselines_file, {m: entry["mean"] for m, entry in baselines.items()})
@@ -59,7 +59,9 @@ def run_demo(output_dir="demo_run", log=print):
         args = cappy_bigbench.parse_args([
             "--model_name_or_path", models["tiny-cappy"], "--bigbench_gen_dir", gen_dir,
             "--bigbench_gen_model", GENERATOR, "--bigbench_subset_name", task,
-            "--results_dir", results_dir, "--quiet", *DEMO_CAPPY_FLAGS])
+            "--results_dir", results_dir, "--quiet",
+            *[str(part) for key, value in DEMO_CAPPY_SETTINGS.items()
+              for part in (f"--{key}", value)]])
         run_task(args, log=lambda message: log(f"      {message}"))
 
     log("[5/5] Cappy against the baselines")

@@ -19,9 +19,13 @@ def _generator_folders(gen_dir):
     return model_order(models)
 
 
-def baseline_report(data_dir, gen_dir, models=None, tgt_key="response", refs_key="references"):
-    """{model: {"per_task", "mean", "missing", "n_tasks"}} with ROUGE-L as fractions."""
-    tasks = read_json(os.path.join(data_dir, "subset_names.json"))
+def baseline_report(data_dir, gen_dir, models=None, tgt_key="response", refs_key="references",
+                    tasks=None):
+    """{model: {"per_task", "mean", "missing", "n_tasks"}} with ROUGE-L as fractions.
+
+    Tasks are `tasks`, or those of `{data_dir}/subset_names.json`.
+    """
+    tasks = tasks or read_json(os.path.join(data_dir, "subset_names.json"))
     report = {}
     for model in model_order(models) if models else _generator_folders(gen_dir):
         per_task, missing = {}, []

@@ -186,3 +186,27 @@ def test_cli_bad_input_is_one_line_and_writes_nothing(tmp_path):
     assert missing.returncode == 2
     assert "no_such_task_train.jsonl: file not found" in missing.stderr
     assert len(missing.stderr.strip().splitlines()) == 1
+
+
+def test_model_sharded_over_two_devices_matches_one(tiny_t5, tmp_path):
+    """--n_model_shards 2 on two forced host devices gives one device's beam candidates."""
+    data = tmp_path / "data"
+    write_task(str(data), "task_a", n_train=1, n_validation=3)
+    common = ["--model_name_or_path", tiny_t5, "--data_dir", data, "--tasks", "task_a",
+              "--splits", "validation", "--max_src_len", 32, "--max_tgt_len", 8,
+              "--dtype", "float32", "--per_device_batch_size", 2, "--n_sample_gens", 1]
+    two = {"XLA_FLAGS": "--xla_force_host_platform_device_count=2"}
+    one = run_script("scripts/bigbench_flan_generate.py", *common, "--output_dir", tmp_path / "one")
+    sharded = run_script("scripts/bigbench_flan_generate.py", *common, "--output_dir",
+                         tmp_path / "two", "--n_model_shards", 2, env=two)
+    assert one.returncode == 0, one.stderr[-2000:]
+    assert sharded.returncode == 0, sharded.stderr[-2000:]
+    assert "Local Devices: 2 / 2" in sharded.stderr + sharded.stdout
+    a = read_candidate_file(str(tmp_path / "one" / "tiny-t5" / "task_a_validation.jsonl"),
+                            need_log_likelihood=True)
+    b = read_candidate_file(str(tmp_path / "two" / "tiny-t5" / "task_a_validation.jsonl"),
+                            need_log_likelihood=True)
+    for x, y in zip(a, b):
+        bx, by = x["flan_samples"]["beam4"][0], y["flan_samples"]["beam4"][0]
+        assert bx["response"] == by["response"]
+        assert bx["log_likelihood_sum"] == pytest.approx(by["log_likelihood_sum"], abs=1e-4)
