@@ -29,28 +29,33 @@ def quiet_transformers():
         logger.setLevel(level)
 
 
-def load_cappy(model_name_or_path):
+def load_cappy(model_name_or_path, dtype="float32"):
     """(model, tokenizer) of a Cappy checkpoint, parameters in float32 on the CPU.
 
     Accepts a hub id or a folder with `flax_model.msgpack`, or only PyTorch
-    weights (converted; needs torch).
+    weights (converted; needs torch). `dtype` is the compute dtype.
     """
+    import jax.numpy as jnp
     from transformers import AutoTokenizer, FlaxAutoModelForSequenceClassification
 
+    kwargs = {"dtype": getattr(jnp, dtype)}
     with quiet_transformers(), jax.default_device(jax.devices("cpu")[0]):
         try:
             tokenizer = AutoTokenizer.from_pretrained(model_name_or_path)
             try:
                 model = FlaxAutoModelForSequenceClassification.from_pretrained(
-                    model_name_or_path)
+                    model_name_or_path, **kwargs)
             except OSError as error:
                 if "from_pt" not in str(error):
                     raise
                 model = FlaxAutoModelForSequenceClassification.from_pretrained(
-                    model_name_or_path, from_pt=True)
+                    model_name_or_path, from_pt=True, **kwargs)
         except (OSError, ValueError) as error:
             raise CappyError(f"cannot load Cappy model {model_name_or_path!r}: "
                              f"{str(error).splitlines()[0]}") from None
+        # transformers stores the Flax compute dtype in the config, where PyTorch
+        # would later read it as a torch dtype; weights are float32, so say so.
+        model.config.dtype = "float32"
         if model.config.num_labels != 1:
             raise CappyError(f"{model_name_or_path}: a Cappy scorer has num_labels=1, "
                              f"this checkpoint has {model.config.num_labels}")
@@ -58,16 +63,40 @@ def load_cappy(model_name_or_path):
     return model, tokenizer
 
 
-def encode_pairs(tokenizer, instructions, responses, max_length):
-    """Token ids of `<s> instruction </s></s> response </s>`, cut to `max_length`.
+TRUNCATIONS = ("longest_first", "instruction_first")
 
-    Truncation is the tokenizer's `longest_first`, as in the original release:
-    the longer side gives way first, token by token.
+
+def encode_pairs(tokenizer, instructions, responses, max_length, truncation="longest_first"):
+    """Token ids of `<s> instruction </s></s> response </s>`, at most `max_length` long.
+
+    `longest_first` (the original release's, used for the paper runs): the
+    longer side gives way first, token by token. `instruction_first` (the API's
+    default): the instruction's end is cut first, and the response only once the
+    instruction is gone, so the response a caller asks about stays whole.
     """
-    encoded = tokenizer(list(instructions), list(responses), max_length=max_length,
-                        truncation=True)
-    keys = [k for k in ("input_ids", "token_type_ids") if k in encoded]
-    return [{k: encoded[k][i] for k in keys} for i in range(len(encoded["input_ids"]))]
+    if truncation == "longest_first":
+        encoded = tokenizer(list(instructions), list(responses), max_length=max_length,
+                            truncation=True)
+        keys = [k for k in ("input_ids", "token_type_ids") if k in encoded]
+        return [{k: encoded[k][i] for k in keys} for i in range(len(encoded["input_ids"]))]
+    if truncation != "instruction_first":
+        raise ValueError(f"truncation must be one of {TRUNCATIONS}, got {truncation!r}")
+    budget = max_length - tokenizer.num_special_tokens_to_add(pair=True)
+    if budget < 1:
+        raise ValueError(f"max_length {max_length} leaves no room for text")
+    firsts = tokenizer(list(instructions), add_special_tokens=False)["input_ids"]
+    seconds = tokenizer(list(responses), add_special_tokens=False)["input_ids"]
+    examples = []
+    for first, second in zip(firsts, seconds):
+        second = second[:budget]
+        first = first[:budget - len(second)]
+        ids = tokenizer.build_inputs_with_special_tokens(first, second)
+        example = {"input_ids": ids}
+        if "token_type_ids" in tokenizer.model_input_names:
+            example["token_type_ids"] = tokenizer.create_token_type_ids_from_sequences(
+                first, second)
+        examples.append(example)
+    return examples
 
 
 def collate_pairs(examples, pad_id, max_length, label_key=None):
@@ -87,11 +116,12 @@ class PairScorer:
     """Scores encoded pairs with a Redco Predictor over the deployer's devices."""
 
     def __init__(self, model, tokenizer, deployer, max_length=512, per_device_batch_size=32,
-                 params_sharding_rules=None):
+                 params_sharding_rules=None, truncation="longest_first"):
         from redco import Predictor
 
         self.model, self.tokenizer, self.deployer = model, tokenizer, deployer
         self.max_length = max_length
+        self.truncation = truncation
         self.per_device_batch_size = per_device_batch_size
         self.predictor = Predictor(
             deployer=deployer,
@@ -114,11 +144,50 @@ class PairScorer:
             raise ValueError("instructions and responses differ in length")
         if not instructions:
             return np.zeros((0,), np.float32)
-        examples = encode_pairs(self.tokenizer, instructions, responses, self.max_length)
+        examples = encode_pairs(self.tokenizer, instructions, responses, self.max_length,
+                                self.truncation)
         order = length_sorted_order([len(ex["input_ids"]) for ex in examples])
         preds = self.predictor.predict(
             examples=[examples[i] for i in order], params=params,
             per_device_batch_size=self.per_device_batch_size, desc=desc, **placement)
         scores = np.empty(len(examples), np.float32)
         scores[order] = np.asarray(preds, np.float32)
+        return scores
+
+
+class TorchPairScorer:
+    """The same scoring with the PyTorch model class of transformers (one device).
+
+    Same encoding, length order and bucket widths as PairScorer, so the two
+    backends see identical inputs.
+    """
+
+    def __init__(self, model, tokenizer, max_length=512, batch_size=32,
+                 truncation="instruction_first", device=None):
+        import torch
+
+        self.torch = torch
+        self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+        self.model = model.to(self.device).eval()
+        self.tokenizer, self.max_length = tokenizer, max_length
+        self.batch_size, self.truncation = batch_size, truncation
+
+    def score(self, instructions, responses, desc="scoring", progress=False):
+        import tqdm
+
+        if len(instructions) != len(responses):
+            raise ValueError("instructions and responses differ in length")
+        examples = encode_pairs(self.tokenizer, instructions, responses, self.max_length,
+                                self.truncation)
+        order = length_sorted_order([len(ex["input_ids"]) for ex in examples])
+        scores = np.empty(len(examples), np.float32)
+        starts = range(0, len(order), self.batch_size)
+        with self.torch.inference_mode():
+            for start in tqdm.tqdm(starts, desc=desc, disable=not progress):
+                index = order[start:start + self.batch_size]
+                batch = collate_pairs([examples[i] for i in index], self.tokenizer.pad_token_id,
+                                      self.max_length)
+                batch = {k: self.torch.as_tensor(v, device=self.device) for k, v in batch.items()}
+                logits = self.model(**batch).logits[..., 0]
+                scores[index] = logits.float().cpu().numpy()
         return scores

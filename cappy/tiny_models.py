@@ -78,7 +78,9 @@ def make_tiny_scorer(path, texts=(), hidden_size=32, num_layers=2, num_heads=2,
         num_attention_heads=num_heads, intermediate_size=hidden_size * 4,
         max_position_embeddings=max_position, type_vocab_size=1, num_labels=1,
         pad_token_id=tokenizer.pad_token_id, bos_token_id=tokenizer.bos_token_id,
-        eos_token_id=tokenizer.eos_token_id, problem_type="regression")
+        eos_token_id=tokenizer.eos_token_id, problem_type="regression",
+        # Wider than RoBERTa's 0.02 so random scores differ visibly between inputs.
+        initializer_range=0.2)
     model = FlaxRobertaForSequenceClassification(config, seed=seed)
     os.makedirs(path, exist_ok=True)
     model.save_pretrained(path)

@@ -60,7 +60,10 @@ def make_trainer(model, tokenizer, deployer, train_size, per_device_batch_size=8
                  accumulate_grad_batches=16, learning_rate=2e-5, warmup_rate=0.1,
                  weight_decay=0.0, lr_schedule="paper", max_length=512,
                  params_sharding_rules=None, label_key="label"):
-    """A Redco Trainer for Cappy regression; parameters and optimizer state in fp32."""
+    """A Redco Trainer for Cappy regression on encoded examples (`encode_pairs`).
+
+    Parameters and optimizer state stay in float32.
+    """
     from redco import Trainer
 
     _, global_micro = deployer.get_local_global_micro_batch_size(per_device_batch_size)
@@ -81,3 +84,13 @@ def make_trainer(model, tokenizer, deployer, train_size, per_device_batch_size=8
         lr_schedule_fn=lambda step: schedule(step // accumulate_grad_batches),
         accumulate_grad_batches=accumulate_grad_batches,
         params_sharding_rules=params_sharding_rules)
+
+
+def host_params(trainer):
+    """The trained parameters as host arrays, one copy (single-host runs)."""
+    import numpy as np
+
+    params = trainer.state.params
+    if trainer.mesh is None:  # pmap keeps one replica per local device
+        return jax.tree.map(lambda x: np.asarray(x[0]), params)
+    return jax.device_get(params)

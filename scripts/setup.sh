@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Create ./.venv and install the pinned requirements (CPU). Safe to run twice.
 # For NVIDIA GPUs, set CAPPY_JAX="jax[cuda12]==0.9.2" first; for TPUs "jax[tpu]==0.9.2".
+# CAPPY_TORCH=1 also installs PyTorch for Cappy's torch backend (requirements-torch.txt).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON="${PYTHON:-python3}"
@@ -8,6 +9,9 @@ if [ ! -x .venv/bin/python ]; then
     "$PYTHON" -m venv .venv
 fi
 .venv/bin/python -m pip install --quiet -r requirements.txt -c constraints.txt
+if [ "${CAPPY_TORCH:-0}" = "1" ]; then  # the optional PyTorch backend
+    .venv/bin/python -m pip install --quiet -r requirements-torch.txt -c constraints.txt
+fi
 if [ -n "${CAPPY_JAX:-}" ]; then
     .venv/bin/python -m pip install --quiet "$CAPPY_JAX"
 fi

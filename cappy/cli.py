@@ -1,0 +1,242 @@
+"""`python -m cappy score|rerank|finetune`: Cappy on jsonl files, streamed.
+
+    python -m cappy score    --input pairs.jsonl --output scored.jsonl
+    python -m cappy rerank   --input candidates.jsonl --output best.jsonl
+    python -m cappy finetune --train_file labelled.jsonl --output_dir my-cappy
+
+score:    rows {"instruction", "response"}      -> the row plus "score"
+rerank:   rows {"instruction", "candidates": [...]} (from any generator) -> the row plus
+          "best" (ties go to the earliest candidate), "scores" (input order) and, when
+          the row has "references", "rougeL_best" and "rougeL_first"
+finetune: rows {"instruction", "response", "label" in [0, 1]} -> a checkpoint folder that
+          both backends load (Cappy.from_pretrained, cappy_bigbench.py)
+
+A bad row stops the run with one line naming the file, line and field (exit 2)
+and no output file; with --skip_bad_rows it is skipped and counted instead.
+Output files are written atomically.
+"""
+
+import argparse
+import os
+import sys
+
+from cappy.errors import CappyError, exit_on_error, located
+
+DEFAULT_MODEL = "btan2/cappy-large"
+
+
+def _common(parser):
+    parser.add_argument("--model_name_or_path", default=DEFAULT_MODEL)
+    parser.add_argument("--max_length", type=int, default=512)
+    parser.add_argument("--batch_size", type=int, default=32, help="pairs per device per batch")
+    parser.add_argument("--backend", default="flax", choices=["flax", "torch"])
+    parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
+    parser.add_argument("--skip_bad_rows", action="store_true",
+                        help="skip and count malformed rows instead of stopping")
+
+
+def build_parser():
+    parser = argparse.ArgumentParser(prog="python -m cappy", description=__doc__.split("\n\n")[0])
+    commands = parser.add_subparsers(dest="command", required=True)
+    score = commands.add_parser("score", help="score (instruction, response) rows")
+    score.add_argument("--input", required=True)
+    score.add_argument("--output", required=True)
+    rerank = commands.add_parser("rerank", help="pick the best of each row's candidates")
+    rerank.add_argument("--input", required=True)
+    rerank.add_argument("--output", required=True)
+    finetune = commands.add_parser("finetune", help="finetune Cappy on labelled rows")
+    finetune.add_argument("--train_file", required=True)
+    finetune.add_argument("--validation_file", default=None)
+    finetune.add_argument("--output_dir", required=True)
+    finetune.add_argument("--overwrite", action="store_true")
+    finetune.add_argument("--n_epochs", type=int, default=1)
+    finetune.add_argument("--accumulate_grad_batches", type=int, default=1)
+    finetune.add_argument("--learning_rate", type=float, default=2e-5)
+    finetune.add_argument("--warmup_rate", type=float, default=0.1)
+    finetune.add_argument("--weight_decay", type=float, default=0.0)
+    finetune.add_argument("--seed", type=int, default=11111)
+    for sub in (score, rerank, finetune):
+        _common(sub)
+    finetune.set_defaults(batch_size=8)
+    return parser
+
+
+# ---- row checks: (field, problem) or None -------------------------------------------
+
+def _is_text(value):
+    return isinstance(value, str)
+
+
+def check_pair_row(row):
+    for field in ("instruction", "response"):
+        if not _is_text(row.get(field)):
+            return field, "missing or not a string"
+    return None
+
+
+def check_candidates_row(row):
+    if not _is_text(row.get("instruction")):
+        return "instruction", "missing or not a string"
+    cands = row.get("candidates")
+    if not isinstance(cands, list) or not cands or not all(_is_text(c) for c in cands):
+        return "candidates", "must be a non-empty list of strings"
+    refs = row.get("references")
+    if refs is not None and (not isinstance(refs, list) or not refs
+                             or not all(_is_text(r) for r in refs)):
+        return "references", "must be a non-empty list of strings when present"
+    return None
+
+
+def check_labelled_row(row):
+    problem = check_pair_row(row)
+    if problem:
+        return problem
+    label = row.get("label")
+    if isinstance(label, bool) or not isinstance(label, (int, float)) or not 0 <= label <= 1:
+        return "label", "must be a number in [0, 1]"
+    return None
+
+
+def good_rows(path, check, skip_bad_rows, counter):
+    """Yield valid rows of a jsonl file; stop at the first bad one unless skipping."""
+    from cappy.io import parse_jsonl_line
+
+    if not os.path.isfile(path):
+        raise CappyError(f"{path}: file not found")
+    with open(path, encoding="utf-8") as file:
+        for line, text in enumerate(file, start=1):
+            if not text.strip():
+                continue
+            try:
+                row = parse_jsonl_line(path, line, text)
+                problem = check(row)
+                if problem is not None:
+                    raise located(path, line, *problem)
+            except CappyError:
+                if not skip_bad_rows:
+                    raise
+                counter["bad"] += 1
+                continue
+            yield row
+
+
+def _chunks(rows, size):
+    chunk = []
+    for row in rows:
+        chunk.append(row)
+        if len(chunk) == size:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk
+
+
+def _count_lines(path):
+    if not os.path.isfile(path):
+        raise CappyError(f"{path}: file not found")
+    with open(path, "rb") as file:
+        return sum(1 for line in file if line.strip())
+
+
+# ---- commands -----------------------------------------------------------------------
+
+def run_score(args, cappy, chunk_size=2048):
+    import json
+
+    import tqdm
+
+    from cappy.io import atomic_open
+
+    counter = {"bad": 0, "rows": 0}
+    total = _count_lines(args.input)
+    rows = good_rows(args.input, check_pair_row, args.skip_bad_rows, counter)
+    with atomic_open(args.output) as out, tqdm.tqdm(total=total, desc="scoring", unit="row") as bar:
+        for chunk in _chunks(rows, chunk_size):
+            scores = cappy.score([r["instruction"] for r in chunk],
+                                 [r["response"] for r in chunk], batch_size=args.batch_size)
+            for row, score in zip(chunk, scores):
+                out.write(json.dumps({**row, "score": float(score)}, ensure_ascii=False) + "\n")
+            counter["rows"] += len(chunk)
+            bar.update(len(chunk))
+    return counter
+
+
+def rerank_rows(cappy, rows, batch_size=None):
+    """Rerank rows in memory: each row plus best, scores (and ROUGE-L with references)."""
+    from cappy.rouge import rouge_l
+
+    instructions, responses = [], []
+    for row in rows:
+        instructions += [row["instruction"]] * len(row["candidates"])
+        responses += row["candidates"]
+    scores = cappy.score(instructions, responses, batch_size=batch_size)
+    out, start = [], 0
+    for row in rows:
+        row_scores = [float(s) for s in scores[start:start + len(row["candidates"])]]
+        start += len(row["candidates"])
+        best = row["candidates"][max(range(len(row_scores)), key=lambda i: (row_scores[i], -i))]
+        result = {**row, "best": best, "scores": row_scores}
+        if "references" in row:
+            result["rougeL_best"] = rouge_l(best, row["references"])
+            result["rougeL_first"] = rouge_l(row["candidates"][0], row["references"])
+        out.append(result)
+    return out
+
+
+def run_rerank(args, cappy, chunk_size=256):
+    import json
+
+    import tqdm
+
+    from cappy.io import atomic_open
+
+    counter = {"bad": 0, "rows": 0}
+    total = _count_lines(args.input)
+    rows = good_rows(args.input, check_candidates_row, args.skip_bad_rows, counter)
+    with atomic_open(args.output) as out, tqdm.tqdm(total=total, desc="reranking", unit="row") as bar:
+        for chunk in _chunks(rows, chunk_size):
+            for result in rerank_rows(cappy, chunk, args.batch_size):
+                out.write(json.dumps(result, ensure_ascii=False) + "\n")
+            counter["rows"] += len(chunk)
+            bar.update(len(chunk))
+    return counter
+
+
+def run_finetune(args):
+    from cappy.finetuning import finetune_on_rows
+
+    counter = {"bad": 0}
+    train = list(good_rows(args.train_file, check_labelled_row, args.skip_bad_rows, counter))
+    if not train:
+        raise CappyError(f"{args.train_file}: no usable training rows")
+    validation = None
+    if args.validation_file:
+        validation = list(good_rows(args.validation_file, check_labelled_row,
+                                    args.skip_bad_rows, counter))
+    summary = finetune_on_rows(args, train, validation)
+    summary["bad"] = counter["bad"]
+    return summary
+
+
+@exit_on_error
+def main(argv=None):
+    args = build_parser().parse_args(argv)
+    if args.command == "finetune":
+        summary = run_finetune(args)
+        print(f"saved {args.output_dir}: {summary}")
+    else:
+        if os.path.abspath(args.input) == os.path.abspath(args.output):
+            raise CappyError("--output must differ from --input")
+        from cappy.api import Cappy
+
+        cappy = Cappy.from_pretrained(args.model_name_or_path, backend=args.backend,
+                                      dtype=args.dtype, max_length=args.max_length,
+                                      batch_size=args.batch_size)
+        counter = (run_score if args.command == "score" else run_rerank)(args, cappy)
+        print(f"wrote {args.output}: {counter['rows']} rows"
+              + (f", skipped {counter['bad']} bad rows" if counter["bad"] else ""))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
