@@ -166,3 +166,17 @@ def test_finetune_then_reload_in_both_backends(tiny_scorer, tmp_path, flax_cappy
     assert np.mean((a - labels) ** 2) < np.mean((before - labels) ** 2)  # it learned
     assert run_cli("finetune", "--model_name_or_path", tiny_scorer, "--train_file", train,
                    "--output_dir", out) == 2  # never overwrites silently
+
+
+def test_flax_backend_loads_pytorch_only_weights(tiny_scorer, tmp_path, flax_cappy):
+    import shutil
+
+    from cappy.api import torch_model_from_flax
+
+    pt_only = tmp_path / "pt-only"
+    shutil.copytree(tiny_scorer, pt_only)
+    torch_model_from_flax(str(pt_only)).save_pretrained(str(pt_only))
+    (pt_only / "flax_model.msgpack").unlink()
+    converted = Cappy.from_pretrained(str(pt_only), max_length=48)
+    np.testing.assert_allclose(converted.score(INSTRUCTIONS, RESPONSES),
+                               flax_cappy.score(INSTRUCTIONS, RESPONSES), atol=1e-4)
