@@ -140,7 +140,8 @@ def _count_lines(path):
 
 # ---- commands -----------------------------------------------------------------------
 
-def run_score(args, cappy, chunk_size=2048):
+def stream_rows(args, check, process_chunk, chunk_size, desc):
+    """Read valid rows in chunks, write process_chunk(chunk)'s rows atomically; count them."""
     import json
 
     import tqdm
@@ -149,20 +150,25 @@ def run_score(args, cappy, chunk_size=2048):
 
     counter = {"bad": 0, "rows": 0}
     total = _count_lines(args.input)
-    rows = good_rows(args.input, check_pair_row, args.skip_bad_rows, counter)
-    with atomic_open(args.output) as out, tqdm.tqdm(total=total, desc="scoring", unit="row") as bar:
+    rows = good_rows(args.input, check, args.skip_bad_rows, counter)
+    with atomic_open(args.output) as out, tqdm.tqdm(total=total, desc=desc, unit="row") as bar:
         for chunk in _chunks(rows, chunk_size):
-            scores = cappy.score([r["instruction"] for r in chunk],
-                                 [r["response"] for r in chunk], batch_size=args.batch_size)
-            for row, score in zip(chunk, scores):
-                out.write(json.dumps({**row, "score": float(score)}, ensure_ascii=False) + "\n")
+            for result in process_chunk(chunk):
+                out.write(json.dumps(result, ensure_ascii=False) + "\n")
             counter["rows"] += len(chunk)
             bar.update(len(chunk))
     return counter
 
 
+def score_rows(cappy, rows, batch_size=None):
+    """Each row plus its "score"."""
+    scores = cappy.score([r["instruction"] for r in rows], [r["response"] for r in rows],
+                         batch_size=batch_size)
+    return [{**row, "score": float(score)} for row, score in zip(rows, scores)]
+
+
 def rerank_rows(cappy, rows, batch_size=None):
-    """Rerank rows in memory: each row plus best, scores (and ROUGE-L with references)."""
+    """Each row plus best, scores (and ROUGE-L of best and first with references)."""
     from cappy.rouge import rouge_l
 
     instructions, responses = [], []
@@ -183,23 +189,10 @@ def rerank_rows(cappy, rows, batch_size=None):
     return out
 
 
-def run_rerank(args, cappy, chunk_size=256):
-    import json
-
-    import tqdm
-
-    from cappy.io import atomic_open
-
-    counter = {"bad": 0, "rows": 0}
-    total = _count_lines(args.input)
-    rows = good_rows(args.input, check_candidates_row, args.skip_bad_rows, counter)
-    with atomic_open(args.output) as out, tqdm.tqdm(total=total, desc="reranking", unit="row") as bar:
-        for chunk in _chunks(rows, chunk_size):
-            for result in rerank_rows(cappy, chunk, args.batch_size):
-                out.write(json.dumps(result, ensure_ascii=False) + "\n")
-            counter["rows"] += len(chunk)
-            bar.update(len(chunk))
-    return counter
+COMMANDS = {  # command -> (row check, chunk processor, rows per chunk, progress label)
+    "score": (check_pair_row, score_rows, 2048, "scoring"),
+    "rerank": (check_candidates_row, rerank_rows, 256, "reranking"),
+}
 
 
 def run_finetune(args):
@@ -232,7 +225,9 @@ def main(argv=None):
         cappy = Cappy.from_pretrained(args.model_name_or_path, backend=args.backend,
                                       dtype=args.dtype, max_length=args.max_length,
                                       batch_size=args.batch_size)
-        counter = (run_score if args.command == "score" else run_rerank)(args, cappy)
+        check, process, chunk_size, desc = COMMANDS[args.command]
+        counter = stream_rows(args, check, lambda chunk: process(cappy, chunk, args.batch_size),
+                              chunk_size, desc)
         print(f"wrote {args.output}: {counter['rows']} rows"
               + (f", skipped {counter['bad']} bad rows" if counter["bad"] else ""))
     return 0
