@@ -34,6 +34,13 @@ def _train_byte_level_bpe(texts, vocab_size, special_tokens):
     return tokenizer
 
 
+def _save(model, tokenizer, path):
+    os.makedirs(path, exist_ok=True)
+    model.save_pretrained(path)
+    tokenizer.save_pretrained(path)  # after the weights: its config marks a finished folder
+    return path
+
+
 def make_scorer_tokenizer(texts=(), vocab_size=600):
     """A RoBERTa-style tokenizer: `<s> instruction </s></s> response </s>`."""
     from transformers import RobertaTokenizerFast
@@ -82,10 +89,7 @@ def make_tiny_scorer(path, texts=(), hidden_size=32, num_layers=2, num_heads=2,
         # Wider than RoBERTa's 0.02 so random scores differ visibly between inputs.
         initializer_range=0.2)
     model = FlaxRobertaForSequenceClassification(config, seed=seed)
-    os.makedirs(path, exist_ok=True)
-    model.save_pretrained(path)
-    tokenizer.save_pretrained(path)
-    return path
+    return _save(model, tokenizer, path)
 
 
 def make_tiny_seq2seq(path, texts=(), d_model=32, num_layers=2, num_heads=2, seed=0):
@@ -100,10 +104,7 @@ def make_tiny_seq2seq(path, texts=(), d_model=32, num_layers=2, num_heads=2, see
         feed_forward_proj="gated-gelu", tie_word_embeddings=False,
         pad_token_id=0, eos_token_id=1, decoder_start_token_id=0)
     model = FlaxT5ForConditionalGeneration(config, seed=seed)
-    os.makedirs(path, exist_ok=True)
-    model.save_pretrained(path)
-    tokenizer.save_pretrained(path)
-    return path
+    return _save(model, tokenizer, path)
 
 
 def make_tiny_causal_lm(path, texts=(), n_embd=32, n_layer=2, n_head=2, seed=0):
@@ -115,10 +116,7 @@ def make_tiny_causal_lm(path, texts=(), n_embd=32, n_layer=2, n_head=2, seed=0):
         vocab_size=len(tokenizer), n_embd=n_embd, n_layer=n_layer, n_head=n_head,
         n_positions=1024, bos_token_id=1, eos_token_id=1, pad_token_id=0)
     model = FlaxGPT2LMHeadModel(config, seed=seed)
-    os.makedirs(path, exist_ok=True)
-    model.save_pretrained(path)
-    tokenizer.save_pretrained(path)
-    return path
+    return _save(model, tokenizer, path)
 
 
 SAMPLE_DIR = os.path.join(os.path.dirname(__file__), "data", "bigbench_sample")
