@@ -44,8 +44,8 @@ def _load_torch(name_or_path, dtype):
     return model, tokenizer
 
 
-def torch_model_from_flax(name_or_path):
-    """A PyTorch Cappy from Flax-only weights.
+def torch_model_from_flax(name_or_path, params=None):
+    """A PyTorch Cappy from Flax-only weights (or from Flax `params` already in memory).
 
     transformers 4.57's `from_pretrained(from_flax=True)` leaves the weights on
     the meta device, so the conversion is done here with its own helper.
@@ -56,10 +56,11 @@ def torch_model_from_flax(name_or_path):
 
     from cappy.scoring import load_cappy
 
-    flax_model, _ = load_cappy(name_or_path)
+    if params is None:
+        params = load_cappy(name_or_path)[0].params
     model = AutoModelForSequenceClassification.from_config(AutoConfig.from_pretrained(name_or_path))
     # Writable copies: torch warns about (and must not share) read-only buffers.
-    params = jax.tree.map(np.array, flax_model.params)
+    params = jax.tree.map(np.array, params)
     return load_flax_weights_in_pytorch_model(model, params).eval()
 
 

@@ -17,8 +17,8 @@ import sys
 import threading
 import time
 
+from cappy.bigbench_data import read_task_names
 from cappy.errors import CappyError
-from cappy.io import read_json
 from cappy.paper import FLAN_T5_MODELS
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -29,7 +29,9 @@ PER_TASK_FLAGS = ("--bigbench_gen_model", "--bigbench_subset_name")
 
 def result_file(results_dir, model, task):
     """The result file cappy_bigbench.py writes for one generator and task."""
-    return os.path.join(results_dir, model, f"{task}.json")
+    from cappy.bigbench_cappy import result_paths
+
+    return result_paths(results_dir, model, task)[0]
 
 
 def log_file(results_dir, model, task):
@@ -62,15 +64,6 @@ def read_result(path):
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
         return "unfinished", f"'rougeL' is not a number ({value!r})"
     return "done", float(value)
-
-
-def read_task_names(data_dir):
-    """The task list of `{data_dir}/subset_names.json` (a JSON list of names)."""
-    path = os.path.join(data_dir, "subset_names.json")
-    tasks = read_json(path)
-    if not isinstance(tasks, list) or not all(isinstance(t, str) and t for t in tasks):
-        raise CappyError(f"{path}: must be a JSON list of task names")
-    return list(dict.fromkeys(tasks))
 
 
 def select_tasks(all_tasks, wanted, source):

@@ -131,12 +131,10 @@ def rerank_rows(rows, score_of, src_key="instruction", tgt_key="response"):
     """Each row's best candidate by score; ties go to the earliest in file order."""
     choices = []
     for row in rows:
-        best_score, best = None, None
-        for cand in all_candidates(row, tgt_key):
-            score = score_of[(row[src_key], cand[tgt_key])]
-            if best_score is None or score > best_score:
-                best_score, best = score, cand[tgt_key]
-        choices.append((best, float(best_score)))
+        texts = [cand[tgt_key] for cand in all_candidates(row, tgt_key)]
+        scores = [score_of[(row[src_key], text)] for text in texts]
+        best = int(np.argmax(scores))  # the first maximum
+        choices.append((texts[best], float(scores[best])))
     return choices
 
 
@@ -144,13 +142,7 @@ def encode_examples(tokenizer, examples, args):
     """Tokenize each distinct pair once; repeated examples share the encoding."""
     from cappy.scoring import encode_pairs
 
-    cache = {}
-    distinct = []
-    for ex in examples:
-        key = (ex[args.src_key], ex[args.tgt_key])
-        if key not in cache:
-            cache[key] = None
-            distinct.append(key)
+    distinct = list(dict.fromkeys((ex[args.src_key], ex[args.tgt_key]) for ex in examples))
     encodings = encode_pairs(tokenizer, [k[0] for k in distinct], [k[1] for k in distinct],
                              args.max_length)
     cache = dict(zip(distinct, encodings))

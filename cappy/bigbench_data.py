@@ -126,6 +126,15 @@ def write_subset_names(output_dir, names):
         file.write("\n")
 
 
+def read_task_names(data_dir):
+    """The task list of `{data_dir}/subset_names.json` (a JSON list of names)."""
+    path = os.path.join(data_dir, "subset_names.json")
+    tasks = read_json(path)
+    if not isinstance(tasks, list) or not all(isinstance(t, str) and t for t in tasks):
+        raise CappyError(f"{path}: must be a JSON list of task names")
+    return list(dict.fromkeys(tasks))
+
+
 # ---------------------------------------------------------------------------
 # The BIG-bench json rules (pypi source)
 

@@ -20,6 +20,8 @@ import argparse
 import os
 import sys
 
+import numpy as np
+
 from cappy.errors import CappyError, exit_on_error, located
 
 DEFAULT_MODEL = "btan2/cappy-large"
@@ -180,7 +182,7 @@ def rerank_rows(cappy, rows, batch_size=None):
     for row in rows:
         row_scores = [float(s) for s in scores[start:start + len(row["candidates"])]]
         start += len(row["candidates"])
-        best = row["candidates"][max(range(len(row_scores)), key=lambda i: (row_scores[i], -i))]
+        best = row["candidates"][int(np.argmax(row_scores))]  # ties: the earliest
         result = {**row, "best": best, "scores": row_scores}
         if "references" in row:
             result["rougeL_best"] = rouge_l(best, row["references"])

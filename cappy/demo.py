@@ -27,12 +27,13 @@ def run_demo(output_dir="demo_run", log=print, tasks=None):
     import cappy_bigbench
     from cappy.bigbench_cappy import run_task
     from cappy.generation import CandidateGenerator, plan_bigbench_generation, write_candidates
-    from cappy.io import read_json, write_json
+    from cappy.bigbench_data import read_task_names
+    from cappy.io import write_json
     from cappy.reports import (baseline_report, cappy_report, format_baseline_table,
                                format_cappy_table, plot_cappy_comparison)
 
     start = time.time()
-    tasks = tasks or read_json(os.path.join(SAMPLE_DIR, "subset_names.json"))
+    tasks = tasks or read_task_names(SAMPLE_DIR)
     gen_dir = os.path.join(output_dir, "bigbench_flan_gens")
     results_dir = os.path.join(output_dir, "bigbench_cappy_results")
 

@@ -16,10 +16,14 @@ from cappy.errors import CappyError
 from cappy.io import write_json
 
 
-def save_checkpoint(model, tokenizer, params, output_dir, summary, overwrite=False):
-    """Write a Hugging Face folder atomically: build it beside, then rename it into place."""
+def check_output_dir(output_dir, overwrite):
     if os.path.exists(output_dir) and os.listdir(output_dir) and not overwrite:
         raise CappyError(f"{output_dir}: exists and is not empty (use --overwrite)")
+
+
+def save_checkpoint(model, tokenizer, params, output_dir, summary, overwrite=False):
+    """Write a Hugging Face folder atomically: build it beside, then rename it into place."""
+    check_output_dir(output_dir, overwrite)
     staging = f"{output_dir.rstrip(os.sep)}.partial-{os.getpid()}"
     shutil.rmtree(staging, ignore_errors=True)
     try:
@@ -32,7 +36,8 @@ def save_checkpoint(model, tokenizer, params, output_dir, summary, overwrite=Fal
         else:
             from cappy.api import torch_model_from_flax
 
-            torch_model_from_flax(staging).save_pretrained(staging, safe_serialization=True)
+            torch_model_from_flax(staging, params=params).save_pretrained(
+                staging, safe_serialization=True)
         write_json(os.path.join(staging, "cappy_finetune.json"), summary)
         if os.path.exists(output_dir):
             shutil.rmtree(output_dir)
@@ -49,8 +54,7 @@ def finetune_on_rows(args, train_rows, validation_rows=None):
     from cappy.scoring import PairScorer, encode_pairs, load_cappy
     from cappy.training import host_params, make_trainer
 
-    if os.path.exists(args.output_dir) and os.listdir(args.output_dir) and not args.overwrite:
-        raise CappyError(f"{args.output_dir}: exists and is not empty (use --overwrite)")
+    check_output_dir(args.output_dir, args.overwrite)  # before training, not after
     start = time.time()
     deployer = Deployer(jax_seed=args.seed, verbose=True)
     model, tokenizer = load_cappy(args.model_name_or_path, dtype=args.dtype)

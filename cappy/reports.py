@@ -2,6 +2,7 @@
 
 import os
 
+from cappy.bigbench_data import read_task_names
 from cappy.candidates import (BASELINE_LABELS, BASELINE_ROWS, candidate_path,
                               read_candidate_file, task_baselines)
 from cappy.errors import CappyError
@@ -25,7 +26,7 @@ def baseline_report(data_dir, gen_dir, models=None, tgt_key="response", refs_key
 
     Tasks are `tasks`, or those of `{data_dir}/subset_names.json`.
     """
-    tasks = tasks or read_json(os.path.join(data_dir, "subset_names.json"))
+    tasks = tasks or read_task_names(data_dir)
     report = {}
     for model in model_order(models) if models else _generator_folders(gen_dir):
         per_task, missing = {}, []
@@ -71,7 +72,6 @@ def format_baseline_table(report):
 
 def cappy_task_list(data_dir):
     """Tasks of `{data_dir}/subset_names.json`, or the paper's 45 when that file is absent."""
-    from cappy.batch import read_task_names
     from cappy.paper import bigbench_tasks
 
     if data_dir and os.path.exists(os.path.join(data_dir, "subset_names.json")):

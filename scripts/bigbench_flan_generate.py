@@ -23,7 +23,7 @@ import sys
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from cappy.errors import CappyError, exit_on_error  # noqa: E402
-from cappy.io import read_json  # noqa: E402
+from cappy.bigbench_data import read_task_names  # noqa: E402
 
 
 def parse_args(argv=None):
@@ -59,7 +59,7 @@ def main(argv=None):
     if args.tasks:
         tasks = [t for t in args.tasks.split(",") if t]
     else:
-        tasks = read_json(os.path.join(args.data_dir, "subset_names.json"))
+        tasks = read_task_names(args.data_dir)
     splits = [s for s in args.splits.split(",") if s]
     unknown = sorted(set(splits) - {"train", "validation"})
     if unknown:
