@@ -3,6 +3,7 @@
 import functools
 import json
 import os
+import re
 
 PAPER_RESULTS = os.path.join(os.path.dirname(__file__), "data", "paper_results.json")
 FLAN_T5_MODELS = ["flan-t5-small", "flan-t5-base", "flan-t5-large", "flan-t5-xl", "flan-t5-xxl"]
@@ -31,3 +32,28 @@ def model_order(models):
     """FLAN-T5 sizes in size order first, then any other generator alphabetically."""
     known = [m for m in FLAN_T5_MODELS if m in models]
     return known + sorted(m for m in models if m not in FLAN_T5_MODELS)
+
+
+def promptsource_table():
+    """Table 1 (zero-shot accuracy, %): {"columns": [...], "rows": {row name: [...]}}."""
+    return paper_results()["promptsource_zero_shot_accuracy"]
+
+
+def _name_key(name):
+    key = re.sub(r"[^a-z0-9]", "", str(name).lower())
+    return key[len("superglue"):] if key.startswith("superglue") and key != "superglue" else key
+
+
+# Spellings of a test file's dataset_name (ours, PromptSource's, T0's) -> Table 1 row
+_PROMPTSOURCE_ALIASES = {
+    "anlir1": "ANLI R1", "anlir2": "ANLI R2", "anlir3": "ANLI R3", "cb": "CB", "rte": "RTE",
+    "storycloze": "StoryCloze", "storycloze2016": "StoryCloze", "wsc": "WSC",
+    "wscfixed": "WSC", "wic": "WiC", "winogrande": "Winogrande",
+    "winograndexl": "Winogrande", "winograndewinograndexl": "Winogrande",
+    "winogender": "WinoGender", "axg": "WinoGender", "crowspairs": "Crows-Pairs",
+}
+
+
+def promptsource_row(dataset_name):
+    """The Table 1 row of a test file's dataset_name ("anli_r1", "super_glue/cb", "CB"...), or None."""
+    return _PROMPTSOURCE_ALIASES.get(_name_key(dataset_name))
