@@ -99,9 +99,14 @@ def encode_pairs(tokenizer, instructions, responses, max_length, truncation="lon
     return examples
 
 
-def collate_pairs(examples, pad_id, max_length, label_key=None):
-    """Pad a batch to its bucket width; add float32 `labels` when `label_key` is given."""
-    width = bucket_length(max(len(ex["input_ids"]) for ex in examples), max_length)
+def collate_pairs(examples, pad_id, max_length, label_key=None, bucketed=True):
+    """Pad a batch to its bucket width; add float32 `labels` when `label_key` is given.
+
+    `bucketed=False` pads every batch to `max_length`, as the original release
+    did (kept for benchmarks and equivalence tests).
+    """
+    longest = max(len(ex["input_ids"]) for ex in examples)
+    width = bucket_length(longest, max_length) if bucketed else max_length
     ids, mask = pad_batch([ex["input_ids"] for ex in examples], width, pad_id)
     batch = {"input_ids": ids, "attention_mask": mask}
     if "token_type_ids" in examples[0]:
@@ -113,13 +118,21 @@ def collate_pairs(examples, pad_id, max_length, label_key=None):
 
 
 class PairScorer:
-    """Scores encoded pairs with a Redco Predictor over the deployer's devices."""
+    """Scores encoded pairs with a Redco Predictor over the deployer's devices.
+
+    RoBERTa checkpoints (Cappy's) go through `cappy.fast_roberta`, the same
+    function as transformers' module with less work; `fast=False` forces
+    transformers' module.
+    """
 
     def __init__(self, model, tokenizer, deployer, max_length=512, per_device_batch_size=32,
-                 params_sharding_rules=None, truncation="longest_first"):
+                 params_sharding_rules=None, truncation="longest_first", fast=True):
         from redco import Predictor
 
+        from cappy import fast_roberta
+
         self.model, self.tokenizer, self.deployer = model, tokenizer, deployer
+        self.fast = fast and fast_roberta.supports(model.config)
         self.max_length = max_length
         self.truncation = truncation
         self.per_device_batch_size = per_device_batch_size
@@ -132,6 +145,12 @@ class PairScorer:
 
     def _pred_fn(self, rng, params, batch):
         del rng
+        if self.fast:
+            from cappy.fast_roberta import roberta_scores
+
+            return roberta_scores(params, self.model.config, batch["input_ids"],
+                                  batch["attention_mask"], batch.get("token_type_ids"),
+                                  dtype=self.model.dtype)
         return self.model(**batch, params=params, train=False).logits[..., 0].astype("float32")
 
     def score(self, instructions, responses, params, desc="scoring", **placement):

@@ -59,10 +59,14 @@ def mse_loss(rng, state, params, batch, is_training):
 def make_trainer(model, tokenizer, deployer, train_size, per_device_batch_size=8,
                  accumulate_grad_batches=16, learning_rate=2e-5, warmup_rate=0.1,
                  weight_decay=0.0, lr_schedule="paper", max_length=512,
-                 params_sharding_rules=None, label_key="label"):
+                 params_sharding_rules=None, label_key="label", bucketed=True):
     """A Redco Trainer for Cappy regression on encoded examples (`encode_pairs`).
 
-    Parameters and optimizer state stay in float32.
+    Parameters and optimizer state stay in float32; the forward and backward
+    passes run in the model's dtype (`load_cappy(dtype=...)`). Batches are
+    padded to their bucket width (`bucketed=False`: to max_length, the
+    original's padding). Batch composition is the same either way, so the
+    padding changes nothing but speed.
     """
     from redco import Trainer
 
@@ -78,7 +82,8 @@ def make_trainer(model, tokenizer, deployer, train_size, per_device_batch_size=8
     pad_id = tokenizer.pad_token_id
     return Trainer(
         deployer=deployer,
-        collate_fn=lambda examples: collate_pairs(examples, pad_id, max_length, label_key),
+        collate_fn=lambda examples: collate_pairs(examples, pad_id, max_length, label_key,
+                                                  bucketed),
         apply_fn=model, loss_fn=mse_loss, params=model.params, optimizer=optimizer,
         # Redco logs lr_schedule_fn(micro-step): show the rate actually applied.
         lr_schedule_fn=lambda step: schedule(step // accumulate_grad_batches),

@@ -1,0 +1,159 @@
+"""The fast paths compute the same results as the original's: scoring through
+cappy.fast_roberta, bucketed padding in scoring and training, and float32
+scores whatever the compute dtype. No timings here: see scripts/benchmark.py."""
+
+import copy
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from cappy import fast_roberta
+from cappy.bigbench_cappy import rerank_rows
+from cappy.candidates import DECODINGS, all_candidates
+from cappy.scoring import PairScorer, collate_pairs, encode_pairs, load_cappy
+from cappy.tiny_models import sample_texts
+
+
+def realistic_roberta(num_layers=3, hidden=64, heads=4, seed=0):
+    """A random RoBERTa scorer, initialised a little wider than RoBERTa's 0.02 so
+    that scores spread (std > 1e-3) while activations stay in a trained model's range."""
+    from transformers import FlaxRobertaForSequenceClassification, RobertaConfig
+
+    config = RobertaConfig(vocab_size=300, hidden_size=hidden, num_hidden_layers=num_layers,
+                           num_attention_heads=heads, intermediate_size=4 * hidden,
+                           max_position_embeddings=130, num_labels=1, type_vocab_size=1,
+                           initializer_range=0.05)
+    return FlaxRobertaForSequenceClassification(config, seed=seed)
+
+
+def random_batch(rng, batch, width, pad_id=1, vocab=300):
+    lengths = rng.integers(2, width + 1, batch)
+    lengths[0] = width  # one full row: no padding at all
+    ids = np.full((batch, width), pad_id, np.int32)
+    mask = np.zeros((batch, width), np.int32)
+    for row, length in enumerate(lengths):
+        ids[row, :length] = rng.integers(3, vocab, length)
+        ids[row, 0] = 0
+        mask[row, :length] = 1
+    return ids, mask
+
+
+@pytest.mark.parametrize("width", [5, 16, 64, 128])
+def test_fast_forward_matches_transformers(width):
+    model = realistic_roberta()
+    ids, mask = random_batch(np.random.default_rng(width), 6, width)
+    expected = np.asarray(model(input_ids=ids, attention_mask=mask, train=False).logits[:, 0])
+    got = np.asarray(fast_roberta.roberta_scores(model.params, model.config, ids, mask))
+    assert got.dtype == np.float32
+    np.testing.assert_allclose(got, expected, atol=1e-5, rtol=0)
+    assert np.std(expected) > 1e-3  # the scores differ, so agreement means something
+
+
+def test_fast_forward_ignores_padding_width():
+    """A row scores the same whatever padding follows it (the bucket boundary)."""
+    model = realistic_roberta()
+    ids, mask = random_batch(np.random.default_rng(0), 4, 20)
+    narrow = fast_roberta.roberta_scores(model.params, model.config, ids, mask)
+    wide_ids = np.pad(ids, ((0, 0), (0, 108)), constant_values=model.config.pad_token_id)
+    wide_mask = np.pad(mask, ((0, 0), (0, 108)))
+    wide = fast_roberta.roberta_scores(model.params, model.config, wide_ids, wide_mask)
+    np.testing.assert_allclose(np.asarray(narrow), np.asarray(wide), atol=1e-5, rtol=0)
+
+
+def test_fast_path_is_used_only_where_exact():
+    model = realistic_roberta()
+    assert fast_roberta.supports(model.config)
+    for name, value in (("hidden_act", "gelu_new"), ("num_labels", 2),
+                        ("position_embedding_type", "relative_key"), ("model_type", "bert")):
+        config = copy.deepcopy(model.config)
+        setattr(config, name, value)
+        assert not fast_roberta.supports(config), name
+
+
+def test_bfloat16_compute_gives_float32_scores_close_to_float32():
+    model = realistic_roberta()
+    ids, mask = random_batch(np.random.default_rng(1), 6, 32)
+    full = np.asarray(fast_roberta.roberta_scores(model.params, model.config, ids, mask))
+    half = fast_roberta.roberta_scores(model.params, model.config, ids, mask,
+                                       dtype=jnp.bfloat16)
+    assert half.dtype == jnp.float32
+    # bfloat16 keeps 8 bits of mantissa: agreement to a few percent of the spread.
+    np.testing.assert_allclose(np.asarray(half), full, atol=0.05 * np.ptp(full) + 1e-3)
+
+
+@pytest.fixture(scope="module")
+def tiny(tiny_scorer):
+    return load_cappy(tiny_scorer)
+
+
+def candidate_rows(n_rows=6, n_candidates=10, seed=0):
+    texts = sample_texts()
+    rng = np.random.default_rng(seed)
+    rows = []
+    for i in range(n_rows):
+        picks = rng.choice(len(texts), n_candidates)
+        candidates = [texts[j][:rng.integers(5, 200)] for j in picks]
+        candidates[-1] = candidates[0]  # a duplicate, scored once
+        samples = {decoding: [{"response": c} for c in candidates[j::len(DECODINGS)]]
+                   for j, decoding in enumerate(DECODINGS)}
+        rows.append({"instruction": texts[i], "references": [texts[i + 1]],
+                     "flan_samples": samples})
+    return rows
+
+
+def test_bucketed_scoring_equals_fixed_width_scoring_and_same_choices(tiny):
+    """The project's path (fast forward, buckets, each pair once) picks what the
+    original path (transformers' module, every pair padded to max_length) picks."""
+    from redco import Deployer
+
+    model, tokenizer = tiny
+    rows = candidate_rows()
+    pairs = [(row["instruction"], cand["response"]) for row in rows
+             for cand in all_candidates(row)]
+    deployer = Deployer(jax_seed=0, verbose=False)
+    ours = PairScorer(model, tokenizer, deployer, max_length=128, per_device_batch_size=4)
+    distinct = list(dict.fromkeys(pairs))
+    assert len(distinct) < len(pairs)
+    our_scores = ours.score([p[0] for p in distinct], [p[1] for p in distinct], model.params)
+
+    encoded = encode_pairs(tokenizer, [p[0] for p in pairs], [p[1] for p in pairs], 128)
+    original = []
+    for start in range(0, len(encoded), 4):
+        batch = collate_pairs(encoded[start:start + 4], tokenizer.pad_token_id, 128,
+                              bucketed=False)
+        assert batch["input_ids"].shape[1] == 128
+        original.extend(np.asarray(model(**batch, train=False).logits[:, 0]))
+    original_of = dict(zip(pairs, original))
+    np.testing.assert_allclose(our_scores, [original_of[p] for p in distinct], atol=1e-5)
+    ours_of = dict(zip(distinct, our_scores.tolist()))
+    assert ([c for c, _ in rerank_rows(rows, ours_of)]
+            == [c for c, _ in rerank_rows(rows, original_of)])
+
+
+def test_bucketed_training_equals_fixed_width_training(tiny):
+    """Padding training batches to their bucket instead of max_length changes
+    nothing but floating-point noise: same losses, same parameters."""
+    from redco import Deployer
+
+    from cappy.training import make_trainer
+
+    model, tokenizer = tiny
+    texts = sample_texts()
+    encoded = encode_pairs(tokenizer, texts[:16], texts[16:32], 128)
+    examples = [{**enc, "label": float(i % 3) / 2} for i, enc in enumerate(encoded)]
+    finals = []
+    for bucketed in (True, False):
+        trainer = make_trainer(model, tokenizer, Deployer(jax_seed=3, verbose=False),
+                               train_size=16, per_device_batch_size=4,
+                               accumulate_grad_batches=2, learning_rate=1e-3,
+                               lr_schedule="corrected", max_length=128, bucketed=bucketed)
+        trainer.train(examples=examples, per_device_batch_size=4, desc=None)
+        finals.append(jax.tree.map(lambda x: np.asarray(x[0]), trainer.state.params))
+    def largest_difference(a, b):
+        return max(float(np.max(np.abs(x - y)))
+                   for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)))
+
+    assert largest_difference(finals[0], model.params) > 1e-4  # training moved the weights
+    assert largest_difference(finals[0], finals[1]) < 1e-5
