@@ -232,6 +232,32 @@ class CandidateGenerator:
         self.deployer._rng = jax.random.fold_in(
             jax.random.PRNGKey(seed), zlib.crc32(name.encode("utf-8")))
 
+    def _sample_runs(self, src_ids, decodings, n_samples, desc):
+        """{decoding: [run, ...]}: beam search once, every other decoding n_samples times;
+        a run holds one response per source, in input order."""
+        examples = [{"src_ids": ids} for ids in src_ids]
+        lengths = [len(ids) for ids in src_ids]
+        runs = {}
+        for name in decodings:
+            if name not in DECODINGS:
+                raise CappyError(f"unknown decoding {name!r}; choose from {', '.join(DECODINGS)}")
+            runs[name] = [
+                self._predict_sorted(name, examples, lengths, desc=f"{desc} {name} #{i}")
+                for i in range(1 if name in DETERMINISTIC_DECODINGS else n_samples)]
+        return runs
+
+    def sample(self, instructions, decodings=tuple(DECODINGS), n_samples=None,
+               desc="sampling"):
+        """Responses only (no log-likelihoods): for each instruction, the list of
+        its responses, decoding by decoding in the order given, beam search once
+        and every other decoding `n_samples` times (default: n_sample_gens)."""
+        if not instructions:
+            return []
+        runs = self._sample_runs(self._encode_sources(instructions), decodings,
+                                 n_samples or self.n_sample_gens, desc)
+        return [[run[row] for name in decodings for run in runs[name]]
+                for row in range(len(instructions))]
+
     def generate(self, instructions, desc="generating"):
         """Candidates for each instruction: a list of {decoding: [candidate, ...]}.
 
@@ -240,13 +266,7 @@ class CandidateGenerator:
         if not instructions:
             return []
         src_ids = self._encode_sources(instructions)
-        examples = [{"src_ids": ids} for ids in src_ids]
-        lengths = [len(ids) for ids in src_ids]
-        responses = {name: [] for name in DECODINGS}
-        for name in DECODINGS:
-            for sample_idx in range(1 if name in DETERMINISTIC_DECODINGS else self.n_sample_gens):
-                responses[name].append(self._predict_sorted(
-                    name, examples, lengths, desc=f"{desc} {name} #{sample_idx}"))
+        responses = self._sample_runs(src_ids, DECODINGS, self.n_sample_gens, desc)
 
         # Score each distinct (instruction, response) pair once.
         pair_index = {}
