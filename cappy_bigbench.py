@@ -23,6 +23,7 @@ import sys
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from cappy.errors import exit_on_error  # noqa: E402
+from cappy.scoring import DTYPES  # noqa: E402
 from cappy.training import LR_SCHEDULES  # noqa: E402
 
 
@@ -38,6 +39,8 @@ def parse_args(argv=None):
     p.add_argument("--model_name_or_path", default="btan2/cappy-large")
     p.add_argument("--n_model_shards", type=int, default=1)
     p.add_argument("--max_length", type=int, default=512)
+    p.add_argument("--dtype", default="float32", choices=DTYPES,
+                   help="compute dtype (parameters, optimizer state and scores stay float32)")
     p.add_argument("--train_size", type=int, default=102400,
                    help="training examples after repeating or cutting the built set")
     p.add_argument("--per_device_batch_size", type=int, default=8)

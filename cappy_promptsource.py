@@ -22,6 +22,7 @@ import sys
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from cappy.errors import exit_on_error  # noqa: E402
+from cappy.scoring import DTYPES  # noqa: E402
 
 
 def parse_args(argv=None):
@@ -33,6 +34,8 @@ def parse_args(argv=None):
     p.add_argument("--n_model_shards", type=int, default=1)
     p.add_argument("--per_device_batch_size", type=int, default=128)
     p.add_argument("--max_length", type=int, default=512)
+    p.add_argument("--dtype", default="float32", choices=DTYPES,
+                   help="compute dtype (parameters and scores stay float32)")
     p.add_argument("--jax_seed", type=int, default=42)
     p.add_argument("--per_template", action="store_true",
                    help="also print the accuracy of each template")

@@ -15,10 +15,9 @@ instruction is left. Scores are the raw regression output (no sigmoid).
 import numpy as np
 
 from cappy.errors import CappyError
-from cappy.scoring import quiet_transformers
+from cappy.scoring import DTYPES, quiet_transformers
 
 BACKENDS = ("flax", "torch")
-DTYPES = ("float32", "bfloat16", "float16")
 
 
 def _load_torch(name_or_path, dtype):

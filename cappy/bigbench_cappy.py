@@ -56,7 +56,7 @@ def run_task(args, log=print):
 
     deployer = Deployer(jax_seed=args.seed, n_model_shards=args.n_model_shards,
                         verbose=args.verbose, **multihost_kwargs(args))
-    model, tokenizer = load_cappy(args.model_name_or_path)
+    model, tokenizer = load_cappy(args.model_name_or_path, dtype=getattr(args, "dtype", "float32"))
     rules = deployer.get_sharding_rules(model.params)
 
     examples, n_distinct = build_finetune_examples(

@@ -23,6 +23,7 @@ import sys
 import numpy as np
 
 from cappy.errors import CappyError, exit_on_error, located
+from cappy.scoring import DTYPES
 
 DEFAULT_MODEL = "btan2/cappy-large"
 
@@ -32,7 +33,7 @@ def _common(parser):
     parser.add_argument("--max_length", type=int, default=512)
     parser.add_argument("--batch_size", type=int, default=32, help="pairs per device per batch")
     parser.add_argument("--backend", default="flax", choices=["flax", "torch"])
-    parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
+    parser.add_argument("--dtype", default="float32", choices=DTYPES)
     parser.add_argument("--skip_bad_rows", action="store_true",
                         help="skip and count malformed rows instead of stopping")
 

@@ -7,7 +7,6 @@ computes the same function with less work:
 
 - attention through `jax.nn.dot_product_attention` (cuDNN's fused kernel on
   NVIDIA GPUs when the shapes allow it, XLA's otherwise);
-- the query, key and value projections as one matrix product;
 - the last layer only for the first token, whose state the classifier reads:
   its keys and values still see every token, so the score is unchanged.
 
@@ -58,23 +57,18 @@ def _layer(x, mask, params, config, dtype, first_token_only):
     heads = config.num_attention_heads
     head_dim = hidden // heads
     attention = params["attention"]
-    qkv = {name: attention["self"][name] for name in ("query", "key", "value")}
-    kernel = jnp.concatenate([qkv[n]["kernel"] for n in qkv], axis=1).astype(dtype)
-    bias = jnp.concatenate([qkv[n]["bias"] for n in qkv]).astype(dtype)
-    if first_token_only:
-        query = _dense(x[:, :1], qkv["query"], dtype)
-        key_value = x @ kernel[:, hidden:] + bias[hidden:]
-        key, value = jnp.split(key_value, 2, axis=-1)
-        residual = x[:, :1]
-    else:
-        query, key, value = jnp.split(x @ kernel + bias, 3, axis=-1)
-        residual = x
+    projections = attention["self"]
+    # Keys and values need every token; queries only those whose state is kept.
+    kept = x[:, :1] if first_token_only else x
+    query = _dense(kept, projections["query"], dtype)
+    key = _dense(x, projections["key"], dtype)
+    value = _dense(x, projections["value"], dtype)
     shape = lambda t: t.reshape(batch, t.shape[1], heads, head_dim)  # noqa: E731
     context = jax.nn.dot_product_attention(shape(query), shape(key), shape(value),
                                            mask=mask[:, None, None, :])
     context = context.reshape(batch, -1, hidden)
     eps = config.layer_norm_eps
-    x = _layer_norm(_dense(context, attention["output"]["dense"], dtype) + residual,
+    x = _layer_norm(_dense(context, attention["output"]["dense"], dtype) + kept,
                     attention["output"]["LayerNorm"], eps, dtype)
     inner = jax.nn.gelu(_dense(x, params["intermediate"]["dense"], dtype), approximate=False)
     return _layer_norm(_dense(inner, params["output"]["dense"], dtype) + x,

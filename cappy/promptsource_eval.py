@@ -225,7 +225,7 @@ def run(args, log=print, warn=None):
 
     deployer = Deployer(jax_seed=args.jax_seed, n_model_shards=args.n_model_shards,
                         verbose=args.verbose)
-    model, tokenizer = load_cappy(args.model_name_or_path)
+    model, tokenizer = load_cappy(args.model_name_or_path, dtype=getattr(args, "dtype", "float32"))
     scorer = PairScorer(model, tokenizer, deployer, max_length=args.max_length,
                         per_device_batch_size=args.per_device_batch_size,
                         params_sharding_rules=deployer.get_sharding_rules(model.params),

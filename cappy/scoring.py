@@ -64,6 +64,7 @@ def load_cappy(model_name_or_path, dtype="float32"):
 
 
 TRUNCATIONS = ("longest_first", "instruction_first")
+DTYPES = ("float32", "bfloat16", "float16")
 
 
 def encode_pairs(tokenizer, instructions, responses, max_length, truncation="longest_first"):

@@ -1,0 +1,71 @@
+"""Speed of scoring and finetuning: the project's paths against the original's.
+
+    python scripts/benchmark.py                         # 4-layer, 256-wide RoBERTa, CPU
+    python scripts/benchmark.py --model_size large --dtype bfloat16   # on a GPU
+
+Runs, in one process on the same random weights and data, the original
+release's scoring (every pair padded to 512, duplicates scored again), the
+project's scoring (cappy.scoring.PairScorer), and optionally transformers'
+PyTorch model with length-sorted dynamic padding; then the paper's finetuning
+recipe with fixed and with bucketed padding. Prints pairs (examples) per second,
+the speed-up over the original, achieved FLOP/s on real tokens as a fraction of
+this machine's measured matrix-product peak, and the largest score difference
+from the original path. See cappy/benchmark.py for what each path does.
+"""
+
+import argparse
+import os
+import shlex
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from cappy.errors import exit_on_error  # noqa: E402
+
+
+def parse_args(argv=None):
+    from cappy.benchmark import MODEL_SHAPES
+
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--model_size", default="tiny", choices=list(MODEL_SHAPES))
+    p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"],
+                   help="compute dtype of the cappy path and the PyTorch peer "
+                        "(the original path runs in float32, as released)")
+    p.add_argument("--batch_size", type=int, default=32, help="scoring batch size")
+    p.add_argument("--max_length", type=int, default=512)
+    p.add_argument("--n_prompts", type=int, default=360,
+                   help="PromptSource-like prompts (4 answer choices each)")
+    p.add_argument("--train_size", type=int, default=256,
+                   help="finetuning examples per path (the paper: 102,400)")
+    p.add_argument("--per_device_train_batch_size", type=int, default=8)
+    p.add_argument("--accumulate_grad_batches", type=int, default=16)
+    p.add_argument("--no_torch", action="store_true", help="skip the PyTorch peer")
+    p.add_argument("--output_file", default=None, help="also write the figures as JSON")
+    return p.parse_args(argv)
+
+
+@exit_on_error
+def main(argv=None):
+    args = parse_args(argv)
+    from cappy import benchmark
+    from cappy.io import write_json
+    from cappy.scoring import quiet_transformers
+
+    command = "python " + " ".join(shlex.quote(a) for a in sys.argv)
+    print(f"command: {command}", flush=True)
+    with quiet_transformers():
+        report = benchmark.run_benchmark(
+            model_size=args.model_size, dtype=args.dtype, batch_size=args.batch_size,
+            max_length=args.max_length, train_size=args.train_size,
+            per_device_train_batch=args.per_device_train_batch_size,
+            accumulate=args.accumulate_grad_batches, with_torch=not args.no_torch,
+            n_prompts=args.n_prompts, log=lambda m: print(m, file=sys.stderr, flush=True))
+    report["command"] = command
+    print(benchmark.format_report(report))
+    if args.output_file:
+        write_json(args.output_file, report)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
