@@ -1,0 +1,684 @@
+"""Pretraining Cappy: MSE regression of a RoBERTa-style encoder on a stream of
+(instruction, response, label) pairs, as the paper did on about 160 million
+PromptSource pairs (never released). Redco's data-parallel Trainer runs it on
+one device, several, or several hosts.
+
+Data (`scripts/build_pretraining_data.py` writes it): `data_dir/manifest.json`
+lists complete shards, `{"shards": {"train": [{"file", "rows"}], "validation":
+[...]}}`, each `shards/{split}-{index:05d}.jsonl` with rows `{"instruction",
+"response", "label" in [0, 1], "source"}`. Without a manifest,
+`shards/{split}-*.jsonl` are read in name order (and counted once at start).
+
+The training stream is a function of the seed alone: each pass over the data
+queues the train shards in a seeded order, rows are drawn at random from
+`interleave_shards` open shards at a time (the builder writes one dataset per
+shard) and then pass through a shuffle buffer of `shuffle_buffer` rows. Rows are
+parsed and tokenized only when a batch needs them. Step `n` (an optimizer
+update) always sees the same examples and dropout keys, so a resumed run
+follows an uninterrupted one exactly. Evaluation scores `eval_size` validation
+rows sampled (seeded) across all validation shards.
+
+Output folder: `checkpoints/step-{N}/` (parameters, optimizer state, step and
+data position; written beside and renamed into place; the last
+`keep_checkpoints` kept), `log.jsonl` (training loss, learning rate,
+throughput, evaluation), and `final/`, a Hugging Face folder that
+`Cappy.from_pretrained` and `cappy_bigbench.py --model_name_or_path` load.
+Starting again with the same command resumes from the last checkpoint.
+"""
+
+import glob
+import itertools
+import json
+import os
+import re
+import shutil
+import time
+
+import numpy as np
+
+from cappy.errors import CappyError, located
+
+SPLITS = ("train", "validation")
+CHECKPOINT_PATTERN = re.compile(r"^step-(\d+)$")
+LOG_NAME = "log.jsonl"
+# Settings that fix which examples and updates step N makes: resuming with others
+# would silently give another run.
+TRAJECTORY_SETTINGS = ("seed", "shuffle_buffer", "interleave_shards", "max_length",
+                       "global_batch_size", "max_steps", "learning_rate", "warmup_steps",
+                       "weight_decay")
+
+
+# ---- data -----------------------------------------------------------------------
+
+def _manifest_shards(data_dir, manifest_path):
+    from cappy.io import read_json
+
+    manifest = read_json(manifest_path)
+    listed = manifest.get("shards") if isinstance(manifest, dict) else None
+    if not isinstance(listed, dict):
+        raise located(manifest_path, None, "shards", "missing or not an object")
+    shards = {}
+    for split in SPLITS:
+        entries = listed.get(split, [])
+        if not isinstance(entries, list):
+            raise located(manifest_path, None, f"shards.{split}", "must be a list")
+        shards[split] = []
+        for i, entry in enumerate(entries):
+            field = f"shards.{split}[{i}]"
+            if not isinstance(entry, dict) or not isinstance(entry.get("file"), str):
+                raise located(manifest_path, None, f"{field}.file", "missing or not a string")
+            rows = entry.get("rows")
+            if isinstance(rows, bool) or not isinstance(rows, int) or rows < 0:
+                raise located(manifest_path, None, f"{field}.rows",
+                              "must be a non-negative integer")
+            path = os.path.join(data_dir, entry["file"])
+            if not os.path.isfile(path):
+                raise CappyError(f"{manifest_path}: lists {entry['file']}, which is not in "
+                                 f"{data_dir}")
+            shards[split].append((path, rows))
+    return shards
+
+
+def count_rows(path):
+    """Non-empty lines of a jsonl file (the rows a reader yields)."""
+    with open(path, encoding="utf-8") as file:
+        return sum(1 for text in file if text.strip())
+
+
+def find_shards(data_dir):
+    """{split: [(path, rows)]} from the manifest, else from `shards/{split}-*.jsonl`."""
+    if not os.path.isdir(data_dir):
+        raise CappyError(f"{data_dir}: data folder not found")
+    manifest_path = os.path.join(data_dir, "manifest.json")
+    if os.path.isfile(manifest_path):
+        shards = _manifest_shards(data_dir, manifest_path)
+    else:
+        shards = {split: [(path, count_rows(path)) for path in sorted(
+            glob.glob(os.path.join(data_dir, "shards", f"{split}-*.jsonl")))]
+            for split in SPLITS}
+    if not sum(rows for _, rows in shards["train"]):
+        raise CappyError(f"{data_dir}: no training rows (no manifest.json listing train "
+                         f"shards, and no rows in shards/train-*.jsonl)")
+    return shards
+
+
+def parse_pair(path, line_number, text):
+    """{"instruction", "response", "label"} of one row; a located error if it is bad."""
+    from cappy.cli import check_labelled_row
+    from cappy.io import parse_jsonl_line
+
+    row = parse_jsonl_line(path, line_number, text)
+    problem = check_labelled_row(row)
+    if problem:
+        raise located(path, line_number, *problem)
+    return {"instruction": row["instruction"], "response": row["response"],
+            "label": float(row["label"])}
+
+
+def _rows_of(path, expected):
+    """(path, line_number, text) of a shard's rows; an error if their count is not `expected`."""
+    n_read = 0
+    with open(path, encoding="utf-8") as file:
+        for line_number, text in enumerate(file, start=1):
+            if text.strip():
+                n_read += 1
+                yield path, line_number, text
+    if n_read != expected:  # the stream's order (and resuming) relies on the counts
+        raise CappyError(f"{path}: expected {expected} rows (manifest or first count), "
+                         f"read {n_read}")
+
+
+def sample_pairs(shards, size, seed):
+    """`size` rows drawn evenly from all the shards (all when fewer), in file order, validated.
+
+    The builder writes one dataset per shard, so the first rows would all come
+    from one dataset.
+    """
+    total = sum(rows for _, rows in shards)
+    chosen = np.arange(total)
+    if size < total:
+        chosen = np.sort(np.random.default_rng([seed, 3]).choice(total, size, replace=False))
+    wanted, position, pairs = iter(chosen.tolist()), 0, []
+    target = next(wanted, None)
+    for path, rows in shards:
+        for _, line_number, text in _rows_of(path, rows):
+            if position == target:
+                pairs.append(parse_pair(path, line_number, text))
+                target = next(wanted, None)
+            position += 1
+            if target is None:
+                return pairs
+    return pairs
+
+
+def _uniform_draws(rng, block=4096):
+    while True:
+        yield from rng.random(block).tolist()
+
+
+class PairStream:
+    """The training pairs in an endless order fixed by `seed`.
+
+    Shards are queued pass after pass, each pass in the order of a permutation
+    seeded by (seed, pass). `interleave` of them are open at a time and each row
+    comes from one of them drawn at random, so a batch mixes many datasets (the
+    builder writes one dataset per shard); a shuffle buffer of `buffer_size`
+    rows then breaks up what stays together within a shard (an example's
+    templates). `pairs(start)` skips the first `start` rows without parsing
+    them, which is how a resumed run finds its place.
+    """
+
+    def __init__(self, shards, seed, buffer_size, interleave=32):
+        self.shards = [(path, rows) for path, rows in shards if rows]
+        self.seed = seed
+        self.n_rows = sum(rows for _, rows in self.shards)
+        if not self.n_rows:
+            raise CappyError("no training rows")
+        # A buffer larger than the data would hold rows of several passes at once.
+        self.buffer_size = max(1, min(buffer_size, self.n_rows))
+        self.interleave = max(1, min(interleave, len(self.shards)))
+
+    def _shard_queue(self):
+        for data_pass in itertools.count():
+            yield from np.random.default_rng([self.seed, 0, data_pass]).permutation(
+                len(self.shards)).tolist()
+
+    def _interleaved_lines(self):
+        queue = self._shard_queue()
+        draws = _uniform_draws(np.random.default_rng([self.seed, 2]))
+        readers = [_rows_of(*self.shards[next(queue)]) for _ in range(self.interleave)]
+        while True:
+            reader = int(next(draws) * len(readers))
+            line = next(readers[reader], None)
+            if line is None:  # the shard is done: the next one in the queue takes its place
+                readers[reader] = _rows_of(*self.shards[next(queue)])
+                continue
+            yield line
+
+    def lines(self, start=0):
+        """(path, line_number, text) of each row from position `start` on, unparsed."""
+        slots = (int(u * self.buffer_size)
+                 for u in _uniform_draws(np.random.default_rng([self.seed, 1])))
+        buffer, position = [], 0
+        for line in self._interleaved_lines():
+            if len(buffer) < self.buffer_size:
+                buffer.append(line)
+                continue
+            slot = next(slots)
+            if position >= start:
+                yield buffer[slot]
+            position += 1
+            buffer[slot] = line
+
+    def pairs(self, start=0):
+        """Validated {"instruction", "response", "label"} from position `start` on."""
+        for path, line_number, text in self.lines(start):
+            yield parse_pair(path, line_number, text)
+
+
+# ---- model and optimizer ----------------------------------------------------------
+
+def load_backbone(model_name_or_path, dtype="float32", seed=0):
+    """(model, tokenizer, fresh_head): a regression model (num_labels=1) to pretrain.
+
+    A masked-LM or encoder checkpoint (e.g. `roberta-large`) gets a new head,
+    initialised from `seed`; a checkpoint with a one-output classification head
+    (a Cappy) is continued as it is. Parameters are float32; `dtype` is the
+    compute dtype.
+    """
+    import jax
+    import jax.numpy as jnp
+    from transformers import AutoConfig, AutoTokenizer, FlaxAutoModelForSequenceClassification
+
+    from cappy.scoring import quiet_transformers
+
+    with quiet_transformers(), jax.default_device(jax.devices("cpu")[0]):
+        try:
+            tokenizer = AutoTokenizer.from_pretrained(model_name_or_path)
+            source = AutoConfig.from_pretrained(model_name_or_path)
+            fresh_head = not (source.num_labels == 1 and any(
+                name.endswith("ForSequenceClassification")
+                for name in source.architectures or []))
+            config = AutoConfig.from_pretrained(model_name_or_path, num_labels=1,
+                                                problem_type="regression")
+            kwargs = {"config": config, "dtype": getattr(jnp, dtype), "seed": seed,
+                      "ignore_mismatched_sizes": True}  # a head with another width is replaced
+            try:
+                model = FlaxAutoModelForSequenceClassification.from_pretrained(
+                    model_name_or_path, **kwargs)
+            except OSError as error:
+                if "from_pt" not in str(error):
+                    raise
+                model = FlaxAutoModelForSequenceClassification.from_pretrained(
+                    model_name_or_path, from_pt=True, **kwargs)
+        except (OSError, ValueError) as error:
+            raise CappyError(f"cannot load backbone {model_name_or_path!r}: "
+                             f"{str(error).splitlines()[0]}") from None
+        model.config.dtype = "float32"  # as load_cappy: the saved config names the weights'
+        model.params = model.to_fp32(model.params)
+    return model, tokenizer, fresh_head
+
+
+def learning_rate_schedule(learning_rate, warmup_steps, max_steps):
+    """Linear warm-up from 0 over `warmup_steps` updates, then linear decay to 0 at `max_steps`."""
+    import optax
+
+    return optax.join_schedules(
+        schedules=[optax.linear_schedule(0.0, learning_rate, warmup_steps),
+                   optax.linear_schedule(learning_rate, 0.0, max(max_steps - warmup_steps, 1))],
+        boundaries=[warmup_steps])
+
+
+def make_optimizer(schedule, weight_decay, accumulate_grad_batches):
+    import optax
+
+    from cappy.training import decay_mask
+
+    return optax.MultiSteps(
+        optax.adamw(learning_rate=schedule, weight_decay=weight_decay, mask=decay_mask),
+        every_k_schedule=accumulate_grad_batches)
+
+
+def encode_and_collate(tokenizer, pairs, max_length):
+    """A training batch of pairs, tokenized only now (truncation as in the paper's runs)."""
+    from cappy.scoring import collate_pairs, encode_pairs
+
+    encoded = encode_pairs(tokenizer, [p["instruction"] for p in pairs],
+                           [p["response"] for p in pairs], max_length, truncation="longest_first")
+    return collate_pairs([{**enc, "label": p["label"]} for enc, p in zip(encoded, pairs)],
+                         tokenizer.pad_token_id, max_length, "label")
+
+
+def micro_step_rng(seed, step, micro_batch, mesh):
+    """The dropout key of one micro-batch: a function of (seed, update, micro-batch) only."""
+    import jax
+    from flax.training.common_utils import shard_prng_key
+
+    key = jax.random.fold_in(jax.random.fold_in(jax.random.PRNGKey(seed), step), micro_batch)
+    if mesh is None:  # pmap: one key per local device, different on each host
+        key = shard_prng_key(jax.random.split(key, jax.process_count())[jax.process_index()])
+    return key
+
+
+def _ordered_trainer_class():
+    from cappy.training import trainer_class
+
+    class OrderedTrainer(trainer_class()):
+        """Cappy's Trainer, fed examples in the order given.
+
+        `Trainer.train` always shuffles its examples with the deployer's key, so
+        the batches would depend on how the stream is cut into calls; here the
+        order and the dropout keys depend on the step alone.
+        """
+
+        def train_in_order(self, examples, per_device_batch_size, rngs):
+            """One micro-batch per `global micro batch` of examples; their losses."""
+            batches = self._deployer.get_model_input_batches(
+                examples=examples, per_device_batch_size=per_device_batch_size,
+                collate_fn=self._collate_fn, shuffle=False, shuffle_rng=None,
+                desc="pretraining", is_train=True)
+            losses = []
+            for batch, rng in zip(batches, rngs):
+                if self._p_train_step is None:
+                    self.setup_running_step(dummy_batch=batch)
+                self._state, metrics = self._deployer.run_model_step(
+                    step_fn=self._p_train_step, input_args=(rng, self._state, batch))
+                losses.append(metrics["loss"])
+            return losses
+
+    return OrderedTrainer
+
+
+# ---- checkpoints and log ------------------------------------------------------------
+
+def checkpoints_dir(output_dir):
+    return os.path.join(output_dir, "checkpoints")
+
+
+def list_checkpoints(output_dir):
+    """[(step, folder)] of complete checkpoints, oldest first."""
+    folder = checkpoints_dir(output_dir)
+    if not os.path.isdir(folder):
+        return []
+    found = []
+    for name in os.listdir(folder):
+        match = CHECKPOINT_PATTERN.match(name)
+        path = os.path.join(folder, name)
+        if match and os.path.isfile(os.path.join(path, "info.json")):
+            found.append((int(match.group(1)), path))
+    return sorted(found)
+
+
+def read_checkpoint_info(path):
+    from cappy.io import read_json
+
+    return read_json(os.path.join(path, "info.json"))
+
+
+def _one_global_copy(replicas):
+    """pmap's per-device replicas (leading device axis) as one array replicated everywhere.
+
+    Redco saves through orbax's helper for this, which under jax 0.9's pmap keeps
+    the device axis when there is a single device, so checkpoints would not load.
+    """
+    import jax
+    from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+    shape = replicas.shape[1:]
+    copies = [shard.data.reshape(shape) for shard in replicas.addressable_shards]
+    everywhere = NamedSharding(Mesh(np.array(jax.devices()), ("replica",)), PartitionSpec())
+    return jax.make_array_from_single_device_arrays(shape, everywhere, copies)
+
+
+def _to_save(trainer, tree):
+    import jax
+
+    return tree if trainer.mesh is not None else jax.tree.map(_one_global_copy, tree)
+
+
+def _sync(name):
+    import jax
+
+    if jax.process_count() > 1:
+        from jax.experimental.multihost_utils import sync_global_devices
+
+        sync_global_devices(name)
+
+
+def save_training_checkpoint(trainer, deployer, output_dir, step, info, keep):
+    """Write `checkpoints/step-{step}` beside, rename it into place, drop old ones."""
+    import jax
+
+    final = os.path.join(checkpoints_dir(output_dir), f"step-{step}")
+    staging = f"{final}.partial"
+    leader = jax.process_index() == 0
+    if leader:
+        shutil.rmtree(staging, ignore_errors=True)
+        os.makedirs(staging)
+    _sync(f"checkpoint {step} staged")
+    deployer.save_ckpt(
+        ckpt_dir=staging, params=_to_save(trainer, trainer.state.params),
+        opt_state=_to_save(trainer, trainer.state.opt_state), **info)
+    _sync(f"checkpoint {step} written")
+    if leader:
+        if os.path.exists(final):
+            shutil.rmtree(final)
+        os.replace(staging, final)
+        for _, old in list_checkpoints(output_dir)[:-keep]:
+            shutil.rmtree(old, ignore_errors=True)
+    _sync(f"checkpoint {step} in place")
+    return final
+
+
+def append_log(path, row):
+    """One JSON line, flushed: a crash loses at most the line being written."""
+    with open(path, "a", encoding="utf-8") as file:
+        file.write(json.dumps(row) + "\n")
+        file.flush()
+
+
+def trim_log(path, last_step):
+    """Keep the log rows up to `last_step` (None: none); drop a torn last line."""
+    from cappy.io import write_jsonl
+
+    if not os.path.isfile(path):
+        return
+    rows = []
+    with open(path, encoding="utf-8") as file:
+        for text in file:
+            try:
+                row = json.loads(text)
+            except json.JSONDecodeError:
+                continue
+            if isinstance(row, dict) and last_step is not None and row.get("step", 0) <= last_step:
+                rows.append(row)
+    write_jsonl(path, rows)
+
+
+def _check_output_dir(output_dir, checkpoints):
+    if os.path.exists(output_dir) and not os.path.isdir(output_dir):
+        raise CappyError(f"{output_dir}: exists and is not a folder")
+    if not os.path.isdir(output_dir):
+        return
+    ours = {"checkpoints", LOG_NAME, "final"}
+    foreign = sorted(name for name in os.listdir(output_dir) if name not in ours
+                     and not name.startswith((".", "final.partial-")))
+    if foreign:
+        raise CappyError(f"{output_dir}: not a pretraining folder (holds {', '.join(foreign[:3])})"
+                         f"; choose another --output_dir")
+    if not checkpoints and os.path.isdir(os.path.join(output_dir, "final")):
+        raise CappyError(f"{output_dir}: holds a final model but no checkpoint to resume from; "
+                         f"choose another --output_dir")
+
+
+# ---- the run -----------------------------------------------------------------------
+
+def check_args(args):
+    positive = ("max_steps", "per_device_batch_size", "accumulate_grad_batches", "max_length",
+                "shuffle_buffer", "interleave_shards", "keep_checkpoints", "log_every",
+                "eval_per_device_batch_size", "n_model_shards")
+    for name in positive:
+        if getattr(args, name) < 1:
+            raise CappyError(f"--{name} must be at least 1, got {getattr(args, name)}")
+    for name in ("save_every", "eval_every", "weight_decay", "learning_rate"):
+        if getattr(args, name) < 0:
+            raise CappyError(f"--{name} must not be negative, got {getattr(args, name)}")
+    if args.eval_every and args.eval_size < 1:
+        raise CappyError(f"--eval_size must be at least 1 with --eval_every, got {args.eval_size}")
+    if args.warmup_steps is not None and not 0 <= args.warmup_steps <= args.max_steps:
+        raise CappyError(f"--warmup_steps must be in [0, --max_steps={args.max_steps}], "
+                         f"got {args.warmup_steps}")
+    if args.stop_after_steps is not None and not 1 <= args.stop_after_steps <= args.max_steps:
+        raise CappyError(f"--stop_after_steps must be in [1, --max_steps={args.max_steps}], "
+                         f"got {args.stop_after_steps}")
+
+
+def _next_boundary(step, end, periods):
+    """The first step after `step` that is a multiple of a period, or `end`."""
+    candidates = [end] + [(step // p + 1) * p for p in periods if p]
+    return min(candidates)
+
+
+def _eval_metrics(scores, labels):
+    positive, negative = labels >= 0.5, labels < 0.5
+    return {"eval_mse": float(np.mean((scores - labels) ** 2)),
+            "eval_mean_score_positive": float(scores[positive].mean()) if positive.any() else None,
+            "eval_mean_score_negative": float(scores[negative].mean()) if negative.any() else None,
+            "eval_rows": int(len(labels))}
+
+
+def _resume_point(args, checkpoints, settings, train_shards):
+    """(step, checkpoint folder) to continue from, or (0, None); refuse another run's."""
+    if not checkpoints:
+        return 0, None
+    step, folder = checkpoints[-1]
+    info = read_checkpoint_info(folder)
+    changed = [f"{key} {info['settings'].get(key)!r} -> {settings[key]!r}"
+               for key in TRAJECTORY_SETTINGS if info["settings"].get(key) != settings[key]]
+    if changed:
+        raise CappyError(f"{folder}: made with other settings ({'; '.join(changed)}); "
+                         f"use the same flags to resume, or another --output_dir")
+    if info.get("train_shards") != train_shards:
+        raise CappyError(f"{folder}: made on other training shards than {args.data_dir} lists "
+                         f"now; resume on the same data, or use another --output_dir")
+    return step, folder
+
+
+def _make_trainer(args, deployer, model, tokenizer, optimizer, schedule, resume_from, start_step):
+    """The Trainer, on the backbone's parameters or on a checkpoint's (with its optimizer state)."""
+    from cappy.training import mse_loss
+
+    rules = deployer.get_sharding_rules(model.params)
+    params, opt_state, sharded = model.params, None, False
+    if resume_from:
+        ckpt, _ = deployer.load_ckpt(ckpt_dir=resume_from, params_sharding_rules=rules,
+                                     optimizer=optimizer)
+        params, opt_state, sharded = ckpt["params"], ckpt["opt_state"], deployer.mesh is not None
+    accumulate = args.accumulate_grad_batches
+    trainer = _ordered_trainer_class()(
+        deployer=deployer,
+        collate_fn=lambda examples: encode_and_collate(tokenizer, examples, args.max_length),
+        apply_fn=model, loss_fn=mse_loss, params=params, optimizer=optimizer,
+        opt_state=opt_state, params_sharded=sharded, opt_state_sharded=sharded,
+        # Redco logs lr_schedule_fn(micro-step): show the rate actually applied.
+        lr_schedule_fn=lambda micro_step: schedule(micro_step // accumulate),
+        accumulate_grad_batches=accumulate, params_sharding_rules=rules,
+        last_ckpt_info={"step": start_step * accumulate})
+    return trainer, rules
+
+
+def pretrain(args, log=print):
+    """Pretrain as configured by cappy_pretrain.py's flags; return the run's summary."""
+    check_args(args)
+    shards = find_shards(args.data_dir)
+    checkpoints = list_checkpoints(args.output_dir)
+    _check_output_dir(args.output_dir, checkpoints)
+    if checkpoints and args.no_resume:
+        raise CappyError(f"{args.output_dir}: has checkpoints (last: step {checkpoints[-1][0]}); "
+                         f"drop --no_resume to continue from it, or choose another --output_dir")
+    validation = []
+    if args.eval_every:
+        validation = sample_pairs(shards["validation"], args.eval_size, args.seed)
+        if not validation:
+            raise CappyError(f"{args.data_dir}: no validation rows to evaluate on "
+                             f"(use --eval_every 0 to train without evaluation)")
+
+    import jax
+    from redco import Deployer
+    from tqdm import tqdm
+
+    from cappy.bigbench_cappy import multihost_kwargs
+    from cappy.finetuning import save_checkpoint
+    from cappy.training import host_params
+    from cappy.scoring import PairScorer
+
+    try:
+        deployer = Deployer(jax_seed=args.seed, n_model_shards=args.n_model_shards,
+                            verbose=False, **multihost_kwargs(args))
+    except AssertionError:  # Redco's check that the shards divide the devices
+        raise CappyError(f"--n_model_shards {args.n_model_shards} does not divide the "
+                         f"{jax.device_count()} devices") from None
+    leader = jax.process_index() == 0
+    say = log if leader else (lambda *_: None)
+    _, global_micro = deployer.get_local_global_micro_batch_size(args.per_device_batch_size)
+    accumulate = args.accumulate_grad_batches
+    global_batch = global_micro * accumulate
+    warmup_steps = args.warmup_steps if args.warmup_steps is not None else args.max_steps // 10
+    train_shards = [[os.path.relpath(path, args.data_dir), rows] for path, rows in shards["train"]]
+    settings = {"seed": args.seed, "shuffle_buffer": args.shuffle_buffer,
+                "interleave_shards": args.interleave_shards, "max_length": args.max_length,
+                "global_batch_size": global_batch, "max_steps": args.max_steps,
+                "learning_rate": args.learning_rate, "warmup_steps": warmup_steps,
+                "weight_decay": args.weight_decay}
+    start_step, resume_from = _resume_point(args, checkpoints, settings, train_shards)
+    stop_step = min(args.stop_after_steps or args.max_steps, args.max_steps)
+    final_dir = os.path.join(args.output_dir, "final")
+    if start_step >= args.max_steps and os.path.isfile(os.path.join(final_dir, "config.json")):
+        say(f"{args.output_dir}: already finished ({args.max_steps} steps); final model in "
+            f"{final_dir}")
+        return {"step": start_step, "final": final_dir, "finished": True}
+
+    started = time.time()
+    model, tokenizer, fresh_head = load_backbone(args.model_name_or_path, args.dtype, args.seed)
+    schedule = learning_rate_schedule(args.learning_rate, warmup_steps, args.max_steps)
+    optimizer = make_optimizer(schedule, args.weight_decay, accumulate)
+    if resume_from:
+        say(f"resuming from {resume_from} (step {start_step} of {args.max_steps}; skipping the "
+            f"{start_step * global_batch} examples seen)")
+    else:
+        say(f"starting from {args.model_name_or_path}"
+            + (f" with a new regression head (seed {args.seed})" if fresh_head
+               else " (a Cappy checkpoint: pretraining continues)"))
+    trainer, rules = _make_trainer(args, deployer, model, tokenizer, optimizer, schedule,
+                                   resume_from, start_step)
+    scorer = PairScorer(
+        model, tokenizer, deployer, max_length=args.max_length,
+        per_device_batch_size=args.eval_per_device_batch_size,
+        params_sharding_rules=rules) if validation else None
+    placement = ({"params_replicated": True} if deployer.mesh is None
+                 else {"params_sharded": True})
+    labels = np.array([pair["label"] for pair in validation], np.float32)
+
+    def evaluate():
+        scores = scorer.score([p["instruction"] for p in validation],
+                              [p["response"] for p in validation], trainer.state.params,
+                              desc="evaluating", **placement)
+        return _eval_metrics(scores, labels)
+
+    def checkpoint(step):
+        save_training_checkpoint(
+            trainer, deployer, args.output_dir, step,
+            {"step": step, "examples_seen": step * global_batch, "settings": settings,
+             "train_shards": train_shards, "model_name_or_path": args.model_name_or_path},
+            args.keep_checkpoints)
+
+    log_path = os.path.join(args.output_dir, LOG_NAME)
+    if leader:
+        os.makedirs(checkpoints_dir(args.output_dir), exist_ok=True)
+        for stale in glob.glob(os.path.join(checkpoints_dir(args.output_dir), "*.partial")):
+            shutil.rmtree(stale, ignore_errors=True)  # a checkpoint a crash left unfinished
+        trim_log(log_path, start_step if resume_from else None)
+    _sync("output folder ready")
+
+    last_eval = None
+    if validation and not resume_from:  # a baseline, and an early check that evaluation works
+        last_eval = evaluate()
+        if leader:
+            append_log(log_path, {"step": 0, "examples_seen": 0, **last_eval})
+        say(f"step 0: eval MSE {last_eval['eval_mse']:.4f}")
+
+    stream = PairStream(shards["train"], args.seed, args.shuffle_buffer, args.interleave_shards)
+    pairs = stream.pairs(start=start_step * global_batch)
+    step, losses, train_seconds, n_logged = start_step, [], 0.0, 0
+    progress = tqdm(total=stop_step, initial=start_step, desc="pretraining", unit="step",
+                    disable=not (args.verbose and leader))
+    while step < stop_step:
+        # Train up to the next log, evaluation or checkpoint: bounded memory, one sync.
+        end = _next_boundary(step, stop_step, (args.log_every, args.eval_every, args.save_every))
+        tic = time.time()
+        rows = list(itertools.islice(pairs, (end - step) * global_batch))
+        rngs = [micro_step_rng(args.seed, update, micro, deployer.mesh)
+                for update in range(step, end) for micro in range(accumulate)]
+        chunk_losses = trainer.train_in_order(rows, args.per_device_batch_size, rngs)
+        losses += [float(np.asarray(loss).reshape(-1)[0]) for loss in chunk_losses]
+        train_seconds += time.time() - tic
+        n_logged += end - step
+        progress.update(end - step)
+        progress.set_postfix(loss=f"{np.mean(losses[-accumulate:]):.4f}")
+        step = end
+
+        evaluating = bool(args.eval_every) and step % args.eval_every == 0
+        if step % args.log_every == 0 or evaluating or step == stop_step:
+            row = {"step": step, "examples_seen": step * global_batch,
+                   "train_loss": float(np.mean(losses)),
+                   "learning_rate": float(schedule(step - 1)),  # of the last update
+                   "examples_per_s": round(n_logged * global_batch / max(train_seconds, 1e-9), 2)}
+            if evaluating:
+                last_eval = evaluate()
+                row.update(last_eval)
+                progress.clear()  # the line goes above the bar, not into it
+                say(f"step {step}: train loss {row['train_loss']:.4f}, "
+                    f"eval MSE {last_eval['eval_mse']:.4f}")
+                progress.refresh()
+            if leader:
+                append_log(log_path, row)
+            losses, train_seconds, n_logged = [], 0.0, 0
+        if (args.save_every and step % args.save_every == 0) or step == stop_step:
+            checkpoint(step)
+    progress.close()
+
+    summary = {"step": step, "max_steps": args.max_steps, "examples_seen": step * global_batch,
+               "train_rows": stream.n_rows, "passes": round(step * global_batch / stream.n_rows, 4),
+               "last_eval": last_eval, "seconds": round(time.time() - started, 2)}
+    if step < args.max_steps:
+        say(f"stopped at step {step} of {args.max_steps}; run the same command without "
+            f"--stop_after_steps to resume")
+        return summary
+    params = host_params(trainer)
+    if leader:
+        save_checkpoint(model, tokenizer, params, final_dir,
+                        {**summary, "settings": {k: v for k, v in sorted(vars(args).items())}},
+                        summary_name="cappy_pretrain.json")
+    _sync("final model written")
+    say(f"finished {args.max_steps} steps; final model in {final_dir}")
+    return {**summary, "final": final_dir}
