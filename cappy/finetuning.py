@@ -21,8 +21,14 @@ def check_output_dir(output_dir, overwrite):
         raise CappyError(f"{output_dir}: exists and is not empty (use --overwrite)")
 
 
-def save_checkpoint(model, tokenizer, params, output_dir, summary, overwrite=False):
-    """Write a Hugging Face folder atomically: build it beside, then rename it into place."""
+def save_checkpoint(model, tokenizer, params, output_dir, summary, overwrite=False,
+                    summary_name="cappy_finetune.json"):
+    """Write a Hugging Face folder atomically: build it beside, then rename it into place.
+
+    `summary` (how the model was trained) is saved as `summary_name` inside it.
+    """
+    from cappy.scoring import quiet_transformers
+
     check_output_dir(output_dir, overwrite)
     staging = f"{output_dir.rstrip(os.sep)}.partial-{os.getpid()}"
     shutil.rmtree(staging, ignore_errors=True)
@@ -36,9 +42,10 @@ def save_checkpoint(model, tokenizer, params, output_dir, summary, overwrite=Fal
         else:
             from cappy.api import torch_model_from_flax
 
-            torch_model_from_flax(staging, params=params).save_pretrained(
-                staging, safe_serialization=True)
-        write_json(os.path.join(staging, "cappy_finetune.json"), summary)
+            with quiet_transformers():  # the conversion's loading report
+                torch_model_from_flax(staging, params=params).save_pretrained(
+                    staging, safe_serialization=True)
+        write_json(os.path.join(staging, summary_name), summary)
         if os.path.exists(output_dir):
             shutil.rmtree(output_dir)
         os.replace(staging, output_dir)

@@ -68,8 +68,6 @@ def make_trainer(model, tokenizer, deployer, train_size, per_device_batch_size=8
     original's padding). Batch composition is the same either way, so the
     padding changes nothing but speed.
     """
-    from redco import Trainer
-
     _, global_micro = deployer.get_local_global_micro_batch_size(per_device_batch_size)
     if train_size < global_micro * accumulate_grad_batches:
         raise CappyError(f"--train_size {train_size} is smaller than one optimizer update "
@@ -80,7 +78,7 @@ def make_trainer(model, tokenizer, deployer, train_size, per_device_batch_size=8
         optax.adamw(learning_rate=schedule, weight_decay=weight_decay, mask=decay_mask),
         every_k_schedule=accumulate_grad_batches)
     pad_id = tokenizer.pad_token_id
-    return Trainer(
+    return trainer_class()(
         deployer=deployer,
         collate_fn=lambda examples: collate_pairs(examples, pad_id, max_length, label_key,
                                                   bucketed),
@@ -92,10 +90,35 @@ def make_trainer(model, tokenizer, deployer, train_size, per_device_batch_size=8
 
 
 def host_params(trainer):
-    """The trained parameters as host arrays, one copy (single-host runs)."""
+    """The trained parameters as host arrays, one full copy on every process
+    (a collective when the model is sharded over several hosts)."""
     import numpy as np
+    from flax.core import unfreeze
 
     params = trainer.state.params
     if trainer.mesh is None:  # pmap keeps one replica per local device
-        return jax.tree.map(lambda x: np.asarray(x[0]), params)
-    return jax.device_get(params)
+        return unfreeze(jax.tree.map(lambda x: np.asarray(x[0]), params))
+    if jax.process_count() == 1:
+        return unfreeze(jax.device_get(params))
+    from jax.experimental.multihost_utils import process_allgather
+
+    return unfreeze(jax.tree.map(np.asarray, process_allgather(params, tiled=True)))
+
+
+def trainer_class():
+    """Redco's Trainer with the replicated state placed where the train step puts it.
+
+    Under jax 0.9, Redco's data-parallel (pmap) path hands the first step a state
+    placed differently from the step's outputs, so the step compiled twice per
+    run; placing it once at the start saves one full compilation.
+    """
+    from redco import Trainer
+
+    class CappyTrainer(Trainer):
+        def set_train_state(self, *args, **kwargs):
+            super().set_train_state(*args, **kwargs)
+            if self.mesh is None:
+                self._state = jax.pmap(lambda state: state, axis_name="dp",
+                                       donate_argnums=0)(self._state)
+
+    return CappyTrainer
