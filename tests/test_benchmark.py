@@ -1,0 +1,56 @@
+"""scripts/benchmark.py runs every path on the same data and reports figures
+that agree with each other (scores, counts); timings themselves are not tested."""
+
+import json
+
+import numpy as np
+import pytest
+
+from cappy import benchmark
+from cappy.tiny_models import make_scorer_tokenizer, sample_texts
+from conftest import run_script
+
+
+def test_benchmark_script_end_to_end(tmp_path):
+    out = tmp_path / "figures.json"
+    result = run_script("scripts/benchmark.py", "--model_size", "micro", "--max_length", 64,
+                        "--n_prompts", 6, "--train_size", 16,
+                        "--per_device_train_batch_size", 4, "--accumulate_grad_batches", 1,
+                        "--output_file", out)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.startswith("command: python ")
+    assert "| cappy |" in result.stdout and "| original (fixed padding) |" in result.stdout
+    report = json.loads(out.read_text())
+    assert report["command"].endswith(f"--output_file {out}")
+    for data_name, entry in report["scoring"].items():
+        assert entry["max_tokens"] <= 64
+        expected = {"original (fixed padding)", "cappy"}
+        assert expected <= set(entry["paths"]), data_name
+        for name, figures in entry["paths"].items():
+            # every path scores every pair the same as the original path
+            assert figures["max_abs_difference_from_original"] < 1e-5, name
+            assert figures["pairs_per_second"] == pytest.approx(
+                entry["pairs"] / figures["seconds"])
+    bigbench = report["scoring"]["bigbench_candidates"]
+    assert bigbench["distinct_pairs"] < bigbench["pairs"]  # repeated candidates, as sampled
+    assert set(report["finetuning"]) == {"original (fixed padding)", "cappy"}
+    assert report["finetuned_scores_max_abs_difference"] < 1e-4
+    assert 0 < report["matmul_peak_tflops"]
+
+
+def test_promptsource_like_pairs_mix_long_and_short():
+    tokenizer = make_scorer_tokenizer(sample_texts())
+    pairs = benchmark.promptsource_like_pairs(tokenizer, n_prompts=200, n_choices=4)
+    lengths = np.array([len(tokenizer(a, b)["input_ids"]) for a, b in pairs])
+    assert len(pairs) > 700  # 4 answer choices per prompt, almost all distinct
+    assert 90 < lengths.mean() < 180 and lengths.max() > 300 and lengths.min() < 40
+
+
+def test_model_flops_counts_real_tokens():
+    from transformers import RobertaConfig
+
+    config = RobertaConfig(hidden_size=8, num_hidden_layers=2, intermediate_size=32)
+    # per layer and token: 2 * (4 * 8 * 8 + 2 * 8 * 32) + 4 * 8 * length
+    assert benchmark.model_flops(config, [3]) == 2 * 3 * (2 * (256 + 512) + 4 * 8 * 3)
+    assert benchmark.model_flops(config, [3], training=True) == 3 * benchmark.model_flops(
+        config, [3])
