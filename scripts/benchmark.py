@@ -39,6 +39,9 @@ def parse_args(argv=None):
                    help="finetuning examples per path (the paper: 102,400)")
     p.add_argument("--per_device_train_batch_size", type=int, default=8)
     p.add_argument("--accumulate_grad_batches", type=int, default=16)
+    p.add_argument("--dropout", type=float, default=0.1,
+                   help="the model's dropout (RoBERTa's 0.1); 0 makes the two finetuning "
+                        "paths compute the same updates")
     p.add_argument("--no_torch", action="store_true", help="skip the PyTorch peer")
     p.add_argument("--output_file", default=None, help="also write the figures as JSON")
     return p.parse_args(argv)
@@ -59,7 +62,7 @@ def main(argv=None):
             max_length=args.max_length, train_size=args.train_size,
             per_device_train_batch=args.per_device_train_batch_size,
             accumulate=args.accumulate_grad_batches, with_torch=not args.no_torch,
-            n_prompts=args.n_prompts, log=lambda m: print(m, file=sys.stderr, flush=True))
+            n_prompts=args.n_prompts, dropout=args.dropout, log=lambda m: print(m, file=sys.stderr, flush=True))
     report["command"] = command
     print(benchmark.format_report(report))
     if args.output_file:

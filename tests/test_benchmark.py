@@ -16,7 +16,7 @@ def test_benchmark_script_end_to_end(tmp_path):
     result = run_script("scripts/benchmark.py", "--model_size", "micro", "--max_length", 64,
                         "--n_prompts", 6, "--train_size", 16,
                         "--per_device_train_batch_size", 4, "--accumulate_grad_batches", 1,
-                        "--output_file", out)
+                        "--dropout", 0, "--output_file", out)
     assert result.returncode == 0, result.stderr[-2000:]
     assert result.stdout.startswith("command: python ")
     assert "| cappy |" in result.stdout and "| original (fixed padding) |" in result.stdout
@@ -34,7 +34,8 @@ def test_benchmark_script_end_to_end(tmp_path):
     bigbench = report["scoring"]["bigbench_candidates"]
     assert bigbench["distinct_pairs"] < bigbench["pairs"]  # repeated candidates, as sampled
     assert set(report["finetuning"]) == {"original (fixed padding)", "cappy"}
-    assert report["finetuned_scores_max_abs_difference"] < 1e-4
+    # without dropout, bucketed and fixed-width finetuning compute the same model
+    assert report["finetuned_scores_max_abs_difference"] < 1e-5
     assert 0 < report["matmul_peak_tflops"]
 
 
