@@ -23,6 +23,7 @@ import sys
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from cappy.errors import exit_on_error  # noqa: E402
+from cappy.hosts import add_multihost_arguments  # noqa: E402
 from cappy.scoring import DTYPES  # noqa: E402
 from cappy.training import LR_SCHEDULES  # noqa: E402
 
@@ -58,12 +59,7 @@ def parse_args(argv=None):
     p.add_argument("--overwrite", action="store_true", help="run even if the result exists")
     p.add_argument("--quiet", dest="verbose", action="store_false",
                    help="no Redco logs or progress bars")
-    multihost = p.add_argument_group("several hosts (JAX's multi-process runtime via Redco)")
-    multihost.add_argument("--n_processes", type=int, default=None)
-    multihost.add_argument("--host0_address", default=None)
-    multihost.add_argument("--host0_port", type=int, default=None)
-    multihost.add_argument("--process_id", type=int, default=None)
-    multihost.add_argument("--n_local_devices", type=int, default=None)
+    add_multihost_arguments(p)
     return p.parse_args(argv)
 
 

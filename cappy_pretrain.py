@@ -36,6 +36,7 @@ import sys
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from cappy.errors import exit_on_error  # noqa: E402
+from cappy.hosts import add_multihost_arguments  # noqa: E402
 
 
 def parse_args(argv=None):
@@ -79,12 +80,7 @@ def parse_args(argv=None):
                    help="stop with an error if --output_dir already has checkpoints")
     p.add_argument("--n_model_shards", type=int, default=1)
     p.add_argument("--quiet", dest="verbose", action="store_false", help="no progress bar")
-    multihost = p.add_argument_group("several hosts (JAX's multi-process runtime via Redco)")
-    multihost.add_argument("--n_processes", type=int, default=None)
-    multihost.add_argument("--host0_address", default=None)
-    multihost.add_argument("--host0_port", type=int, default=None)
-    multihost.add_argument("--process_id", type=int, default=None)
-    multihost.add_argument("--n_local_devices", type=int, default=None)
+    add_multihost_arguments(p)
     return p.parse_args(argv)
 
 

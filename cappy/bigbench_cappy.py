@@ -16,6 +16,7 @@ import numpy as np
 from cappy.candidates import all_candidates, candidate_path, read_candidate_file
 from cappy.finetune_data import build_finetune_examples
 from cappy.io import write_json, write_jsonl
+from cappy.hosts import multihost_kwargs
 from cappy.rouge import rouge_l
 
 
@@ -148,9 +149,3 @@ def encode_examples(tokenizer, examples, args):
     cache = dict(zip(distinct, encodings))
     return [{**cache[(ex[args.src_key], ex[args.tgt_key])], args.label_key: ex[args.label_key]}
             for ex in examples]
-
-
-def multihost_kwargs(args):
-    """Redco Deployer's multi-host flags, passed through only when set."""
-    names = ("n_processes", "host0_address", "host0_port", "process_id", "n_local_devices")
-    return {name: getattr(args, name) for name in names if getattr(args, name, None) is not None}

@@ -228,9 +228,9 @@ def load_backbone(model_name_or_path, dtype="float32", seed=0):
     """
     import jax
     import jax.numpy as jnp
-    from transformers import AutoConfig, AutoTokenizer, FlaxAutoModelForSequenceClassification
+    from transformers import AutoConfig, AutoTokenizer
 
-    from cappy.scoring import quiet_transformers
+    from cappy.scoring import flax_scorer_from_pretrained, quiet_transformers
 
     with quiet_transformers(), jax.default_device(jax.devices("cpu")[0]):
         try:
@@ -243,14 +243,7 @@ def load_backbone(model_name_or_path, dtype="float32", seed=0):
                                                 problem_type="regression")
             kwargs = {"config": config, "dtype": getattr(jnp, dtype), "seed": seed,
                       "ignore_mismatched_sizes": True}  # a head with another width is replaced
-            try:
-                model = FlaxAutoModelForSequenceClassification.from_pretrained(
-                    model_name_or_path, **kwargs)
-            except OSError as error:
-                if "from_pt" not in str(error):
-                    raise
-                model = FlaxAutoModelForSequenceClassification.from_pretrained(
-                    model_name_or_path, from_pt=True, **kwargs)
+            model = flax_scorer_from_pretrained(model_name_or_path, **kwargs)
         except (OSError, ValueError) as error:
             raise CappyError(f"cannot load backbone {model_name_or_path!r}: "
                              f"{str(error).splitlines()[0]}") from None
@@ -547,7 +540,7 @@ def pretrain(args, log=print):
     from redco import Deployer
     from tqdm import tqdm
 
-    from cappy.bigbench_cappy import multihost_kwargs
+    from cappy.hosts import multihost_kwargs
     from cappy.finetuning import save_checkpoint
     from cappy.training import host_params
     from cappy.scoring import PairScorer

@@ -29,6 +29,21 @@ def quiet_transformers():
         logger.setLevel(level)
 
 
+def flax_scorer_from_pretrained(model_name_or_path, **kwargs):
+    """FlaxAutoModelForSequenceClassification from Flax weights, or converted from
+    PyTorch-only weights (needs torch) when the folder or hub id has no Flax file."""
+    from transformers import FlaxAutoModelForSequenceClassification
+
+    try:
+        return FlaxAutoModelForSequenceClassification.from_pretrained(model_name_or_path,
+                                                                      **kwargs)
+    except OSError as error:
+        if "from_pt" not in str(error):
+            raise
+        return FlaxAutoModelForSequenceClassification.from_pretrained(
+            model_name_or_path, from_pt=True, **kwargs)
+
+
 def load_cappy(model_name_or_path, dtype="float32"):
     """(model, tokenizer) of a Cappy checkpoint, parameters in float32 on the CPU.
 
@@ -36,20 +51,13 @@ def load_cappy(model_name_or_path, dtype="float32"):
     weights (converted; needs torch). `dtype` is the compute dtype.
     """
     import jax.numpy as jnp
-    from transformers import AutoTokenizer, FlaxAutoModelForSequenceClassification
+    from transformers import AutoTokenizer
 
     kwargs = {"dtype": getattr(jnp, dtype)}
     with quiet_transformers(), jax.default_device(jax.devices("cpu")[0]):
         try:
             tokenizer = AutoTokenizer.from_pretrained(model_name_or_path)
-            try:
-                model = FlaxAutoModelForSequenceClassification.from_pretrained(
-                    model_name_or_path, **kwargs)
-            except OSError as error:
-                if "from_pt" not in str(error):
-                    raise
-                model = FlaxAutoModelForSequenceClassification.from_pretrained(
-                    model_name_or_path, from_pt=True, **kwargs)
+            model = flax_scorer_from_pretrained(model_name_or_path, **kwargs)
         except (OSError, ValueError) as error:
             raise CappyError(f"cannot load Cappy model {model_name_or_path!r}: "
                              f"{str(error).splitlines()[0]}") from None
