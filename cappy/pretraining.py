@@ -104,7 +104,7 @@ def find_shards(data_dir):
 
 def parse_pair(path, line_number, text):
     """{"instruction", "response", "label"} of one row; a located error if it is bad."""
-    from cappy.cli import check_labelled_row
+    from cappy.rows import check_labelled_row
     from cappy.io import parse_jsonl_line
 
     row = parse_jsonl_line(path, line_number, text)
