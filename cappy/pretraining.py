@@ -252,26 +252,6 @@ def load_backbone(model_name_or_path, dtype="float32", seed=0):
     return model, tokenizer, fresh_head
 
 
-def learning_rate_schedule(learning_rate, warmup_steps, max_steps):
-    """Linear warm-up from 0 over `warmup_steps` updates, then linear decay to 0 at `max_steps`."""
-    import optax
-
-    return optax.join_schedules(
-        schedules=[optax.linear_schedule(0.0, learning_rate, warmup_steps),
-                   optax.linear_schedule(learning_rate, 0.0, max(max_steps - warmup_steps, 1))],
-        boundaries=[warmup_steps])
-
-
-def make_optimizer(schedule, weight_decay, accumulate_grad_batches):
-    import optax
-
-    from cappy.training import decay_mask
-
-    return optax.MultiSteps(
-        optax.adamw(learning_rate=schedule, weight_decay=weight_decay, mask=decay_mask),
-        every_k_schedule=accumulate_grad_batches)
-
-
 def encode_and_collate(tokenizer, pairs, max_length):
     """A training batch of pairs, tokenized only now (truncation as in the paper's runs)."""
     from cappy.scoring import collate_pairs, encode_pairs
@@ -542,7 +522,7 @@ def pretrain(args, log=print):
 
     from cappy.hosts import multihost_kwargs
     from cappy.finetuning import save_checkpoint
-    from cappy.training import host_params
+    from cappy.training import host_params, make_optimizer, warmup_then_linear_decay
     from cappy.scoring import PairScorer
 
     try:
@@ -573,7 +553,8 @@ def pretrain(args, log=print):
 
     started = time.time()
     model, tokenizer, fresh_head = load_backbone(args.model_name_or_path, args.dtype, args.seed)
-    schedule = learning_rate_schedule(args.learning_rate, warmup_steps, args.max_steps)
+    # steps are optimizer updates: warm-up and decay counted in updates
+    schedule = warmup_then_linear_decay(args.learning_rate, warmup_steps, args.max_steps)
     optimizer = make_optimizer(schedule, args.weight_decay, accumulate)
     if resume_from:
         say(f"resuming from {resume_from} (step {start_step} of {args.max_steps}; skipping the "

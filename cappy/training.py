@@ -33,11 +33,22 @@ def learning_rate_schedule(learning_rate, warmup_rate, train_size, global_micro_
         raise CappyError(f"--lr_schedule must be one of {', '.join(LR_SCHEDULES)}, got {mode!r}")
     n_micro_batches = train_size // global_micro_batch_size
     total = n_micro_batches if mode == "paper" else n_micro_batches // accumulate_grad_batches
-    warmup = int(total * warmup_rate)
+    return warmup_then_linear_decay(learning_rate, int(total * warmup_rate), total)
+
+
+def warmup_then_linear_decay(learning_rate, warmup, total):
+    """From 0 up to `learning_rate` over `warmup` counts, then linearly to 0 at `total`."""
     return optax.join_schedules(
         schedules=[optax.linear_schedule(0.0, learning_rate, warmup),
                    optax.linear_schedule(learning_rate, 0.0, max(total - warmup, 1))],
         boundaries=[warmup])
+
+
+def make_optimizer(schedule, weight_decay, accumulate_grad_batches):
+    """AdamW (no decay on biases or LayerNorm) stepping once per accumulated update."""
+    return optax.MultiSteps(
+        optax.adamw(learning_rate=schedule, weight_decay=weight_decay, mask=decay_mask),
+        every_k_schedule=accumulate_grad_batches)
 
 
 def decay_mask(params):
@@ -74,9 +85,7 @@ def make_trainer(model, tokenizer, deployer, train_size, per_device_batch_size=8
                          f"({global_micro} x {accumulate_grad_batches} examples)")
     schedule = learning_rate_schedule(learning_rate, warmup_rate, train_size, global_micro,
                                       accumulate_grad_batches, lr_schedule)
-    optimizer = optax.MultiSteps(
-        optax.adamw(learning_rate=schedule, weight_decay=weight_decay, mask=decay_mask),
-        every_k_schedule=accumulate_grad_batches)
+    optimizer = make_optimizer(schedule, weight_decay, accumulate_grad_batches)
     pad_id = tokenizer.pad_token_id
     return trainer_class()(
         deployer=deployer,
