@@ -36,6 +36,7 @@ import sys
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from cappy.errors import exit_on_error  # noqa: E402
+from cappy.scoring import DTYPES  # noqa: E402
 from cappy.hosts import add_multihost_arguments  # noqa: E402
 
 
@@ -45,7 +46,7 @@ def parse_args(argv=None):
     p.add_argument("--output_dir", required=True)
     p.add_argument("--model_name_or_path", default="roberta-large",
                    help="a RoBERTa-style checkpoint (new regression head) or a Cappy (continued)")
-    p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"],
+    p.add_argument("--dtype", default="float32", choices=DTYPES,
                    help="compute dtype; parameters and optimizer state stay float32")
     p.add_argument("--max_steps", type=int, required=True, help="optimizer updates in all")
     p.add_argument("--per_device_batch_size", type=int, default=32)

@@ -22,7 +22,6 @@ scores back in input order. Model FLOPs count real tokens only (no padding), so 
 FLOP/s compare useful work; the peak is this machine's measured matrix product.
 """
 
-import json
 import os
 import platform
 import time
@@ -160,7 +159,7 @@ def original_scorer(model, tokenizer, batch_size, max_length):
 
 def cappy_scorer(model, tokenizer, batch_size, max_length):
     """The project's scoring (cappy.scoring.PairScorer): each distinct pair once,
-    length order, bucketed widths, cappy.fast_roberta. Returns score(pairs)."""
+    length order, bucketed widths, cappy.fast_roberta. Returns score(pairs, params)."""
     from redco import Deployer
 
     from cappy.scoring import PairScorer
@@ -168,10 +167,10 @@ def cappy_scorer(model, tokenizer, batch_size, max_length):
     scorer = PairScorer(model, tokenizer, Deployer(jax_seed=0, verbose=False),
                         max_length=max_length, per_device_batch_size=batch_size)
 
-    def score(pairs):
+    def score(pairs, params=model.params):
         distinct = list(dict.fromkeys(pairs))
-        scores = scorer.score([p[0] for p in distinct], [p[1] for p in distinct],
-                              model.params, desc="cappy scoring")
+        scores = scorer.score([p[0] for p in distinct], [p[1] for p in distinct], params,
+                              desc="cappy scoring")
         score_of = dict(zip(distinct, scores))
         return np.asarray([score_of[p] for p in pairs], np.float32)
 
@@ -223,13 +222,12 @@ def torch_scorer(torch_model, tokenizer, batch_size, max_length):
 
 
 def finetune_examples(tokenizer, rows, train_size, max_length, seed=11111):
+    """The paper's finetuning examples for the rows, tokenized as cappy_bigbench.py does."""
+    from cappy.bigbench_cappy import encode_examples
     from cappy.finetune_data import build_finetune_examples
-    from cappy.scoring import encode_pairs
 
     examples, _ = build_finetune_examples(rows, train_size, seed)
-    encoded = encode_pairs(tokenizer, [e["instruction"] for e in examples],
-                           [e["response"] for e in examples], max_length)
-    return [{**enc, "label": ex["label"]} for enc, ex in zip(encoded, examples)]
+    return encode_examples(tokenizer, examples, max_length)
 
 
 def train_twice(model, tokenizer, examples, bucketed, per_device_batch_size, accumulate,
@@ -274,7 +272,7 @@ def run_benchmark(model_size="tiny", dtype="float32", batch_size=32, max_length=
 
     tokenizer = make_scorer_tokenizer(sample_texts())
     model = make_model(model_size, tokenizer, dtype, dropout=dropout)
-    peak = matmul_peak_flops("float32" if dtype == "float32" else dtype)
+    peak = matmul_peak_flops(dtype)
     device = jax.devices()[0]
     report = {"device": f"{jax.device_count()} x {device.device_kind} ({device.platform})",
               "model_size": model_size, "shape": dict(zip(
@@ -325,7 +323,8 @@ def run_benchmark(model_size="tiny", dtype="float32", batch_size=32, max_length=
         report["scoring"][data_name] = entry
 
     examples = finetune_examples(tokenizer, rows, train_size, max_length)
-    flops = model_flops(model.config, [len(e["input_ids"]) for e in examples], training=True)
+    train_lengths = [len(e["input_ids"]) for e in examples]
+    flops = model_flops(model.config, train_lengths, training=True)
     params = {}
     for path_name, bucketed in (("original (fixed padding)", False), ("cappy", True)):
         log(f"finetuning: {path_name} ...")
@@ -343,18 +342,10 @@ def run_benchmark(model_size="tiny", dtype="float32", batch_size=32, max_length=
     for figures in report["finetuning"].values():
         figures["speedup_over_original"] = base / figures["seconds"]
     report["finetuning_examples"] = len(examples)
-    report["finetuning_mean_tokens"] = float(np.mean([len(e["input_ids"]) for e in examples]))
+    report["finetuning_mean_tokens"] = float(np.mean(train_lengths))
     # Same batches, padded differently: the trained models must score alike.
-    check = list(dict.fromkeys(datasets["bigbench_candidates"]))
-    from redco import Deployer
-
-    from cappy.scoring import PairScorer
-
-    scorer = PairScorer(model, tokenizer, Deployer(jax_seed=0, verbose=False),
-                        max_length=max_length, per_device_batch_size=batch_size)
-    finetuned = [scorer.score([p[0] for p in check], [p[1] for p in check], trained_params,
-                              desc="scoring with the finetuned models")
-                 for trained_params in params.values()]
+    score = cappy_scorer(model, tokenizer, batch_size, max_length)
+    finetuned = [score(datasets["bigbench_candidates"], trained) for trained in params.values()]
     report["finetuned_scores_max_abs_difference"] = float(np.max(np.abs(
         finetuned[0] - finetuned[1])))
     return report
@@ -397,6 +388,3 @@ def format_report(report):
                      f"{f['projected_minutes_for_102400_examples']:.1f} min |")
     return "\n".join(lines)
 
-
-def dumps(report):
-    return json.dumps(report, indent=1)

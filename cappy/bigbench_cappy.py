@@ -63,7 +63,8 @@ def run_task(args, log=print):
     examples, n_distinct = build_finetune_examples(
         train_rows, args.train_size, args.seed, src_key=args.src_key, tgt_key=args.tgt_key,
         refs_key=args.refs_key, label_key=args.label_key)
-    encoded = encode_examples(tokenizer, examples, args)
+    encoded = encode_examples(tokenizer, examples, args.max_length, args.src_key, args.tgt_key,
+                              args.label_key)
     built = time.time()
 
     _, global_micro = deployer.get_local_global_micro_batch_size(args.per_device_batch_size)
@@ -139,13 +140,13 @@ def rerank_rows(rows, score_of, src_key="instruction", tgt_key="response"):
     return choices
 
 
-def encode_examples(tokenizer, examples, args):
+def encode_examples(tokenizer, examples, max_length, src_key="instruction",
+                    tgt_key="response", label_key="label"):
     """Tokenize each distinct pair once; repeated examples share the encoding."""
     from cappy.scoring import encode_pairs
 
-    distinct = list(dict.fromkeys((ex[args.src_key], ex[args.tgt_key]) for ex in examples))
+    distinct = list(dict.fromkeys((ex[src_key], ex[tgt_key]) for ex in examples))
     encodings = encode_pairs(tokenizer, [k[0] for k in distinct], [k[1] for k in distinct],
-                             args.max_length)
+                             max_length)
     cache = dict(zip(distinct, encodings))
-    return [{**cache[(ex[args.src_key], ex[args.tgt_key])], args.label_key: ex[args.label_key]}
-            for ex in examples]
+    return [{**cache[(ex[src_key], ex[tgt_key])], label_key: ex[label_key]} for ex in examples]

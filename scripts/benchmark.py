@@ -25,10 +25,11 @@ from cappy.errors import exit_on_error  # noqa: E402
 
 def parse_args(argv=None):
     from cappy.benchmark import MODEL_SHAPES
+    from cappy.scoring import DTYPES
 
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--model_size", default="tiny", choices=list(MODEL_SHAPES))
-    p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"],
+    p.add_argument("--dtype", default="float32", choices=DTYPES,
                    help="compute dtype of the cappy path and the PyTorch peer "
                         "(the original path runs in float32, as released)")
     p.add_argument("--batch_size", type=int, default=32, help="scoring batch size")
