@@ -5,8 +5,8 @@ Everything runs in one process on the same random weights and the same data:
 - scoring, original: transformers' Flax module, every pair padded to
   max_length, batches in input order, duplicates scored again (the release's
   path);
-- scoring, cappy: `cappy.scoring.PairScorer` (each distinct pair once, length
-  order, bucketed widths, `cappy.fast_roberta`);
+- scoring, cappy: `cappy.scoring.PairScorer` (each distinct pair once, pairs
+  packed into rows of two widths, `cappy.fast_roberta`);
 - scoring, PyTorch peer (optional): transformers' PyTorch model, pairs sorted
   by length, each batch padded to its own longest pair;
 - finetuning, original and cappy: `cappy.training.make_trainer` on the same
@@ -159,7 +159,7 @@ def original_scorer(model, tokenizer, batch_size, max_length):
 
 def cappy_scorer(model, tokenizer, batch_size, max_length):
     """The project's scoring (cappy.scoring.PairScorer): each distinct pair once,
-    length order, bucketed widths, cappy.fast_roberta. Returns score(pairs, params)."""
+    pairs packed into rows, cappy.fast_roberta. Returns score(pairs, params)."""
     from redco import Deployer
 
     from cappy.scoring import PairScorer
@@ -168,11 +168,8 @@ def cappy_scorer(model, tokenizer, batch_size, max_length):
                         max_length=max_length, per_device_batch_size=batch_size)
 
     def score(pairs, params=model.params):
-        distinct = list(dict.fromkeys(pairs))
-        scores = scorer.score([p[0] for p in distinct], [p[1] for p in distinct], params,
-                              desc="cappy scoring")
-        score_of = dict(zip(distinct, scores))
-        return np.asarray([score_of[p] for p in pairs], np.float32)
+        return scorer.score([p[0] for p in pairs], [p[1] for p in pairs], params,
+                            desc="cappy scoring")
 
     return score
 

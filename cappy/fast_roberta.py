@@ -1,14 +1,19 @@
 """A scoring-only forward pass for RoBERTa Cappy checkpoints, on the same parameters.
 
-transformers' Flax RoBERTa computes attention as explicit einsums with an
-additive mask, and runs every layer for every position even though a score
-reads only the first token's final state. For scoring (no dropout) this module
-computes the same function with less work:
+transformers' Flax RoBERTa runs one pair per row, padded, and every layer for
+every position even though a score reads only the first token's final state.
+For scoring (no dropout) this module computes the same function with less work:
 
-- attention through `jax.nn.dot_product_attention` (cuDNN's fused kernel on
-  NVIDIA GPUs when the shapes allow it, XLA's otherwise);
-- the last layer only for the first token, whose state the classifier reads:
-  its keys and values still see every token, so the score is unchanged.
+- packed rows (`cappy.packing`): several pairs share a row, each attending only
+  to its own tokens and numbering its positions from the start, so a row holds
+  little padding and the scores are those of the pairs scored alone;
+- the last layer only for each pair's first token, whose state the classifier
+  reads: its keys and values still see every token, so the score is unchanged;
+- attention written out (the same einsums and float32 softmax as XLA's
+  `jax.nn.dot_product_attention`), and on CPUs computed a few rows at a time so
+  that the attention weights stay in cache: a batch's weights at once are
+  written to and read back from memory several times, which on a 2-core CPU
+  took longer than all of the layer's matrix products.
 
 It reads the parameter tree of `FlaxRobertaForSequenceClassification` as it is
 (no conversion), and matches that model's logits within floating-point noise
@@ -21,6 +26,9 @@ import jax.numpy as jnp
 
 SUPPORTED_MODEL_TYPES = ("roberta", "xlm-roberta")
 SUPPORTED_ACTIVATIONS = ("gelu",)
+# On CPUs, the attention weights of this many bytes at most are computed at
+# once (a few rows of a batch): they then stay in the L2/L3 caches.
+CPU_ATTENTION_BYTES = 8 * 2**20
 
 
 def supports(config):
@@ -46,55 +54,96 @@ def _layer_norm(x, params, eps, dtype):
     return ((x32 - mean) * factor + params["bias"]).astype(dtype)
 
 
-def _position_ids(input_ids, pad_token_id):
-    # RoBERTa numbers real tokens from pad_token_id + 1; padding keeps pad_token_id.
-    is_token = (input_ids != pad_token_id).astype(jnp.int32)
-    return jnp.cumsum(is_token, axis=1) * is_token + pad_token_id
+def _attention_rows(query, key, value, mask):
+    """softmax(q k^T / sqrt(d)) v with masked keys left out; mask [rows, q, k]."""
+    logits = jnp.einsum("bqhd,bkhd->bhqk", query, key, preferred_element_type=jnp.float32)
+    logits = logits * (query.shape[-1] ** -0.5)
+    logits = jnp.where(mask[:, None], logits, jnp.finfo(jnp.float32).min)
+    weights = jax.nn.softmax(logits, axis=-1).astype(value.dtype)
+    return jnp.einsum("bhqk,bkhd->bqhd", weights, value)
 
 
-def _layer(x, mask, params, config, dtype, first_token_only):
-    batch, length, hidden = x.shape
+def rows_per_attention_chunk(rows, heads, queries, keys, platform=None):
+    """How many rows compute their attention together: all of them on accelerators;
+    on CPUs the largest divisor of `rows` whose float32 weights fit CPU_ATTENTION_BYTES."""
+    if (platform or jax.default_backend()) != "cpu":
+        return rows
+    per_row = heads * queries * keys * 4
+    return max([d for d in range(1, rows + 1)
+                if rows % d == 0 and d * per_row <= CPU_ATTENTION_BYTES] or [1])
+
+
+def _attention(query, key, value, mask):
+    rows = query.shape[0]
+    chunk = rows_per_attention_chunk(rows, query.shape[2], query.shape[1], key.shape[1])
+    if chunk == rows:
+        return _attention_rows(query, key, value, mask)
+    split = lambda t: t.reshape(rows // chunk, chunk, *t.shape[1:])  # noqa: E731
+    out = jax.lax.map(lambda args: _attention_rows(*args),
+                      (split(query), split(key), split(value), split(mask)))
+    return out.reshape(query.shape)
+
+
+def _layer(x, params, config, dtype, kept, mask):
+    """One encoder layer for the positions `kept` ([rows, n] indices, or None for all)."""
+    rows, length, hidden = x.shape
     heads = config.num_attention_heads
-    head_dim = hidden // heads
     attention = params["attention"]
     projections = attention["self"]
     # Keys and values need every token; queries only those whose state is kept.
-    kept = x[:, :1] if first_token_only else x
-    query = _dense(kept, projections["query"], dtype)
-    key = _dense(x, projections["key"], dtype)
-    value = _dense(x, projections["value"], dtype)
-    shape = lambda t: t.reshape(batch, t.shape[1], heads, head_dim)  # noqa: E731
-    context = jax.nn.dot_product_attention(shape(query), shape(key), shape(value),
-                                           mask=mask[:, None, None, :])
-    context = context.reshape(batch, -1, hidden)
+    x_kept = x if kept is None else jnp.take_along_axis(x, kept[..., None], axis=1)
+    heads_of = lambda t: t.reshape(rows, t.shape[1], heads, hidden // heads)  # noqa: E731
+    context = _attention(heads_of(_dense(x_kept, projections["query"], dtype)),
+                         heads_of(_dense(x, projections["key"], dtype)),
+                         heads_of(_dense(x, projections["value"], dtype)), mask)
+    context = context.reshape(rows, -1, hidden)
     eps = config.layer_norm_eps
-    x = _layer_norm(_dense(context, attention["output"]["dense"], dtype) + kept,
+    x = _layer_norm(_dense(context, attention["output"]["dense"], dtype) + x_kept,
                     attention["output"]["LayerNorm"], eps, dtype)
     inner = jax.nn.gelu(_dense(x, params["intermediate"]["dense"], dtype), approximate=False)
     return _layer_norm(_dense(inner, params["output"]["dense"], dtype) + x,
                        params["output"]["LayerNorm"], eps, dtype)
 
 
-def roberta_scores(params, config, input_ids, attention_mask, token_type_ids=None,
-                   dtype=jnp.float32):
-    """`logits[..., 0]` of FlaxRobertaForSequenceClassification, in float32.
+def packed_roberta_scores(params, config, input_ids, segment_ids, position_ids, first_tokens,
+                          token_type_ids=None, dtype=jnp.float32):
+    """`logits[..., 0]` of FlaxRobertaForSequenceClassification for every packed pair.
 
-    `params` is that model's parameter tree; inputs are padded on the right.
+    Inputs are [rows, width]: `segment_ids` numbers the pairs of a row from 1
+    (0 is padding), `position_ids` are RoBERTa's position ids of each pair alone
+    (pad_token_id + 1 onwards). `first_tokens` [rows, n] holds the index of each
+    pair's first token. Returns float32 [rows, n]; entries past a row's last
+    pair are meaningless.
     """
     roberta = params["roberta"]
     embeddings = roberta["embeddings"]
     if token_type_ids is None:
         token_type_ids = jnp.zeros_like(input_ids)
     x = (embeddings["word_embeddings"]["embedding"][input_ids]
-         + embeddings["position_embeddings"]["embedding"][
-             _position_ids(input_ids, config.pad_token_id)]
+         + embeddings["position_embeddings"]["embedding"][position_ids]
          + embeddings["token_type_embeddings"]["embedding"][token_type_ids])
     x = _layer_norm(x.astype(dtype), embeddings["LayerNorm"], config.layer_norm_eps, dtype)
-    mask = attention_mask.astype(bool)
+    is_token = segment_ids[:, None, :] > 0
+    same_pair = (segment_ids[:, :, None] == segment_ids[:, None, :]) & is_token
+    first_segments = jnp.take_along_axis(segment_ids, first_tokens, axis=1)
+    first_same_pair = (first_segments[:, :, None] == segment_ids[:, None, :]) & is_token
     layers = roberta["encoder"]["layer"]
     for index in range(config.num_hidden_layers):
-        last = index == config.num_hidden_layers - 1
-        x = _layer(x, mask, layers[str(index)], config, dtype, first_token_only=last)
+        if index < config.num_hidden_layers - 1:
+            x = _layer(x, layers[str(index)], config, dtype, None, same_pair)
+        else:
+            x = _layer(x, layers[str(index)], config, dtype, first_tokens, first_same_pair)
     head = params["classifier"]
-    first = jnp.tanh(_dense(x[:, 0], head["dense"], dtype))
-    return _dense(first, head["out_proj"], dtype)[:, 0].astype(jnp.float32)
+    first = jnp.tanh(_dense(x, head["dense"], dtype))
+    return _dense(first, head["out_proj"], dtype)[..., 0].astype(jnp.float32)
+
+
+def roberta_scores(params, config, input_ids, attention_mask, token_type_ids=None,
+                   dtype=jnp.float32):
+    """`logits[..., 0]` for one pair per row, padded on the right (float32 [rows])."""
+    segment_ids = attention_mask.astype(jnp.int32)
+    # RoBERTa numbers real tokens from pad_token_id + 1; padding keeps pad_token_id.
+    position_ids = jnp.cumsum(segment_ids, axis=1) * segment_ids + config.pad_token_id
+    first_tokens = jnp.zeros((input_ids.shape[0], 1), jnp.int32)
+    return packed_roberta_scores(params, config, input_ids, segment_ids, position_ids,
+                                 first_tokens, token_type_ids, dtype)[:, 0]

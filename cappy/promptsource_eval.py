@@ -113,11 +113,6 @@ def _describe(key):
     return f"{key[0]} / {key[1]} / example {key[2]}"
 
 
-def distinct_pairs(rows, sent0_key="instruction", sent1_key="response"):
-    """Every distinct (instruction, response) pair, in first-seen order."""
-    return list(dict.fromkeys((row[sent0_key], row[sent1_key]) for row in rows))
-
-
 def predict(prompts, rows, scores, sent1_key="response"):
     """{key: (predicted row index, correct or None)}; None for prompts with no correct row."""
     outcome = {}
@@ -231,11 +226,10 @@ def run(args, log=print, warn=None):
                         params_sharding_rules=deployer.get_sharding_rules(model.params),
                         truncation="longest_first")
     loaded = time.time()
-    pairs = distinct_pairs(rows, args.sent0_key, args.sent1_key)
-    pair_scores = scorer.score([p[0] for p in pairs], [p[1] for p in pairs], model.params,
-                               desc="scoring")
-    score_of = dict(zip(pairs, pair_scores.tolist()))
-    scores = [score_of[(row[args.sent0_key], row[args.sent1_key])] for row in rows]
+    pairs = [(row[args.sent0_key], row[args.sent1_key]) for row in rows]
+    # The scorer scores each distinct pair once (a prompt's choices repeat across prompts).
+    scores = scorer.score([p[0] for p in pairs], [p[1] for p in pairs], model.params,
+                          desc="scoring").tolist()
     scored = time.time()
 
     outcome = predict(prompts, rows, scores, args.sent1_key)
@@ -251,7 +245,7 @@ def run(args, log=print, warn=None):
         "accuracy": accuracy,
         "per_template": per_template,
         "counts": {**counts, "rows": len(rows), "prompts": len(prompts),
-                   "distinct_pairs_scored": len(pairs)},
+                   "distinct_pairs_scored": len(set(pairs))},
         "problems": problems,
         "paper_rows": {name: promptsource_row(name) for name in accuracy if name != "Average"},
         "timings_s": {"load": round(loaded - start, 2), "score": round(scored - loaded, 2),

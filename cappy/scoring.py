@@ -129,10 +129,17 @@ def collate_pairs(examples, pad_id, max_length, label_key=None, bucketed=True):
 class PairScorer:
     """Scores encoded pairs with a Redco Predictor over the deployer's devices.
 
-    RoBERTa checkpoints (Cappy's) go through `cappy.fast_roberta`, the same
-    function as transformers' module with less work; `fast=False` forces
-    transformers' module.
+    RoBERTa checkpoints (Cappy's) go through `cappy.fast_roberta` with pairs
+    packed into rows (`cappy.packing`): the same scores as transformers'
+    module with far less padding. `fast=False` forces transformers' module,
+    one pair per row in length-sorted, bucket-padded batches.
+
+    A batch holds `per_device_batch_size * max_length` tokens per device (the
+    original's batch of padded pairs) in packed rows; on CPUs at most
+    CPU_TOKENS_PER_BATCH, which keeps a batch's activations in cache.
     """
+
+    CPU_TOKENS_PER_BATCH = 2048
 
     def __init__(self, model, tokenizer, deployer, max_length=512, per_device_batch_size=32,
                  params_sharding_rules=None, truncation="longest_first", fast=True):
@@ -146,25 +153,40 @@ class PairScorer:
         self.truncation = truncation
         self.per_device_batch_size = per_device_batch_size
         self.predictor = Predictor(
-            deployer=deployer,
-            collate_fn=lambda examples: collate_pairs(examples, tokenizer.pad_token_id,
-                                                      max_length),
-            pred_fn=self._pred_fn, output_fn=lambda preds: list(np.asarray(preds, np.float32)),
+            deployer=deployer, collate_fn=self._collate, pred_fn=self._pred_fn,
+            output_fn=lambda preds: list(np.asarray(preds, np.float32)),
             params_sharding_rules=params_sharding_rules)
+
+    def _collate(self, examples):
+        pad_id = self.tokenizer.pad_token_id
+        if not self.fast:
+            return collate_pairs(examples, pad_id, self.max_length)
+        from cappy.packing import collate_packed_rows
+
+        return collate_packed_rows([row["pairs"] for row in examples], examples[0]["width"],
+                                   pad_id)
 
     def _pred_fn(self, rng, params, batch):
         del rng
         if self.fast:
-            from cappy.fast_roberta import roberta_scores
+            from cappy.fast_roberta import packed_roberta_scores
 
-            return roberta_scores(params, self.model.config, batch["input_ids"],
-                                  batch["attention_mask"], batch.get("token_type_ids"),
-                                  dtype=self.model.dtype)
+            return packed_roberta_scores(params, self.model.config, batch["input_ids"],
+                                         batch["segment_ids"], batch["position_ids"],
+                                         batch["first_tokens"], batch.get("token_type_ids"),
+                                         dtype=self.model.dtype)
         return self.model(**batch, params=params, train=False).logits[..., 0].astype("float32")
+
+    def tokens_per_batch(self):
+        tokens = self.per_device_batch_size * self.max_length
+        if jax.default_backend() == "cpu":
+            tokens = min(tokens, self.CPU_TOKENS_PER_BATCH)
+        return tokens
 
     def score(self, instructions, responses, params, desc="scoring", **placement):
         """float32 scores of (instruction, response) pairs, in input order.
 
+        Each distinct pair is scored once, so repeated pairs get equal scores.
         `placement` is passed to Redco (`params_replicated` / `params_sharded`)
         when `params` already live on the devices.
         """
@@ -172,14 +194,37 @@ class PairScorer:
             raise ValueError("instructions and responses differ in length")
         if not instructions:
             return np.zeros((0,), np.float32)
+        index_of = {}
+        pair_index = [index_of.setdefault(pair, len(index_of))
+                      for pair in zip(instructions, responses)]
+        distinct = list(index_of)
+        return self._score_distinct([p[0] for p in distinct], [p[1] for p in distinct],
+                                    params, desc, placement)[pair_index]
+
+    def _score_distinct(self, instructions, responses, params, desc, placement):
         examples = encode_pairs(self.tokenizer, instructions, responses, self.max_length,
                                 self.truncation)
-        order = length_sorted_order([len(ex["input_ids"]) for ex in examples])
-        preds = self.predictor.predict(
-            examples=[examples[i] for i in order], params=params,
-            per_device_batch_size=self.per_device_batch_size, desc=desc, **placement)
+        lengths = [len(ex["input_ids"]) for ex in examples]
         scores = np.empty(len(examples), np.float32)
-        scores[order] = np.asarray(preds, np.float32)
+        if not self.fast:
+            order = length_sorted_order(lengths)
+            preds = self.predictor.predict(
+                examples=[examples[i] for i in order], params=params,
+                per_device_batch_size=self.per_device_batch_size, desc=desc, **placement)
+            scores[order] = np.asarray(preds, np.float32)
+            return scores
+        from cappy.packing import pack_rows, row_widths
+
+        rows = pack_rows(lengths, row_widths(self.max_length))
+        for width in sorted({width for width, _ in rows}):
+            indices = [row for w, row in rows if w == width]
+            preds = self.predictor.predict(
+                examples=[{"width": width, "pairs": [examples[i] for i in row]}
+                          for row in indices],
+                params=params, per_device_batch_size=max(1, self.tokens_per_batch() // width),
+                desc=f"{desc} ({width}-token rows)", **placement)
+            for row, row_scores in zip(indices, preds):
+                scores[row] = row_scores[:len(row)]
         return scores
 
 

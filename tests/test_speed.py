@@ -1,6 +1,7 @@
 """The fast paths compute the same results as the original's: scoring through
-cappy.fast_roberta, bucketed padding in scoring and training, and float32
-scores whatever the compute dtype. No timings here: see scripts/benchmark.py."""
+cappy.fast_roberta with pairs packed into rows, bucketed padding in training,
+and float32 scores whatever the compute dtype. No timings here: see
+scripts/benchmark.py."""
 
 import copy
 
@@ -9,7 +10,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from cappy import fast_roberta
+from cappy import fast_roberta, packing
 from cappy.bigbench_cappy import rerank_rows
 from cappy.candidates import DECODINGS, all_candidates
 from cappy.scoring import PairScorer, collate_pairs, encode_pairs, load_cappy
@@ -83,6 +84,84 @@ def test_bfloat16_compute_gives_float32_scores_close_to_float32():
     np.testing.assert_allclose(np.asarray(half), full, atol=0.05 * np.ptp(full) + 1e-3)
 
 
+def random_pairs(rng, n, longest, vocab=300):
+    """Token ids shaped like encoded pairs: <s> first, lengths 3 to `longest`."""
+    lengths = rng.integers(3, longest + 1, n)
+    return [{"input_ids": [0] + list(rng.integers(3, vocab, length - 1))} for length in lengths]
+
+
+def test_pack_rows_places_every_pair_once_within_its_row():
+    rng = np.random.default_rng(0)
+    lengths = np.clip(rng.lognormal(np.log(105), 0.6, 2000), 5, 512).astype(int)
+    rows = packing.pack_rows(lengths, (256, 512))
+    placed = sorted(i for _, row in rows for i in row)
+    assert placed == list(range(len(lengths)))
+    for width, row in rows:
+        assert width in (256, 512)
+        assert sum(lengths[i] for i in row) <= width
+        assert len(row) <= packing.max_pairs_per_row(width)
+        longest = max(lengths[i] for i in row)
+        assert (width == 256) == (longest <= 256)  # the narrowest width that holds it
+    real = lengths.sum() / sum(width for width, _ in rows)
+    assert real > 0.9  # power-of-two buckets keep about 0.7 of a batch real on this mix
+    assert packing.pack_rows(lengths, (256, 512)) == rows  # deterministic
+    with pytest.raises(ValueError, match="513 tokens"):
+        packing.pack_rows([12, 513], (256, 512))
+
+
+def test_short_pairs_fill_a_row_up_to_its_slots():
+    rows = packing.pack_rows([4] * 40, (64,))
+    assert [len(row) for _, row in rows] == [4] * 10  # 64 // MIN_PAIR_TOKENS slots
+    assert packing.row_widths(512) == (256, 512) and packing.row_widths(40) == (40,)
+
+
+@pytest.mark.parametrize("widths", [(32, 64), (64,)])
+def test_packed_forward_matches_transformers_pair_by_pair(widths):
+    """Pairs sharing a row score what each scores alone in transformers' module."""
+    model = realistic_roberta()
+    rng = np.random.default_rng(len(widths))
+    pairs = random_pairs(rng, 30, 64) + random_pairs(rng, 10, 6)  # some rows fill every slot
+    pad_id = model.config.pad_token_id
+    ids, mask = pad_rows(pairs, 64, pad_id)
+    expected = np.asarray(model(input_ids=ids, attention_mask=mask, train=False).logits[:, 0])
+    assert np.std(expected) > 1e-3
+    rows = packing.pack_rows([len(p["input_ids"]) for p in pairs], widths)
+    assert any(len(row) > 2 for _, row in rows) and any(len(row) == 1 for _, row in rows)
+    got = np.full(len(pairs), np.nan, np.float32)
+    for width in widths:
+        batch_rows = [row for w, row in rows if w == width] + [[]]  # and an empty row
+        batch = packing.collate_packed_rows([[pairs[i] for i in row] for row in batch_rows],
+                                            width, pad_id)
+        scores = np.asarray(fast_roberta.packed_roberta_scores(
+            model.params, model.config, batch["input_ids"], batch["segment_ids"],
+            batch["position_ids"], batch["first_tokens"]))
+        assert scores.dtype == np.float32 and np.all(np.isfinite(scores))
+        for row, row_scores in zip(batch_rows, scores):
+            got[row] = row_scores[:len(row)]
+    np.testing.assert_allclose(got, expected, atol=1e-5, rtol=0)
+
+
+def pad_rows(pairs, width, pad_id):
+    from cappy.batching import pad_batch
+
+    return pad_batch([p["input_ids"] for p in pairs], width, pad_id)
+
+
+def test_cpu_attention_in_chunks_equals_attention_at_once(monkeypatch):
+    """On CPUs attention runs a few rows at a time; the scores do not change."""
+    model = realistic_roberta()
+    ids, mask = random_batch(np.random.default_rng(5), 8, 48)
+    assert jax.default_backend() == "cpu"
+    whole = np.asarray(fast_roberta.roberta_scores(model.params, model.config, ids, mask))
+    per_row = 4 * 48 * 48 * 4  # heads x queries x keys x float32
+    monkeypatch.setattr(fast_roberta, "CPU_ATTENTION_BYTES", 2 * per_row)
+    assert fast_roberta.rows_per_attention_chunk(8, 4, 48, 48) == 2
+    assert fast_roberta.rows_per_attention_chunk(8, 4, 48, 48, platform="gpu") == 8
+    assert fast_roberta.rows_per_attention_chunk(7, 4, 48, 48) == 1  # a divisor of the rows
+    chunked = np.asarray(fast_roberta.roberta_scores(model.params, model.config, ids, mask))
+    np.testing.assert_allclose(chunked, whole, atol=1e-6, rtol=0)
+
+
 @pytest.fixture(scope="module")
 def tiny(tiny_scorer):
     return load_cappy(tiny_scorer)
@@ -103,9 +182,11 @@ def candidate_rows(n_rows=6, n_candidates=10, seed=0):
     return rows
 
 
-def test_bucketed_scoring_equals_fixed_width_scoring_and_same_choices(tiny):
-    """The project's path (fast forward, buckets, each pair once) picks what the
-    original path (transformers' module, every pair padded to max_length) picks."""
+@pytest.mark.parametrize("fast", [True, False])
+def test_scoring_equals_fixed_width_scoring_and_same_choices(tiny, fast):
+    """The project's paths (packed rows through the fast forward, or transformers'
+    module on bucketed batches; each pair once) pick what the original path
+    (transformers' module, every pair padded to max_length) picks."""
     from redco import Deployer
 
     model, tokenizer = tiny
@@ -113,7 +194,9 @@ def test_bucketed_scoring_equals_fixed_width_scoring_and_same_choices(tiny):
     pairs = [(row["instruction"], cand["response"]) for row in rows
              for cand in all_candidates(row)]
     deployer = Deployer(jax_seed=0, verbose=False)
-    ours = PairScorer(model, tokenizer, deployer, max_length=128, per_device_batch_size=4)
+    ours = PairScorer(model, tokenizer, deployer, max_length=128, per_device_batch_size=4,
+                      fast=fast)
+    assert ours.fast == fast
     distinct = list(dict.fromkeys(pairs))
     assert len(distinct) < len(pairs)
     our_scores = ours.score([p[0] for p in distinct], [p[1] for p in distinct], model.params)
@@ -130,6 +213,25 @@ def test_bucketed_scoring_equals_fixed_width_scoring_and_same_choices(tiny):
     ours_of = dict(zip(distinct, our_scores.tolist()))
     assert ([c for c, _ in rerank_rows(rows, ours_of)]
             == [c for c, _ in rerank_rows(rows, original_of)])
+
+
+def test_scorer_scores_each_distinct_pair_once(tiny, monkeypatch):
+    from redco import Deployer
+
+    model, tokenizer = tiny
+    texts = sample_texts()
+    instructions = [texts[0], texts[1], texts[0], texts[2], texts[0]]
+    responses = ["yes", "no", "yes", "maybe", "no"]
+    scorer = PairScorer(model, tokenizer, Deployer(jax_seed=0, verbose=False), max_length=128)
+    seen = []
+    score_distinct = scorer._score_distinct
+    monkeypatch.setattr(scorer, "_score_distinct",
+                        lambda i, r, *a: seen.append(list(zip(i, r))) or score_distinct(i, r, *a))
+    scores = scorer.score(instructions, responses, model.params)
+    assert seen == [list(dict.fromkeys(zip(instructions, responses)))]
+    assert scores[0] == scores[2] and len(set(scores.tolist())) == 4
+    alone = scorer.score(instructions[3:4], responses[3:4], model.params)
+    np.testing.assert_allclose(scores[3], alone[0], atol=1e-5)
 
 
 def test_bucketed_training_equals_fixed_width_training(tiny_scorer):
