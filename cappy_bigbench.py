@@ -45,7 +45,9 @@ def parse_args(argv=None):
     p.add_argument("--train_size", type=int, default=102400,
                    help="training examples after repeating or cutting the built set")
     p.add_argument("--per_device_batch_size", type=int, default=8)
-    p.add_argument("--eval_per_device_batch_size", type=int, default=32)
+    p.add_argument("--eval_per_device_batch_size", type=int, default=32,
+                   help="scoring: pairs per device per batch, counted at max_length tokens "
+                        "each (pairs are packed into rows up to that many tokens)")
     p.add_argument("--accumulate_grad_batches", type=int, default=16)
     p.add_argument("--learning_rate", type=float, default=2e-5,
                    help="peak rate; 0 skips finetuning (zero-shot reranking)")

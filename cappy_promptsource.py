@@ -32,7 +32,9 @@ def parse_args(argv=None):
     p.add_argument("--sent1_key", default="response")
     p.add_argument("--model_name_or_path", default="btan2/cappy-large")
     p.add_argument("--n_model_shards", type=int, default=1)
-    p.add_argument("--per_device_batch_size", type=int, default=128)
+    p.add_argument("--per_device_batch_size", type=int, default=128,
+                   help="pairs per device per batch, counted at max_length tokens each "
+                        "(pairs are packed into rows up to that many tokens)")
     p.add_argument("--max_length", type=int, default=512)
     p.add_argument("--dtype", default="float32", choices=DTYPES,
                    help="compute dtype (parameters and scores stay float32)")

@@ -32,7 +32,9 @@ DEFAULT_MODEL = "btan2/cappy-large"
 def _common(parser):
     parser.add_argument("--model_name_or_path", default=DEFAULT_MODEL)
     parser.add_argument("--max_length", type=int, default=512)
-    parser.add_argument("--batch_size", type=int, default=32, help="pairs per device per batch")
+    parser.add_argument("--batch_size", type=int, default=32,
+                        help="pairs per device per batch, counted at max_length tokens each "
+                             "(pairs are packed into rows up to that many tokens)")
     parser.add_argument("--backend", default="flax", choices=["flax", "torch"])
     parser.add_argument("--dtype", default="float32", choices=DTYPES)
     parser.add_argument("--skip_bad_rows", action="store_true",

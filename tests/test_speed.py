@@ -297,3 +297,46 @@ def test_bfloat16_training_keeps_float32_parameters(tiny_scorer):
     moved = max(float(np.max(np.abs(a - b))) for a, b in zip(
         jax.tree.leaves(params), jax.tree.leaves(model.params)))
     assert 0 < moved < 1  # a finite, real update
+
+
+SCORE_ON_DEVICES = """
+import json, sys
+from redco import Deployer
+from cappy.scoring import PairScorer, load_cappy
+from cappy.tiny_models import sample_texts
+model, tokenizer = load_cappy(sys.argv[1])
+deployer = Deployer(jax_seed=0, n_model_shards=int(sys.argv[2]), verbose=False)
+scorer = PairScorer(model, tokenizer, deployer, max_length=128, per_device_batch_size=1,
+                    params_sharding_rules=deployer.get_sharding_rules(model.params))
+texts = sample_texts()
+scores = scorer.score(texts[:40], [t[:5 + 9 * i] for i, t in enumerate(texts[40:80])],
+                      model.params)
+print(json.dumps([len(deployer.mesh.devices.flat) if deployer.mesh is not None else 0,
+                  scores.tolist()]))
+"""
+
+
+@pytest.mark.slow  # three fresh processes, 10-20 s each here
+def test_packed_scoring_on_two_devices_matches_one_device(tiny_scorer):
+    """Packed rows split across devices (data parallel) or with the parameters
+    sharded over a mesh score what one device scores."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    from conftest import REPO
+
+    results = {}
+    for name, devices, shards in (("one", 1, 1), ("data", 2, 1), ("model", 2, 2)):
+        env = {**os.environ, "JAX_PLATFORMS": "cpu", "PYTHONPATH": REPO,
+               "XLA_FLAGS": f"--xla_force_host_platform_device_count={devices}"}
+        done = subprocess.run([sys.executable, "-c", SCORE_ON_DEVICES, tiny_scorer, str(shards)],
+                              capture_output=True, text=True, env=env, cwd=REPO, timeout=300)
+        assert done.returncode == 0, done.stderr[-3000:]
+        results[name] = json.loads(done.stdout.strip().splitlines()[-1])
+    assert results["model"][0] == 2  # the parameters really were sharded over a mesh
+    base = np.asarray(results["one"][1])
+    assert np.std(base) > 1e-3
+    for name in ("data", "model"):
+        np.testing.assert_allclose(results[name][1], base, atol=1e-5, rtol=0)
