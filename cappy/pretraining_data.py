@@ -395,22 +395,13 @@ def relabel_example(example, maps):
 
 
 def load_hub_examples(spec):
-    """Stream the examples of `spec` from the Hugging Face hub (datasets streaming)."""
-    import datasets
-
-    def open_stream(**kwargs):
-        return datasets.load_dataset(spec.hf_path, split=spec.hf_split, streaming=True,
-                                     **kwargs)
+    """Stream the examples of `spec` from the Hugging Face hub (datasets streaming;
+    a repository with only a loading script through its parquet export, cappy.hub)."""
+    from cappy.hub import load_hub_dataset
 
     try:
-        try:
-            stream = open_stream(name=spec.hf_config, revision=spec.revision)
-        except RuntimeError as error:
-            if "scripts are no longer supported" not in str(error) or spec.revision:
-                raise
-            # A repository that still has only a loading script: its parquet export.
-            stream = open_stream(revision="refs/convert/parquet",
-                                 data_dir=spec.hf_config or "default")
+        stream = load_hub_dataset(spec.hf_path, spec.hf_config, spec.hf_split, streaming=True,
+                                  revision=spec.revision)
         maps = {}
         if spec.label_names:
             features = stream.features

@@ -187,25 +187,15 @@ def read_story_cloze_csv(story_cloze_dir):
     return examples
 
 
-def _parquet_export_files(repo, config, split):
-    # the Hub's automatic export: refs/convert/parquet/<config>/<split>/NNNN.parquet
-    return f"hf://datasets/{repo}@refs%2Fconvert%2Fparquet/{config or 'default'}/{split}/*.parquet"
-
-
 def load_hub_split(repo, config, split):
-    """One split of a Hub dataset as a list of dicts; the parquet export when the repo has a script."""
+    """One split of a Hub dataset as a list of dicts (see cappy.hub)."""
     import datasets
+
+    from cappy.hub import load_hub_dataset
 
     where = f"{repo}" + (f" ({config})" if config else "") + f" split {split}"
     try:
-        try:
-            dataset = datasets.load_dataset(repo, config, split=split)
-        except RuntimeError as error:
-            if "scripts are no longer supported" not in str(error):
-                raise
-            dataset = datasets.load_dataset(
-                "parquet", data_files={split: _parquet_export_files(repo, config, split)},
-                split=split)
+        dataset = load_hub_dataset(repo, config, split)
     except (ConnectionError, FileNotFoundError, ValueError, OSError,
             datasets.exceptions.DatasetNotFoundError) as error:
         raise CappyError(f"cannot load {where}: {str(error).splitlines()[0]} "

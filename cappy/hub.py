@@ -1,0 +1,27 @@
+"""Reading one split of a Hugging Face hub dataset, including repositories that
+still ship only a loading script (which `datasets` 4 no longer runs): those are
+read from the hub's automatic parquet export of the same config and split."""
+
+SCRIPT_ERROR = "scripts are no longer supported"
+
+
+def parquet_export_files(repo, config, split):
+    """The hub's export: refs/convert/parquet/<config or default>/<split>/NNNN.parquet."""
+    return (f"hf://datasets/{repo}@refs%2Fconvert%2Fparquet/{config or 'default'}/"
+            f"{split}/*.parquet")
+
+
+def load_hub_dataset(repo, config, split, streaming=False, revision=None):
+    """`datasets.load_dataset` of one split (a Dataset, or an IterableDataset when
+    streaming). An explicit `revision` is taken as it is, without the fallback."""
+    import datasets
+
+    try:
+        return datasets.load_dataset(repo, config, split=split, streaming=streaming,
+                                     revision=revision)
+    except RuntimeError as error:
+        if SCRIPT_ERROR not in str(error) or revision:
+            raise
+    return datasets.load_dataset("parquet",
+                                 data_files={split: parquet_export_files(repo, config, split)},
+                                 split=split, streaming=streaming)

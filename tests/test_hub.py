@@ -1,0 +1,64 @@
+"""One hub reader for every dataset the project loads (cappy.hub), checked with a
+stand-in for datasets.load_dataset: no network."""
+
+import datasets
+import pytest
+
+from cappy import hub
+
+
+@pytest.fixture
+def calls(monkeypatch):
+    """Records load_dataset calls; a repository named script/* has only a loading script."""
+    seen = []
+
+    def load_dataset(path, name=None, **kwargs):
+        seen.append((path, name, kwargs))
+        if path.startswith("script/"):
+            raise RuntimeError(f"Dataset scripts are no longer supported, but found {path}.py")
+        if path.startswith("broken/"):
+            raise RuntimeError("something else went wrong")
+        return [{"from": path}]
+
+    monkeypatch.setattr(datasets, "load_dataset", load_dataset)
+    return seen
+
+
+def test_a_plain_repository_is_read_directly(calls):
+    assert hub.load_hub_dataset("me/data", "cfg", "train", streaming=True) == [{"from": "me/data"}]
+    assert calls == [("me/data", "cfg", {"split": "train", "streaming": True, "revision": None})]
+
+
+def test_a_script_repository_is_read_from_its_parquet_export(calls):
+    assert hub.load_hub_dataset("script/anli", "plain_text", "test_r1") == [{"from": "parquet"}]
+    path, name, kwargs = calls[-1]
+    assert (path, name) == ("parquet", None)
+    # The split's own folder, whatever its name (test_r1 is not a name datasets infers).
+    assert kwargs == {"data_files": {"test_r1": "hf://datasets/script/anli@refs%2Fconvert%2F"
+                                                "parquet/plain_text/test_r1/*.parquet"},
+                      "split": "test_r1", "streaming": False}
+    hub.load_hub_dataset("script/trec", None, "train", streaming=True)
+    assert calls[-1][2]["data_files"] == {
+        "train": "hf://datasets/script/trec@refs%2Fconvert%2Fparquet/default/train/*.parquet"}
+    assert calls[-1][2]["streaming"] is True
+
+
+def test_other_errors_and_pinned_revisions_are_not_redirected(calls):
+    with pytest.raises(RuntimeError, match="something else"):
+        hub.load_hub_dataset("broken/x", None, "train")
+    with pytest.raises(RuntimeError, match="no longer supported"):
+        hub.load_hub_dataset("script/x", None, "train", revision="abc123")
+    assert [path for path, _, _ in calls] == ["broken/x", "script/x"]
+
+
+def test_both_builders_read_through_it(calls):
+    from cappy import pretraining_data, promptsource_data
+
+    assert promptsource_data.load_hub_split("script/sg", "cb", "validation") == [
+        {"from": "parquet"}]
+    assert calls[-1][2]["split"] == "validation" and calls[-1][2]["streaming"] is False
+    spec = pretraining_data.DatasetSpec(name="x", category="c", hf_path="script/x",
+                                        hf_config="all", hf_split="train")
+    assert list(pretraining_data.load_hub_examples(spec)) == [{"from": "parquet"}]
+    assert calls[-1][2]["streaming"] is True
+    assert calls[-1][2]["data_files"]["train"].endswith("/all/train/*.parquet")
