@@ -178,6 +178,7 @@ class PairScorer:
         return self.model(**batch, params=params, train=False).logits[..., 0].astype("float32")
 
     def tokens_per_batch(self):
+        """Tokens in one device's packed batch."""
         tokens = self.per_device_batch_size * self.max_length
         if jax.default_backend() == "cpu":
             tokens = min(tokens, self.CPU_TOKENS_PER_BATCH)
@@ -213,7 +214,7 @@ class PairScorer:
                 per_device_batch_size=self.per_device_batch_size, desc=desc, **placement)
             scores[order] = np.asarray(preds, np.float32)
             return scores
-        from cappy.packing import pack_rows, row_widths
+        from cappy.packing import pack_rows, row_widths, rows_per_batch
 
         rows = pack_rows(lengths, row_widths(self.max_length))
         for width in sorted({width for width, _ in rows}):
@@ -221,7 +222,8 @@ class PairScorer:
             preds = self.predictor.predict(
                 examples=[{"width": width, "pairs": [examples[i] for i in row]}
                           for row in indices],
-                params=params, per_device_batch_size=max(1, self.tokens_per_batch() // width),
+                params=params,
+                per_device_batch_size=rows_per_batch(width, self.tokens_per_batch()),
                 desc=f"{desc} ({width}-token rows)", **placement)
             for row, row_scores in zip(indices, preds):
                 scores[row] = row_scores[:len(row)]

@@ -31,8 +31,14 @@ def test_benchmark_script_end_to_end(tmp_path):
             assert figures["max_abs_difference_from_original"] < 1e-5, name
             assert figures["pairs_per_second"] == pytest.approx(
                 entry["pairs"] / figures["seconds"])
+            assert 0 < figures["real_token_fraction"] <= 1, name
+        fraction = {name: f["real_token_fraction"] for name, f in entry["paths"].items()}
+        assert fraction["cappy"] >= fraction["original (fixed padding)"], data_name
     bigbench = report["scoring"]["bigbench_candidates"]
     assert bigbench["distinct_pairs"] < bigbench["pairs"]  # repeated candidates, as sampled
+    # repeated candidates are scored once and rows hold less padding
+    fraction = {name: f["real_token_fraction"] for name, f in bigbench["paths"].items()}
+    assert fraction["cappy"] > fraction["original (fixed padding)"]
     assert set(report["finetuning"]) == {"original (fixed padding)", "cappy"}
     # without dropout, bucketed and fixed-width finetuning compute the same model
     assert report["finetuned_scores_max_abs_difference"] < 1e-5

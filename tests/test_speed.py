@@ -109,6 +109,14 @@ def test_pack_rows_places_every_pair_once_within_its_row():
         packing.pack_rows([12, 513], (256, 512))
 
 
+def test_computed_positions_count_whole_batches():
+    rows = [(256, [0]), (256, [1]), (256, [2]), (512, [3])]
+    # 4 rows of 256 or 2 of 512 per 1024-token batch; last batches filled up
+    assert packing.computed_positions(rows, 1024) == 4 * 256 + 2 * 512
+    assert packing.computed_positions(rows, 256) == 3 * 256 + 1 * 512  # at least a row
+    assert packing.rows_per_batch(512, 100) == 1
+
+
 def test_short_pairs_fill_a_row_up_to_its_slots():
     rows = packing.pack_rows([4] * 40, (64,))
     assert [len(row) for _, row in rows] == [4] * 10  # 64 // MIN_PAIR_TOKENS slots
