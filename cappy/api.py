@@ -77,7 +77,7 @@ class Cappy:
         `dtype` is the compute dtype; Flax keeps parameters in float32. Scores
         always come back as float32. `batch_size` counts pairs per device: the
         torch backend pads that many pairs together; the Flax backend packs
-        pairs into rows of up to `batch_size * max_length` tokens per batch.
+        pairs into batches of up to `batch_size * max_length` tokens (2,048 on CPUs).
         """
         if backend not in BACKENDS:
             raise CappyError(f"backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
