@@ -221,7 +221,7 @@ def torch_scorer(torch_model, tokenizer, batch_size, max_length):
     return score
 
 
-def computed_positions(path_name, lengths, distinct_lengths, batch_size, max_length,
+def path_computed_positions(path_name, lengths, distinct_lengths, batch_size, max_length,
                        score):
     """Token positions a scoring path computes for these pairs (padding included)."""
     from cappy import packing
@@ -330,7 +330,7 @@ def run_benchmark(model_size="tiny", dtype="float32", batch_size=32, max_length=
                 "pairs_per_second": len(pairs) / second,
                 "first_call_pairs_per_second": len(pairs) / first,
                 "tflops": flops / second / 1e12, "fraction_of_peak": flops / second / peak,
-                "real_token_fraction": sum(distinct_lengths) / computed_positions(
+                "real_token_fraction": sum(distinct_lengths) / path_computed_positions(
                     path_name, lengths, distinct_lengths, batch_size, max_length, score),
                 "max_abs_difference_from_original": float(np.max(np.abs(
                     scores - results["original (fixed padding)"])))}

@@ -12,6 +12,7 @@ import logging
 import jax
 import numpy as np
 
+from cappy import fast_roberta, packing
 from cappy.batching import bucket_length, length_sorted_order, pad_batch
 from cappy.errors import CappyError
 
@@ -145,8 +146,6 @@ class PairScorer:
                  params_sharding_rules=None, truncation="longest_first", fast=True):
         from redco import Predictor
 
-        from cappy import fast_roberta
-
         self.model, self.tokenizer, self.deployer = model, tokenizer, deployer
         self.fast = fast and fast_roberta.supports(model.config)
         self.max_length = max_length
@@ -161,20 +160,16 @@ class PairScorer:
         pad_id = self.tokenizer.pad_token_id
         if not self.fast:
             return collate_pairs(examples, pad_id, self.max_length)
-        from cappy.packing import collate_packed_rows
-
-        return collate_packed_rows([row["pairs"] for row in examples], examples[0]["width"],
-                                   pad_id)
+        return packing.collate_packed_rows([row["pairs"] for row in examples],
+                                           examples[0]["width"], pad_id)
 
     def _pred_fn(self, rng, params, batch):
         del rng
         if self.fast:
-            from cappy.fast_roberta import packed_roberta_scores
-
-            return packed_roberta_scores(params, self.model.config, batch["input_ids"],
-                                         batch["segment_ids"], batch["position_ids"],
-                                         batch["first_tokens"], batch.get("token_type_ids"),
-                                         dtype=self.model.dtype)
+            return fast_roberta.packed_roberta_scores(
+                params, self.model.config, batch["input_ids"], batch["segment_ids"],
+                batch["position_ids"], batch["first_tokens"], batch.get("token_type_ids"),
+                dtype=self.model.dtype)
         return self.model(**batch, params=params, train=False).logits[..., 0].astype("float32")
 
     def tokens_per_batch(self):
@@ -214,16 +209,14 @@ class PairScorer:
                 per_device_batch_size=self.per_device_batch_size, desc=desc, **placement)
             scores[order] = np.asarray(preds, np.float32)
             return scores
-        from cappy.packing import pack_rows, row_widths, rows_per_batch
-
-        rows = pack_rows(lengths, row_widths(self.max_length))
+        rows = packing.pack_rows(lengths, packing.row_widths(self.max_length))
         for width in sorted({width for width, _ in rows}):
             indices = [row for w, row in rows if w == width]
             preds = self.predictor.predict(
                 examples=[{"width": width, "pairs": [examples[i] for i in row]}
                           for row in indices],
                 params=params,
-                per_device_batch_size=rows_per_batch(width, self.tokens_per_batch()),
+                per_device_batch_size=packing.rows_per_batch(width, self.tokens_per_batch()),
                 desc=f"{desc} ({width}-token rows)", **placement)
             for row, row_scores in zip(indices, preds):
                 scores[row] = row_scores[:len(row)]
