@@ -103,7 +103,7 @@ def test_pack_rows_places_every_pair_once_within_its_row():
         longest = max(lengths[i] for i in row)
         assert (width == 256) == (longest <= 256)  # the narrowest width that holds it
     real = lengths.sum() / sum(width for width, _ in rows)
-    assert real > 0.9  # power-of-two buckets keep about 0.7 of a batch real on this mix
+    assert real > 0.9  # a mix like the benchmark's PromptSource-like one
     assert packing.pack_rows(lengths, (256, 512)) == rows  # deterministic
     with pytest.raises(ValueError, match="513 tokens"):
         packing.pack_rows([12, 513], (256, 512))
