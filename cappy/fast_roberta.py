@@ -9,11 +9,8 @@ For scoring (no dropout) this module computes the same function with less work:
   little padding and the scores are those of the pairs scored alone;
 - the last layer only for each pair's first token, whose state the classifier
   reads: its keys and values still see every token, so the score is unchanged;
-- attention written out (the same einsums and float32 softmax as XLA's
-  `jax.nn.dot_product_attention`), and on CPUs computed a few rows at a time so
-  that the attention weights stay in cache: a batch's weights at once are
-  written to and read back from memory several times, which on a 2-core CPU
-  took longer than all of the layer's matrix products.
+- attention written out, with the same einsums and float32 softmax as XLA's
+  `jax.nn.dot_product_attention`, on the packed rows' segment mask.
 
 It reads the parameter tree of `FlaxRobertaForSequenceClassification` as it is
 (no conversion), and matches that model's logits within floating-point noise
@@ -26,9 +23,6 @@ import jax.numpy as jnp
 
 SUPPORTED_MODEL_TYPES = ("roberta", "xlm-roberta")
 SUPPORTED_ACTIVATIONS = ("gelu",)
-# On CPUs, the attention weights of this many bytes at most are computed at
-# once (a few rows of a batch): they then stay in the L2/L3 caches.
-CPU_ATTENTION_BYTES = 8 * 2**20
 
 
 def supports(config):
@@ -54,34 +48,13 @@ def _layer_norm(x, params, eps, dtype):
     return ((x32 - mean) * factor + params["bias"]).astype(dtype)
 
 
-def _attention_rows(query, key, value, mask):
+def _attention(query, key, value, mask):
     """softmax(q k^T / sqrt(d)) v with masked keys left out; mask [rows, q, k]."""
     logits = jnp.einsum("bqhd,bkhd->bhqk", query, key, preferred_element_type=jnp.float32)
     logits = logits * (query.shape[-1] ** -0.5)
     logits = jnp.where(mask[:, None], logits, jnp.finfo(jnp.float32).min)
     weights = jax.nn.softmax(logits, axis=-1).astype(value.dtype)
     return jnp.einsum("bhqk,bkhd->bqhd", weights, value)
-
-
-def rows_per_attention_chunk(rows, heads, queries, keys, platform=None):
-    """How many rows compute their attention together: all of them on accelerators;
-    on CPUs the largest divisor of `rows` whose float32 weights fit CPU_ATTENTION_BYTES."""
-    if (platform or jax.default_backend()) != "cpu":
-        return rows
-    per_row = heads * queries * keys * 4
-    return max([d for d in range(1, rows + 1)
-                if rows % d == 0 and d * per_row <= CPU_ATTENTION_BYTES] or [1])
-
-
-def _attention(query, key, value, mask):
-    rows = query.shape[0]
-    chunk = rows_per_attention_chunk(rows, query.shape[2], query.shape[1], key.shape[1])
-    if chunk == rows:
-        return _attention_rows(query, key, value, mask)
-    split = lambda t: t.reshape(rows // chunk, chunk, *t.shape[1:])  # noqa: E731
-    out = jax.lax.map(lambda args: _attention_rows(*args),
-                      (split(query), split(key), split(value), split(mask)))
-    return out.reshape(query.shape)
 
 
 def _layer(x, params, config, dtype, kept, mask):

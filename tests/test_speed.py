@@ -155,21 +155,6 @@ def pad_rows(pairs, width, pad_id):
     return pad_batch([p["input_ids"] for p in pairs], width, pad_id)
 
 
-def test_cpu_attention_in_chunks_equals_attention_at_once(monkeypatch):
-    """On CPUs attention runs a few rows at a time; the scores do not change."""
-    model = realistic_roberta()
-    ids, mask = random_batch(np.random.default_rng(5), 8, 48)
-    assert jax.default_backend() == "cpu"
-    whole = np.asarray(fast_roberta.roberta_scores(model.params, model.config, ids, mask))
-    per_row = 4 * 48 * 48 * 4  # heads x queries x keys x float32
-    monkeypatch.setattr(fast_roberta, "CPU_ATTENTION_BYTES", 2 * per_row)
-    assert fast_roberta.rows_per_attention_chunk(8, 4, 48, 48) == 2
-    assert fast_roberta.rows_per_attention_chunk(8, 4, 48, 48, platform="gpu") == 8
-    assert fast_roberta.rows_per_attention_chunk(7, 4, 48, 48) == 1  # a divisor of the rows
-    chunked = np.asarray(fast_roberta.roberta_scores(model.params, model.config, ids, mask))
-    np.testing.assert_allclose(chunked, whole, atol=1e-6, rtol=0)
-
-
 @pytest.fixture(scope="module")
 def tiny(tiny_scorer):
     return load_cappy(tiny_scorer)
