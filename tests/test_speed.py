@@ -17,16 +17,21 @@ from cappy.scoring import PairScorer, collate_pairs, encode_pairs, load_cappy
 from cappy.tiny_models import sample_texts
 
 
-def realistic_roberta(num_layers=3, hidden=64, heads=4, seed=0):
-    """A random RoBERTa scorer, initialised a little wider than RoBERTa's 0.02 so
-    that scores spread (std > 1e-3) while activations stay in a trained model's range."""
-    from transformers import FlaxRobertaForSequenceClassification, RobertaConfig
+def realistic_roberta(num_layers=3, hidden=64, heads=4, seed=0, model_type="roberta"):
+    """A random RoBERTa (or XLM-RoBERTa) scorer, initialised a little wider than
+    RoBERTa's 0.02 so that scores spread (std > 1e-3) while activations stay in a
+    trained model's range."""
+    import transformers
 
-    config = RobertaConfig(vocab_size=300, hidden_size=hidden, num_hidden_layers=num_layers,
-                           num_attention_heads=heads, intermediate_size=4 * hidden,
-                           max_position_embeddings=130, num_labels=1, type_vocab_size=1,
-                           initializer_range=0.05)
-    return FlaxRobertaForSequenceClassification(config, seed=seed)
+    config_class, model_class = {
+        "roberta": ("RobertaConfig", "FlaxRobertaForSequenceClassification"),
+        "xlm-roberta": ("XLMRobertaConfig", "FlaxXLMRobertaForSequenceClassification"),
+    }[model_type]
+    config = getattr(transformers, config_class)(
+        vocab_size=300, hidden_size=hidden, num_hidden_layers=num_layers,
+        num_attention_heads=heads, intermediate_size=4 * hidden, max_position_embeddings=130,
+        num_labels=1, type_vocab_size=1, initializer_range=0.05)
+    return getattr(transformers, model_class)(config, seed=seed)
 
 
 def random_batch(rng, batch, width, pad_id=1, vocab=300):
@@ -50,6 +55,17 @@ def test_fast_forward_matches_transformers(width):
     assert got.dtype == np.float32
     np.testing.assert_allclose(got, expected, atol=1e-5, rtol=0)
     assert np.std(expected) > 1e-3  # the scores differ, so agreement means something
+
+
+def test_fast_forward_matches_transformers_xlm_roberta():
+    """XLM-RoBERTa, which the fast path also accepts, has the same parameter tree."""
+    model = realistic_roberta(model_type="xlm-roberta")
+    assert model.config.model_type == "xlm-roberta" and fast_roberta.supports(model.config)
+    ids, mask = random_batch(np.random.default_rng(3), 6, 48)
+    expected = np.asarray(model(input_ids=ids, attention_mask=mask, train=False).logits[:, 0])
+    got = np.asarray(fast_roberta.roberta_scores(model.params, model.config, ids, mask))
+    np.testing.assert_allclose(got, expected, atol=1e-5, rtol=0)
+    assert np.std(expected) > 1e-3
 
 
 def test_fast_forward_ignores_padding_width():
