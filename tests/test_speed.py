@@ -243,6 +243,24 @@ def test_scorer_scores_each_distinct_pair_once(tiny, monkeypatch):
     np.testing.assert_allclose(scores[3], alone[0], atol=1e-5)
 
 
+def test_batch_tokens_follow_the_batch_size_capped_only_on_cpus(tiny, monkeypatch):
+    """A packed batch holds per_device_batch_size x max_length tokens (the original's
+    batch of padded pairs); only CPUs cap it at CPU_TOKENS_PER_BATCH."""
+    from redco import Deployer
+
+    from cappy import scoring
+
+    model, tokenizer = tiny
+    deployer = Deployer(jax_seed=0, verbose=False)
+    big = PairScorer(model, tokenizer, deployer, max_length=512, per_device_batch_size=32)
+    small = PairScorer(model, tokenizer, deployer, max_length=512, per_device_batch_size=2)
+    assert big.tokens_per_batch() == PairScorer.CPU_TOKENS_PER_BATCH < 32 * 512
+    assert small.tokens_per_batch() == 2 * 512
+    monkeypatch.setattr(scoring.jax, "default_backend", lambda: "gpu")
+    assert big.tokens_per_batch() == 32 * 512
+    assert packing.rows_per_batch(512, big.tokens_per_batch()) == 32
+
+
 def test_bucketed_training_equals_fixed_width_training(tiny_scorer):
     """Padding training batches to their bucket instead of max_length changes
     nothing but floating-point noise: same batches, same parameters.
