@@ -238,8 +238,8 @@ def path_computed_positions(path_name, lengths, distinct_lengths, batch_size, ma
 
 def finetune_examples(tokenizer, rows, train_size, max_length, seed=11111):
     """The paper's finetuning examples for the rows, tokenized as cappy_bigbench.py does."""
-    from cappy.bigbench_cappy import encode_examples
     from cappy.finetune_data import build_finetune_examples
+    from cappy.scoring import encode_examples
 
     examples, _ = build_finetune_examples(rows, train_size, seed)
     return encode_examples(tokenizer, examples, max_length)

@@ -39,7 +39,7 @@ def run_task(args, log=print):
     import jax
     from redco import Deployer
 
-    from cappy.scoring import PairScorer, load_cappy
+    from cappy.scoring import PairScorer, encode_examples, load_cappy
     from cappy.training import make_trainer, n_optimizer_updates
 
     result_path, predictions_path = result_paths(args.results_dir, args.bigbench_gen_model,
@@ -138,15 +138,3 @@ def rerank_rows(rows, score_of, src_key="instruction", tgt_key="response"):
         best = int(np.argmax(scores))  # the first maximum
         choices.append((texts[best], float(scores[best])))
     return choices
-
-
-def encode_examples(tokenizer, examples, max_length, src_key="instruction",
-                    tgt_key="response", label_key="label"):
-    """Tokenize each distinct pair once; repeated examples share the encoding."""
-    from cappy.scoring import encode_pairs
-
-    distinct = list(dict.fromkeys((ex[src_key], ex[tgt_key]) for ex in examples))
-    encodings = encode_pairs(tokenizer, [k[0] for k in distinct], [k[1] for k in distinct],
-                             max_length)
-    cache = dict(zip(distinct, encodings))
-    return [{**cache[(ex[src_key], ex[tgt_key])], label_key: ex[label_key]} for ex in examples]

@@ -254,12 +254,10 @@ def load_backbone(model_name_or_path, dtype="float32", seed=0):
 
 def encode_and_collate(tokenizer, pairs, max_length):
     """A training batch of pairs, tokenized only now (truncation as in the paper's runs)."""
-    from cappy.scoring import collate_pairs, encode_pairs
+    from cappy.scoring import collate_pairs, encode_examples
 
-    encoded = encode_pairs(tokenizer, [p["instruction"] for p in pairs],
-                           [p["response"] for p in pairs], max_length, truncation="longest_first")
-    return collate_pairs([{**enc, "label": p["label"]} for enc, p in zip(encoded, pairs)],
-                         tokenizer.pad_token_id, max_length, "label")
+    return collate_pairs(encode_examples(tokenizer, pairs, max_length), tokenizer.pad_token_id,
+                         max_length, "label")
 
 
 def micro_step_rng(seed, step, micro_batch, mesh):

@@ -109,6 +109,17 @@ def encode_pairs(tokenizer, instructions, responses, max_length, truncation="lon
     return examples
 
 
+def encode_examples(tokenizer, examples, max_length, src_key="instruction",
+                    tgt_key="response", label_key="label"):
+    """Labelled examples as encoded pairs (`encode_pairs`, longest_first) with their
+    label; each distinct pair is tokenized once and repeats share the encoding."""
+    distinct = list(dict.fromkeys((ex[src_key], ex[tgt_key]) for ex in examples))
+    encodings = encode_pairs(tokenizer, [k[0] for k in distinct], [k[1] for k in distinct],
+                             max_length)
+    cache = dict(zip(distinct, encodings))
+    return [{**cache[(ex[src_key], ex[tgt_key])], label_key: ex[label_key]} for ex in examples]
+
+
 def collate_pairs(examples, pad_id, max_length, label_key=None, bucketed=True):
     """Pad a batch to its bucket width; add float32 `labels` when `label_key` is given.
 
