@@ -222,7 +222,7 @@ def torch_scorer(torch_model, tokenizer, batch_size, max_length):
 
 
 def path_computed_positions(path_name, lengths, distinct_lengths, batch_size, max_length,
-                       score):
+                            score):
     """Token positions a scoring path computes for these pairs (padding included)."""
     from cappy import packing
 
@@ -393,8 +393,8 @@ def format_report(report):
         lines.append("")
     lines += [f"finetuning: 2 epochs of {report['finetuning_examples']} examples of a "
               "BIG-Bench task (the first compiles), "
-              f"{report['finetuning_mean_tokens']:.0f} tokens on average; the two finetuned models' "
-              f"scores differ by at most {report['finetuned_scores_max_abs_difference']:.1e}"
+              f"{report['finetuning_mean_tokens']:.0f} tokens on average; the two finetuned "
+              f"models' scores differ by at most {report['finetuned_scores_max_abs_difference']:.1e}"
               + (" (dropout masks are drawn per batch shape, so the two paddings are two "
                  "random draws; with --dropout 0 they agree within float noise)"
                  if report["dropout"] else ""),

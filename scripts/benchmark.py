@@ -63,7 +63,8 @@ def main(argv=None):
             max_length=args.max_length, train_size=args.train_size,
             per_device_train_batch=args.per_device_train_batch_size,
             accumulate=args.accumulate_grad_batches, with_torch=not args.no_torch,
-            n_prompts=args.n_prompts, dropout=args.dropout, log=lambda m: print(m, file=sys.stderr, flush=True))
+            n_prompts=args.n_prompts, dropout=args.dropout,
+            log=lambda m: print(m, file=sys.stderr, flush=True))
     report["command"] = command
     print(benchmark.format_report(report))
     if args.output_file:
