@@ -24,7 +24,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from cappy.errors import exit_on_error  # noqa: E402
 from cappy.hosts import add_multihost_arguments  # noqa: E402
-from cappy.scoring import DTYPES  # noqa: E402
+from cappy.checkpoints import DTYPES, keep_torch_out_of_transformers  # noqa: E402
 from cappy.training import LR_SCHEDULES  # noqa: E402
 
 
@@ -44,7 +44,11 @@ def parse_args(argv=None):
                    help="compute dtype (parameters, optimizer state and scores stay float32)")
     p.add_argument("--train_size", type=int, default=102400,
                    help="training examples after repeating or cutting the built set")
-    p.add_argument("--per_device_batch_size", type=int, default=8)
+    p.add_argument("--per_device_batch_size", type=int, default=8,
+                   help="examples per device per micro-batch, as in the original: with "
+                        "--accumulate_grad_batches it fixes which examples form each "
+                        "optimizer update; they are packed into rows, and a device step "
+                        "holds up to this many x max_length tokens")
     p.add_argument("--eval_per_device_batch_size", type=int, default=32,
                    help="scoring: pairs per device per batch, counted at max_length tokens "
                         "each (pairs are packed into rows up to that many tokens)")
@@ -68,6 +72,8 @@ def parse_args(argv=None):
 @exit_on_error
 def main(argv=None):
     args = parse_args(argv)
+    if argv is None:  # a process of its own, computing with JAX only: seconds less start-up
+        keep_torch_out_of_transformers()
     from cappy.bigbench_cappy import run_task
 
     run_task(args)

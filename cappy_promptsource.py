@@ -22,7 +22,7 @@ import sys
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from cappy.errors import exit_on_error  # noqa: E402
-from cappy.scoring import DTYPES  # noqa: E402
+from cappy.checkpoints import DTYPES, keep_torch_out_of_transformers  # noqa: E402
 
 
 def parse_args(argv=None):
@@ -51,6 +51,8 @@ def parse_args(argv=None):
 @exit_on_error
 def main(argv=None):
     args = parse_args(argv)
+    if argv is None:  # a process of its own, computing with JAX only: seconds less start-up
+        keep_torch_out_of_transformers()
     from cappy.promptsource_eval import run
 
     run(args)

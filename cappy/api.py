@@ -1,66 +1,27 @@
 """Cappy as a library: score, rank and classify with either backend.
 
     from cappy import Cappy
-    cappy = Cappy.from_pretrained("btan2/cappy-large")            # Flax (JAX)
+    cappy = Cappy.from_pretrained("btan2/cappy-large")            # JAX
     cappy = Cappy.from_pretrained("btan2/cappy-large", backend="torch")
     cappy.score(["Is the sky blue?"] * 2, ["yes", "no"])           # float32, input order
     cappy.rank("Is the sky blue?", ["no", "yes"])                  # [(candidate, score), ...] best first
     cappy.classify("Is the sky blue?", ["no", "yes"])              # the best choice
 
-Truncation (inputs longer than `max_length` tokens): the instruction gives way
-first, cut from its end; the response is cut only once nothing of the
-instruction is left. Scores are the raw regression output (no sigmoid).
+Both backends read the checkpoint through one loader (`cappy.checkpoints`); the
+torch backend hands the same parameters to transformers' PyTorch model.
+Truncation (inputs longer than `max_length` tokens) follows the checkpoint's
+recorded policy, else the original release's `longest_first` (the longer side
+gives way first); `truncation="instruction_first"` cuts the instruction's end
+first and the response only once nothing of the instruction is left. Scores are
+the raw regression output (no sigmoid).
 """
 
 import numpy as np
 
+from cappy.checkpoints import DTYPES
 from cappy.errors import CappyError
-from cappy.scoring import DTYPES, quiet_transformers
 
 BACKENDS = ("flax", "torch")
-
-
-def _load_torch(name_or_path, dtype):
-    try:
-        import torch
-        from transformers import AutoModelForSequenceClassification, AutoTokenizer
-    except ImportError:
-        raise CappyError("the torch backend needs PyTorch: pip install -r "
-                         "requirements-torch.txt") from None
-    with quiet_transformers():
-        try:
-            tokenizer = AutoTokenizer.from_pretrained(name_or_path)
-            try:
-                model = AutoModelForSequenceClassification.from_pretrained(name_or_path)
-            except OSError as error:
-                if "from_flax" not in str(error):
-                    raise
-                model = torch_model_from_flax(name_or_path)
-            model = model.to(getattr(torch, dtype))
-        except (OSError, ValueError) as error:
-            raise CappyError(f"cannot load Cappy model {name_or_path!r}: "
-                             f"{str(error).splitlines()[0]}") from None
-    return model, tokenizer
-
-
-def torch_model_from_flax(name_or_path, params=None):
-    """A PyTorch Cappy from Flax-only weights (or from Flax `params` already in memory).
-
-    transformers 4.57's `from_pretrained(from_flax=True)` leaves the weights on
-    the meta device, so the conversion is done here with its own helper.
-    """
-    import jax
-    from transformers import AutoConfig, AutoModelForSequenceClassification
-    from transformers.modeling_flax_pytorch_utils import load_flax_weights_in_pytorch_model
-
-    from cappy.scoring import load_cappy
-
-    if params is None:
-        params = load_cappy(name_or_path)[0].params
-    model = AutoModelForSequenceClassification.from_config(AutoConfig.from_pretrained(name_or_path))
-    # Writable copies: torch warns about (and must not share) read-only buffers.
-    params = jax.tree.map(np.array, params)
-    return load_flax_weights_in_pytorch_model(model, params).eval()
 
 
 class Cappy:
@@ -71,32 +32,44 @@ class Cappy:
 
     @classmethod
     def from_pretrained(cls, name_or_path="btan2/cappy-large", backend="flax", dtype="float32",
-                        max_length=512, batch_size=32):
-        """Load a checkpoint (hub id or folder; Flax or PyTorch weights) for scoring.
+                        max_length=None, batch_size=32, truncation=None):
+        """Load a checkpoint (hub id or folder; safetensors, Flax or PyTorch weights).
 
-        `dtype` is the compute dtype; Flax keeps parameters in float32. Scores
-        always come back as float32. `batch_size` counts pairs per device: the
-        torch backend pads that many pairs together; the Flax backend packs
-        pairs into batches of up to `batch_size * max_length` tokens (2,048 on CPUs).
+        `dtype` is the compute dtype; the JAX backend keeps parameters in float32.
+        Scores always come back as float32. `batch_size` counts pairs per device:
+        the torch backend pads that many pairs together; the JAX backend packs
+        pairs into batches of up to `batch_size * max_length` tokens (2,048 on
+        CPUs). `max_length` defaults to 512 tokens, or fewer when the model's
+        position table holds fewer. `truncation` overrides the checkpoint's policy.
         """
+        from cappy.checkpoints import load_cappy
+
         if backend not in BACKENDS:
             raise CappyError(f"backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
         if dtype not in DTYPES:
             raise CappyError(f"dtype must be one of {', '.join(DTYPES)}, got {dtype!r}")
         if backend == "torch":
+            try:
+                import torch  # noqa: F401
+            except ImportError:
+                raise CappyError("the torch backend needs PyTorch: pip install -r "
+                                 "requirements-torch.txt") from None
+        model, tokenizer = load_cappy(name_or_path, dtype=dtype, truncation=truncation)
+        if max_length is None:
+            from cappy.roberta import longest_pair
+
+            max_length = min(512, longest_pair(model.config))
+        if backend == "torch":
+            from cappy.checkpoints import torch_model
             from cappy.scoring import TorchPairScorer
 
-            model, tokenizer = _load_torch(name_or_path, dtype)
-            return cls(TorchPairScorer(model, tokenizer, max_length=max_length,
-                                       batch_size=batch_size), backend)
-        from redco import Deployer
+            return cls(TorchPairScorer(torch_model(model), tokenizer, model.truncation,
+                                       max_length=max_length, batch_size=batch_size), backend)
+        from cappy.redco_adapter import make_deployer
+        from cappy.scoring import PairScorer
 
-        from cappy.scoring import PairScorer, load_cappy
-
-        model, tokenizer = load_cappy(name_or_path, dtype=dtype)
-        scorer = PairScorer(model, tokenizer, Deployer(jax_seed=0, verbose=False),
-                            max_length=max_length, per_device_batch_size=batch_size,
-                            truncation="instruction_first")
+        scorer = PairScorer(model, tokenizer, make_deployer(0), max_length=max_length,
+                            per_device_batch_size=batch_size)
         return cls(scorer, backend, params=model.params)
 
     @property
@@ -116,7 +89,9 @@ class Cappy:
             self._set_batch_size(batch_size)
         if self.backend == "torch":
             return self._scorer.score(instructions, responses, progress=progress)
-        self._scorer.deployer._verbose = progress  # Redco's progress bars
+        from cappy.redco_adapter import show_progress
+
+        show_progress(self._scorer.deployer, progress)
         return self._scorer.score(instructions, responses, self._params)
 
     def _set_batch_size(self, batch_size):

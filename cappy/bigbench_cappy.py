@@ -37,10 +37,11 @@ def distinct_pairs(rows, src_key="instruction", tgt_key="response"):
 def run_task(args, log=print):
     """Run one task as configured by `args` (cappy_bigbench.py's flags); return the result."""
     import jax
-    from redco import Deployer
 
-    from cappy.scoring import PairScorer, encode_examples, load_cappy
-    from cappy.training import make_trainer, n_optimizer_updates
+    from cappy.checkpoints import load_cappy
+    from cappy.redco_adapter import make_deployer
+    from cappy.scoring import PairScorer, encode_examples
+    from cappy.training import finetune, n_optimizer_updates
 
     result_path, predictions_path = result_paths(args.results_dir, args.bigbench_gen_model,
                                                  args.bigbench_subset_name)
@@ -55,32 +56,30 @@ def run_task(args, log=print):
     train_rows = read_candidate_file(paths["train"], **keys)
     validation_rows = read_candidate_file(paths["validation"], **keys)
 
-    deployer = Deployer(jax_seed=args.seed, n_model_shards=args.n_model_shards,
-                        verbose=args.verbose, **multihost_kwargs(args))
+    deployer = make_deployer(args.seed, args.n_model_shards, args.verbose,
+                             **multihost_kwargs(args))
     model, tokenizer = load_cappy(args.model_name_or_path, dtype=getattr(args, "dtype", "float32"))
     rules = deployer.get_sharding_rules(model.params)
 
     examples, n_distinct = build_finetune_examples(
         train_rows, args.train_size, args.seed, src_key=args.src_key, tgt_key=args.tgt_key,
         refs_key=args.refs_key, label_key=args.label_key)
-    encoded = encode_examples(tokenizer, examples, args.max_length, args.src_key, args.tgt_key,
-                              args.label_key)
+    encoded = encode_examples(tokenizer, examples, args.max_length, model.truncation,
+                              args.src_key, args.tgt_key, args.label_key)
     built = time.time()
 
     _, global_micro = deployer.get_local_global_micro_batch_size(args.per_device_batch_size)
     if args.learning_rate > 0:
-        trainer = make_trainer(
-            model, tokenizer, deployer, train_size=args.train_size,
+        trainer = finetune(
+            model, tokenizer, deployer, encoded, args.seed,
             per_device_batch_size=args.per_device_batch_size,
             accumulate_grad_batches=args.accumulate_grad_batches,
             learning_rate=args.learning_rate, warmup_rate=args.warmup_rate,
             weight_decay=args.weight_decay, lr_schedule=args.lr_schedule,
-            max_length=args.max_length, params_sharding_rules=rules, label_key=args.label_key)
-        trainer.train(examples=encoded, per_device_batch_size=args.per_device_batch_size,
-                      desc=f"{args.bigbench_gen_model}/{args.bigbench_subset_name}")
-        params = trainer.state.params
-        placement = ({"params_replicated": True} if deployer.mesh is None
-                     else {"params_sharded": True})
+            max_length=args.max_length, params_sharding_rules=rules, label_key=args.label_key,
+            desc=f"{args.bigbench_gen_model}/{args.bigbench_subset_name}",
+            progress=args.verbose)
+        params, placement = trainer.scoring_params()
         n_updates = n_optimizer_updates(args.train_size, global_micro,
                                         args.accumulate_grad_batches)
     else:  # zero-shot: score with the initial model
@@ -109,6 +108,7 @@ def run_task(args, log=print):
                    "validation_candidates": sum(len(all_candidates(r, args.tgt_key))
                                                 for r in validation_rows),
                    "distinct_pairs_scored": len(pairs)},
+        "truncation": model.truncation,
         "timings_s": {"build": round(built - start, 2), "train": round(trained - built, 2),
                       "score": round(scored - trained, 2), "total": round(scored - start, 2)},
         "settings": {key: value for key, value in sorted(vars(args).items())},

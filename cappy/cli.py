@@ -24,19 +24,24 @@ import numpy as np
 
 from cappy.errors import CappyError, exit_on_error, located
 from cappy.rows import check_candidates_row, check_labelled_row, check_pair_row
-from cappy.scoring import DTYPES
+from cappy.checkpoints import DTYPES, TRUNCATIONS, keep_torch_out_of_transformers
 
 DEFAULT_MODEL = "btan2/cappy-large"
 
 
 def _common(parser):
     parser.add_argument("--model_name_or_path", default=DEFAULT_MODEL)
-    parser.add_argument("--max_length", type=int, default=512)
+    parser.add_argument("--max_length", type=int, default=None,
+                        help="tokens per pair (default: 512, or what the model's position "
+                             "table holds if fewer)")
     parser.add_argument("--batch_size", type=int, default=32,
                         help="pairs per device per batch, counted at max_length tokens each "
                              "(pairs are packed into rows up to that many tokens)")
     parser.add_argument("--backend", default="flax", choices=["flax", "torch"])
     parser.add_argument("--dtype", default="float32", choices=DTYPES)
+    parser.add_argument("--truncation", default=None, choices=TRUNCATIONS,
+                        help="how pairs longer than max_length are cut (default: the policy "
+                             "the checkpoint records, else longest_first, the original's)")
     parser.add_argument("--skip_bad_rows", action="store_true",
                         help="skip and count malformed rows instead of stopping")
 
@@ -184,6 +189,8 @@ def run_finetune(args):
 @exit_on_error
 def main(argv=None):
     args = build_parser().parse_args(argv)
+    if argv is None and (args.command == "finetune" or args.backend == "flax"):
+        keep_torch_out_of_transformers()  # a process computing with JAX only
     if args.command == "finetune":
         summary = run_finetune(args)
         print(f"saved {args.output_dir}: {summary}")
@@ -194,7 +201,7 @@ def main(argv=None):
 
         cappy = Cappy.from_pretrained(args.model_name_or_path, backend=args.backend,
                                       dtype=args.dtype, max_length=args.max_length,
-                                      batch_size=args.batch_size)
+                                      batch_size=args.batch_size, truncation=args.truncation)
         check, process, chunk_size, desc = COMMANDS[args.command]
         counter = stream_rows(args, check, lambda chunk: process(cappy, chunk, args.batch_size),
                               chunk_size, desc)

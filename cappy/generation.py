@@ -23,7 +23,7 @@ import numpy as np
 from cappy.batching import bucket_length, length_sorted_order, pad_batch
 from cappy.candidates import DECODINGS, DETERMINISTIC_DECODINGS, LOG_LIKELIHOOD_KEYS
 from cappy.errors import CappyError
-from cappy.scoring import quiet_transformers
+from cappy.checkpoints import quiet_transformers
 
 MIN_NEW_TOKENS = 3
 DTYPES = {"float32": None, "float16": "to_fp16", "bfloat16": "to_bf16"}
@@ -88,7 +88,8 @@ class CandidateGenerator:
                  dtype="float16", jax_seed=42, verbose=True, deployer_kwargs=None):
         from flax.core.frozen_dict import freeze
         from flax.jax_utils import replicate
-        from redco import Deployer
+
+        from cappy.redco_adapter import make_deployer, placement
 
         if n_sample_gens < 1:
             raise CappyError(f"--n_sample_gens must be at least 1, got {n_sample_gens}")
@@ -103,8 +104,7 @@ class CandidateGenerator:
         if not self.is_seq2seq:
             # A decoder-only prompt must keep its end (the question), not its start.
             self.tokenizer.truncation_side = "left"
-        self.deployer = Deployer(jax_seed=jax_seed, n_model_shards=n_model_shards,
-                                 verbose=verbose, **(deployer_kwargs or {}))
+        self.deployer = make_deployer(jax_seed, n_model_shards, verbose, **(deployer_kwargs or {}))
         params = freeze(self.model.params)  # Redco's specs are FrozenDicts
         rules = self.deployer.get_sharding_rules(params)
         if self.deployer.mesh is None:
@@ -112,8 +112,7 @@ class CandidateGenerator:
         else:
             self.params = self.deployer.shard_params(
                 params, self.deployer.get_params_spec(params, rules))
-        self._placement = ({"params_replicated": True} if self.deployer.mesh is None
-                           else {"params_sharded": True})
+        self._placement = placement(self.deployer)
         self._rules = rules
         self._predictors = {}
 
@@ -189,11 +188,11 @@ class CandidateGenerator:
         return texts if self.is_seq2seq else [text.strip() for text in texts]
 
     def _predictor(self, name):
-        from redco import Predictor
+        from cappy.redco_adapter import make_predictor
 
         if name not in self._predictors:
             if name == "log_likelihood":
-                self._predictors[name] = Predictor(
+                self._predictors[name] = make_predictor(
                     deployer=self.deployer, collate_fn=self._collate_pairs,
                     pred_fn=self._log_likelihood_step,
                     output_fn=lambda preds: [
@@ -202,7 +201,7 @@ class CandidateGenerator:
                     params_sharding_rules=self._rules)
             else:
                 gen_kwargs = DECODINGS[name]
-                self._predictors[name] = Predictor(
+                self._predictors[name] = make_predictor(
                     deployer=self.deployer, collate_fn=self._collate_sources,
                     pred_fn=lambda rng, params, batch: self._generate_step(
                         rng, params, batch, gen_kwargs),
@@ -226,11 +225,12 @@ class CandidateGenerator:
         """Restart the sampling randomness from (seed, name).
 
         Each output file gets its own stream, so a resumed run writes exactly
-        what an uninterrupted one would have. (Redco keeps its key in
-        `Deployer._rng`; redco is pinned, see requirements.txt.)
+        what an uninterrupted one would have.
         """
-        self.deployer._rng = jax.random.fold_in(
-            jax.random.PRNGKey(seed), zlib.crc32(name.encode("utf-8")))
+        from cappy.redco_adapter import reseed
+
+        reseed(self.deployer, jax.random.fold_in(jax.random.PRNGKey(seed),
+                                                 zlib.crc32(name.encode("utf-8"))))
 
     def _sample_runs(self, src_ids, decodings, n_samples, desc):
         """{decoding: [run, ...]}: beam search once, every other decoding n_samples times;

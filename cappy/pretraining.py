@@ -1,7 +1,9 @@
 """Pretraining Cappy: MSE regression of a RoBERTa-style encoder on a stream of
 (instruction, response, label) pairs, as the paper did on about 160 million
-PromptSource pairs (never released). Redco's data-parallel Trainer runs it on
-one device, several, or several hosts.
+PromptSource pairs (never released), with cappy's packed trainer
+(`cappy.training`) on one device, several, or several hosts. The backbone is any
+RoBERTa-style checkpoint (a fresh one-output head, initialised from the seed) or
+a Cappy (its head kept).
 
 Data (`scripts/build_pretraining_data.py` writes it): `data_dir/manifest.json`
 lists complete shards, `{"shards": {"train": [{"file", "rows"}], "validation":
@@ -18,9 +20,10 @@ update) always sees the same examples and dropout keys, so a resumed run
 follows an uninterrupted one exactly. Evaluation scores `eval_size` validation
 rows sampled (seeded) across all validation shards.
 
-Output folder: `checkpoints/step-{N}/` (parameters, optimizer state, step and
-data position; written beside and renamed into place; the last
-`keep_checkpoints` kept), `log.jsonl` (training loss, learning rate,
+Output folder: `checkpoints/step-{N}/` (parameters and optimizer state as an
+orbax checkpoint with no pickled JAX objects, restored against the model's own
+parameters; `info.json` with the step, data position and settings; written
+beside and renamed into place; the last `keep_checkpoints` kept), `log.jsonl` (training loss, learning rate,
 throughput, evaluation), and `final/`, a Hugging Face folder that
 `Cappy.from_pretrained` and `cappy_bigbench.py --model_name_or_path` load.
 Starting again with the same command resumes from the last checkpoint.
@@ -216,90 +219,6 @@ class PairStream:
             yield parse_pair(path, line_number, text)
 
 
-# ---- model and optimizer ----------------------------------------------------------
-
-def load_backbone(model_name_or_path, dtype="float32", seed=0):
-    """(model, tokenizer, fresh_head): a regression model (num_labels=1) to pretrain.
-
-    A masked-LM or encoder checkpoint (e.g. `roberta-large`) gets a new head,
-    initialised from `seed`; a checkpoint with a one-output classification head
-    (a Cappy) is continued as it is. Parameters are float32; `dtype` is the
-    compute dtype.
-    """
-    import jax
-    import jax.numpy as jnp
-    from transformers import AutoConfig, AutoTokenizer
-
-    from cappy.scoring import flax_scorer_from_pretrained, quiet_transformers
-
-    with quiet_transformers(), jax.default_device(jax.devices("cpu")[0]):
-        try:
-            tokenizer = AutoTokenizer.from_pretrained(model_name_or_path)
-            source = AutoConfig.from_pretrained(model_name_or_path)
-            fresh_head = not (source.num_labels == 1 and any(
-                name.endswith("ForSequenceClassification")
-                for name in source.architectures or []))
-            config = AutoConfig.from_pretrained(model_name_or_path, num_labels=1,
-                                                problem_type="regression")
-            kwargs = {"config": config, "dtype": getattr(jnp, dtype), "seed": seed,
-                      "ignore_mismatched_sizes": True}  # a head with another width is replaced
-            model = flax_scorer_from_pretrained(model_name_or_path, **kwargs)
-        except (OSError, ValueError) as error:
-            raise CappyError(f"cannot load backbone {model_name_or_path!r}: "
-                             f"{str(error).splitlines()[0]}") from None
-        model.config.dtype = "float32"  # as load_cappy: the saved config names the weights'
-        model.params = model.to_fp32(model.params)
-    return model, tokenizer, fresh_head
-
-
-def encode_and_collate(tokenizer, pairs, max_length):
-    """A training batch of pairs, tokenized only now (truncation as in the paper's runs)."""
-    from cappy.scoring import collate_pairs, encode_examples
-
-    return collate_pairs(encode_examples(tokenizer, pairs, max_length), tokenizer.pad_token_id,
-                         max_length, "label")
-
-
-def micro_step_rng(seed, step, micro_batch, mesh):
-    """The dropout key of one micro-batch: a function of (seed, update, micro-batch) only."""
-    import jax
-    from flax.training.common_utils import shard_prng_key
-
-    key = jax.random.fold_in(jax.random.fold_in(jax.random.PRNGKey(seed), step), micro_batch)
-    if mesh is None:  # pmap: one key per local device, different on each host
-        key = shard_prng_key(jax.random.split(key, jax.process_count())[jax.process_index()])
-    return key
-
-
-def _ordered_trainer_class():
-    from cappy.training import trainer_class
-
-    class OrderedTrainer(trainer_class()):
-        """Cappy's Trainer, fed examples in the order given.
-
-        `Trainer.train` always shuffles its examples with the deployer's key, so
-        the batches would depend on how the stream is cut into calls; here the
-        order and the dropout keys depend on the step alone.
-        """
-
-        def train_in_order(self, examples, per_device_batch_size, rngs):
-            """One micro-batch per `global micro batch` of examples; their losses."""
-            batches = self._deployer.get_model_input_batches(
-                examples=examples, per_device_batch_size=per_device_batch_size,
-                collate_fn=self._collate_fn, shuffle=False, shuffle_rng=None,
-                desc="pretraining", is_train=True)
-            losses = []
-            for batch, rng in zip(batches, rngs):
-                if self._p_train_step is None:
-                    self.setup_running_step(dummy_batch=batch)
-                self._state, metrics = self._deployer.run_model_step(
-                    step_fn=self._p_train_step, input_args=(rng, self._state, batch))
-                losses.append(metrics["loss"])
-            return losses
-
-    return OrderedTrainer
-
-
 # ---- checkpoints and log ------------------------------------------------------------
 
 def checkpoints_dir(output_dir):
@@ -326,27 +245,6 @@ def read_checkpoint_info(path):
     return read_json(os.path.join(path, "info.json"))
 
 
-def _one_global_copy(replicas):
-    """pmap's per-device replicas (leading device axis) as one array replicated everywhere.
-
-    Redco saves through orbax's helper for this, which under jax 0.9's pmap keeps
-    the device axis when there is a single device, so checkpoints would not load.
-    """
-    import jax
-    from jax.sharding import Mesh, NamedSharding, PartitionSpec
-
-    shape = replicas.shape[1:]
-    copies = [shard.data.reshape(shape) for shard in replicas.addressable_shards]
-    everywhere = NamedSharding(Mesh(np.array(jax.devices()), ("replica",)), PartitionSpec())
-    return jax.make_array_from_single_device_arrays(shape, everywhere, copies)
-
-
-def _to_save(trainer, tree):
-    import jax
-
-    return tree if trainer.mesh is not None else jax.tree.map(_one_global_copy, tree)
-
-
 def _sync(name):
     import jax
 
@@ -356,9 +254,12 @@ def _sync(name):
         sync_global_devices(name)
 
 
-def save_training_checkpoint(trainer, deployer, output_dir, step, info, keep):
+def save_training_checkpoint(trainer, output_dir, step, info, keep):
     """Write `checkpoints/step-{step}` beside, rename it into place, drop old ones."""
     import jax
+
+    from cappy.io import write_json
+    from cappy.training import save_state
 
     final = os.path.join(checkpoints_dir(output_dir), f"step-{step}")
     staging = f"{final}.partial"
@@ -367,11 +268,10 @@ def save_training_checkpoint(trainer, deployer, output_dir, step, info, keep):
         shutil.rmtree(staging, ignore_errors=True)
         os.makedirs(staging)
     _sync(f"checkpoint {step} staged")
-    deployer.save_ckpt(
-        ckpt_dir=staging, params=_to_save(trainer, trainer.state.params),
-        opt_state=_to_save(trainer, trainer.state.opt_state), **info)
+    save_state(trainer, os.path.join(staging, "state"))
     _sync(f"checkpoint {step} written")
     if leader:
+        write_json(os.path.join(staging, "info.json"), info)  # last: marks it complete
         if os.path.exists(final):
             shutil.rmtree(final)
         os.replace(staging, final)
@@ -475,26 +375,19 @@ def _resume_point(args, checkpoints, settings, train_shards):
     return step, folder
 
 
-def _make_trainer(args, deployer, model, tokenizer, optimizer, schedule, resume_from, start_step):
+def _make_trainer(args, deployer, model, tokenizer, optimizer, resume_from):
     """The Trainer, on the backbone's parameters or on a checkpoint's (with its optimizer state)."""
-    from cappy.training import mse_loss
+    from cappy.training import Trainer, restore_state, tokens_per_step
 
     rules = deployer.get_sharding_rules(model.params)
-    params, opt_state, sharded = model.params, None, False
+    params = opt_state = None
     if resume_from:
-        ckpt, _ = deployer.load_ckpt(ckpt_dir=resume_from, params_sharding_rules=rules,
-                                     optimizer=optimizer)
-        params, opt_state, sharded = ckpt["params"], ckpt["opt_state"], deployer.mesh is not None
-    accumulate = args.accumulate_grad_batches
-    trainer = _ordered_trainer_class()(
-        deployer=deployer,
-        collate_fn=lambda examples: encode_and_collate(tokenizer, examples, args.max_length),
-        apply_fn=model, loss_fn=mse_loss, params=params, optimizer=optimizer,
-        opt_state=opt_state, params_sharded=sharded, opt_state_sharded=sharded,
-        # Redco logs lr_schedule_fn(micro-step): show the rate actually applied.
-        lr_schedule_fn=lambda micro_step: schedule(micro_step // accumulate),
-        accumulate_grad_batches=accumulate, params_sharding_rules=rules,
-        last_ckpt_info={"step": start_step * accumulate})
+        params, opt_state = restore_state(os.path.join(resume_from, "state"), model.params,
+                                          optimizer)
+    trainer = Trainer(model, deployer, optimizer, args.max_length,
+                      tokens_per_step(args.per_device_batch_size, args.max_length),
+                      tokenizer.pad_token_id, args.seed, params=params, opt_state=opt_state,
+                      params_sharding_rules=rules)
     return trainer, rules
 
 
@@ -515,20 +408,15 @@ def pretrain(args, log=print):
                              f"(use --eval_every 0 to train without evaluation)")
 
     import jax
-    from redco import Deployer
     from tqdm import tqdm
 
+    from cappy.checkpoints import load_cappy, save_cappy
     from cappy.hosts import multihost_kwargs
-    from cappy.finetuning import save_checkpoint
-    from cappy.training import host_params, make_optimizer, warmup_then_linear_decay
-    from cappy.scoring import PairScorer
+    from cappy.redco_adapter import make_deployer
+    from cappy.scoring import PairScorer, encode_examples
+    from cappy.training import make_optimizer, warmup_then_linear_decay
 
-    try:
-        deployer = Deployer(jax_seed=args.seed, n_model_shards=args.n_model_shards,
-                            verbose=False, **multihost_kwargs(args))
-    except AssertionError:  # Redco's check that the shards divide the devices
-        raise CappyError(f"--n_model_shards {args.n_model_shards} does not divide the "
-                         f"{jax.device_count()} devices") from None
+    deployer = make_deployer(args.seed, args.n_model_shards, **multihost_kwargs(args))
     leader = jax.process_index() == 0
     say = log if leader else (lambda *_: None)
     _, global_micro = deployer.get_local_global_micro_batch_size(args.per_device_batch_size)
@@ -550,36 +438,34 @@ def pretrain(args, log=print):
         return {"step": start_step, "final": final_dir, "finished": True}
 
     started = time.time()
-    model, tokenizer, fresh_head = load_backbone(args.model_name_or_path, args.dtype, args.seed)
+    model, tokenizer = load_cappy(args.model_name_or_path, args.dtype, new_head_seed=args.seed)
     # steps are optimizer updates: warm-up and decay counted in updates
     schedule = warmup_then_linear_decay(args.learning_rate, warmup_steps, args.max_steps)
-    optimizer = make_optimizer(schedule, args.weight_decay, accumulate)
+    optimizer = make_optimizer(schedule, args.weight_decay)
     if resume_from:
         say(f"resuming from {resume_from} (step {start_step} of {args.max_steps}; skipping the "
             f"{start_step * global_batch} examples seen)")
     else:
         say(f"starting from {args.model_name_or_path}"
-            + (f" with a new regression head (seed {args.seed})" if fresh_head
+            + (f" with a new regression head (seed {args.seed})" if model.new_head
                else " (a Cappy checkpoint: pretraining continues)"))
-    trainer, rules = _make_trainer(args, deployer, model, tokenizer, optimizer, schedule,
-                                   resume_from, start_step)
+    trainer, rules = _make_trainer(args, deployer, model, tokenizer, optimizer, resume_from)
     scorer = PairScorer(
         model, tokenizer, deployer, max_length=args.max_length,
         per_device_batch_size=args.eval_per_device_batch_size,
         params_sharding_rules=rules) if validation else None
-    placement = ({"params_replicated": True} if deployer.mesh is None
-                 else {"params_sharded": True})
     labels = np.array([pair["label"] for pair in validation], np.float32)
 
     def evaluate():
+        params, placement = trainer.scoring_params()
         scores = scorer.score([p["instruction"] for p in validation],
-                              [p["response"] for p in validation], trainer.state.params,
+                              [p["response"] for p in validation], params,
                               desc="evaluating", **placement)
         return _eval_metrics(scores, labels)
 
     def checkpoint(step):
         save_training_checkpoint(
-            trainer, deployer, args.output_dir, step,
+            trainer, args.output_dir, step,
             {"step": step, "examples_seen": step * global_batch, "settings": settings,
              "train_shards": train_shards, "model_name_or_path": args.model_name_or_path},
             args.keep_checkpoints)
@@ -608,15 +494,16 @@ def pretrain(args, log=print):
         # Train up to the next log, evaluation or checkpoint: bounded memory, one sync.
         end = _next_boundary(step, stop_step, (args.log_every, args.eval_every, args.save_every))
         tic = time.time()
-        rows = list(itertools.islice(pairs, (end - step) * global_batch))
-        rngs = [micro_step_rng(args.seed, update, micro, deployer.mesh)
-                for update in range(step, end) for micro in range(accumulate)]
-        chunk_losses = trainer.train_in_order(rows, args.per_device_batch_size, rngs)
-        losses += [float(np.asarray(loss).reshape(-1)[0]) for loss in chunk_losses]
+        chunk_losses = []
+        for update in range(step, end):
+            rows = list(itertools.islice(pairs, global_batch))  # tokenized only now
+            encoded = encode_examples(tokenizer, rows, args.max_length, model.truncation)
+            chunk_losses.append(trainer.update(encoded, update))
+        losses += [float(loss) for loss in chunk_losses]
         train_seconds += time.time() - tic
         n_logged += end - step
         progress.update(end - step)
-        progress.set_postfix(loss=f"{np.mean(losses[-accumulate:]):.4f}")
+        progress.set_postfix(loss=f"{losses[-1]:.4f}")
         step = end
 
         evaluating = bool(args.eval_every) and step % args.eval_every == 0
@@ -646,11 +533,11 @@ def pretrain(args, log=print):
         say(f"stopped at step {step} of {args.max_steps}; run the same command without "
             f"--stop_after_steps to resume")
         return summary
-    params = host_params(trainer)
+    params = trainer.host_params()
     if leader:
-        save_checkpoint(model, tokenizer, params, final_dir,
-                        {**summary, "settings": {k: v for k, v in sorted(vars(args).items())}},
-                        summary_name="cappy_pretrain.json")
+        save_cappy(model, tokenizer, params, final_dir,
+                   {**summary, "settings": {k: v for k, v in sorted(vars(args).items())}},
+                   "cappy_pretrain.json")
     _sync("final model written")
     say(f"finished {args.max_steps} steps; final model in {final_dir}")
     return {**summary, "final": final_dir}

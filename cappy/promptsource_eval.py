@@ -16,8 +16,8 @@ Checks on the file (all before the model is loaded):
 - a prompt whose rows are not contiguous in the file (split into pieces): still grouped
   by its key, and reported, since it usually means two files were concatenated.
 
-Each distinct (instruction, response) pair is scored once, with the original release's
-"longest_first" truncation.
+Each distinct (instruction, response) pair is scored once, with the checkpoint's
+truncation policy: the original release's "longest_first" for every published Cappy.
 """
 
 import dataclasses
@@ -214,17 +214,16 @@ def run(args, log=print, warn=None):
         raise CappyError(f"{args.data_file}: no prompt has a correct answer (label 1)")
 
     import jax
-    from redco import Deployer
 
-    from cappy.scoring import PairScorer, load_cappy
+    from cappy.checkpoints import load_cappy
+    from cappy.redco_adapter import make_deployer
+    from cappy.scoring import PairScorer
 
-    deployer = Deployer(jax_seed=args.jax_seed, n_model_shards=args.n_model_shards,
-                        verbose=args.verbose)
+    deployer = make_deployer(args.jax_seed, args.n_model_shards, args.verbose)
     model, tokenizer = load_cappy(args.model_name_or_path, dtype=getattr(args, "dtype", "float32"))
     scorer = PairScorer(model, tokenizer, deployer, max_length=args.max_length,
                         per_device_batch_size=args.per_device_batch_size,
-                        params_sharding_rules=deployer.get_sharding_rules(model.params),
-                        truncation="longest_first")
+                        params_sharding_rules=deployer.get_sharding_rules(model.params))
     loaded = time.time()
     pairs = [(row[args.sent0_key], row[args.sent1_key]) for row in rows]
     # The scorer scores each distinct pair once (a prompt's choices repeat across prompts).

@@ -74,22 +74,36 @@ def make_generator_tokenizer(texts=(), vocab_size=600, append_eos=True):
         model_max_length=512)
 
 
-def make_tiny_scorer(path, texts=(), hidden_size=32, num_layers=2, num_heads=2,
-                     max_position=514, seed=0):
-    """Save a random RoBERTa regression scorer (num_labels=1) and its tokenizer to `path`."""
-    from transformers import FlaxRobertaForSequenceClassification, RobertaConfig
+def tiny_scorer_config(tokenizer, hidden_size=32, num_layers=2, num_heads=2, max_position=514,
+                       **overrides):
+    """The config of a small random RoBERTa regression scorer for `tokenizer`."""
+    from transformers import RobertaConfig
 
-    tokenizer = make_scorer_tokenizer(texts)
-    config = RobertaConfig(
+    settings = dict(
         vocab_size=len(tokenizer), hidden_size=hidden_size, num_hidden_layers=num_layers,
         num_attention_heads=num_heads, intermediate_size=hidden_size * 4,
         max_position_embeddings=max_position, type_vocab_size=1, num_labels=1,
         pad_token_id=tokenizer.pad_token_id, bos_token_id=tokenizer.bos_token_id,
         eos_token_id=tokenizer.eos_token_id, problem_type="regression",
+        architectures=["RobertaForSequenceClassification"],
         # Wider than RoBERTa's 0.02 so random scores differ visibly between inputs.
         initializer_range=0.2)
-    model = FlaxRobertaForSequenceClassification(config, seed=seed)
-    return _save(model, tokenizer, path)
+    settings.update(overrides)
+    return RobertaConfig(**settings)
+
+
+def make_tiny_scorer(path, texts=(), hidden_size=32, num_layers=2, num_heads=2,
+                     max_position=514, seed=0):
+    """Save a random RoBERTa regression scorer (num_labels=1) and its tokenizer to `path`,
+    written as the project writes every checkpoint (`cappy.checkpoints.save_cappy`)."""
+    from cappy import roberta
+    from cappy.checkpoints import CappyModel, save_cappy
+
+    tokenizer = make_scorer_tokenizer(texts)
+    config = tiny_scorer_config(tokenizer, hidden_size, num_layers, num_heads, max_position)
+    params = roberta.init_params(config, seed)
+    save_cappy(CappyModel(config=config, params=params), tokenizer, params, path, overwrite=True)
+    return path
 
 
 def make_tiny_seq2seq(path, texts=(), d_model=32, num_layers=2, num_heads=2, seed=0):

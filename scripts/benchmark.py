@@ -7,10 +7,14 @@ Runs, in one process on the same random weights and data, the original
 release's scoring (every pair padded to 512, duplicates scored again), the
 project's scoring (cappy.scoring.PairScorer), and optionally transformers'
 PyTorch model with length-sorted dynamic padding; then the paper's finetuning
-recipe with fixed and with bucketed padding. Prints pairs (examples) per second,
-the speed-up over the original, achieved FLOP/s on real tokens as a fraction of
-this machine's measured matrix-product peak, and the largest score difference
-from the original path. See cappy/benchmark.py for what each path does.
+recipe three ways: the original's loop with fixed padding, the same loop with
+bucketed padding (this project before packing), and the packed trainer. Prints
+pairs (examples) per second, the speed-up over the original, achieved FLOP/s on
+real tokens as a fraction of this machine's measured matrix-product peak, the
+share of computed positions that are real tokens, and the largest score
+difference from the original path. See cappy/benchmark.py for what each path
+does; the original paths use transformers 4's Flax classes. For whole processes,
+see scripts/benchmark_processes.py.
 """
 
 import argparse
@@ -25,7 +29,7 @@ from cappy.errors import exit_on_error  # noqa: E402
 
 def parse_args(argv=None):
     from cappy.benchmark import MODEL_SHAPES
-    from cappy.scoring import DTYPES
+    from cappy.checkpoints import DTYPES
 
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--model_size", default="tiny", choices=list(MODEL_SHAPES))
@@ -53,7 +57,7 @@ def main(argv=None):
     args = parse_args(argv)
     from cappy import benchmark
     from cappy.io import write_json
-    from cappy.scoring import quiet_transformers
+    from cappy.checkpoints import quiet_transformers
 
     command = "python " + " ".join(shlex.quote(a) for a in sys.argv)
     print(f"command: {command}", flush=True)

@@ -36,12 +36,13 @@ def tiny_scorer(tmp_path_factory):
     return tiny_models.make_tiny_scorer(str(tmp_path_factory.mktemp("models") / "tiny-cappy"))
 
 
-def run_script(script, *args, env=None, timeout=600):
+def run_script(script, *args, env=None, timeout=600, python_flags=()):
     """Run a repo script in a subprocess; return CompletedProcess (text)."""
     import subprocess
 
     full_env = {**os.environ, "JAX_PLATFORMS": "cpu", "JAX_DISABLE_MOST_OPTIMIZATIONS": "1",
                 **(env or {})}
-    return subprocess.run([sys.executable, os.path.join(REPO, script), *map(str, args)],
+    return subprocess.run([sys.executable, *python_flags, os.path.join(REPO, script),
+                           *map(str, args)],
                           capture_output=True, text=True, cwd=REPO, env=full_env,
                           timeout=timeout)

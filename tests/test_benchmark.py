@@ -13,9 +13,9 @@ from conftest import run_script
 
 def test_benchmark_script_end_to_end(tmp_path):
     out = tmp_path / "figures.json"
-    result = run_script("scripts/benchmark.py", "--model_size", "micro", "--max_length", 64,
-                        "--n_prompts", 6, "--train_size", 16,
-                        "--per_device_train_batch_size", 4, "--accumulate_grad_batches", 1,
+    result = run_script("scripts/benchmark.py", "--model_size", "micro", "--max_length", 128,
+                        "--n_prompts", 6, "--train_size", 32,
+                        "--per_device_train_batch_size", 4, "--accumulate_grad_batches", 4,
                         "--dropout", 0, "--output_file", out)
     assert result.returncode == 0, result.stderr[-2000:]
     assert result.stdout.startswith("command: python ")
@@ -23,7 +23,7 @@ def test_benchmark_script_end_to_end(tmp_path):
     report = json.loads(out.read_text())
     assert report["command"].endswith(f"--output_file {out}")
     for data_name, entry in report["scoring"].items():
-        assert entry["max_tokens"] <= 64
+        assert entry["max_tokens"] <= 128
         expected = {"original (fixed padding)", "cappy"}
         assert expected <= set(entry["paths"]), data_name
         for name, figures in entry["paths"].items():
@@ -39,8 +39,13 @@ def test_benchmark_script_end_to_end(tmp_path):
     # repeated candidates are scored once and rows hold less padding
     fraction = {name: f["real_token_fraction"] for name, f in bigbench["paths"].items()}
     assert fraction["cappy"] > fraction["original (fixed padding)"]
-    assert set(report["finetuning"]) == {"original (fixed padding)", "cappy"}
-    # without dropout, bucketed and fixed-width finetuning compute the same model
+    assert set(report["finetuning"]) == {benchmark.ORIGINAL, benchmark.BUCKETS, benchmark.CAPPY}
+    fraction = {name: f["real_token_fraction"] for name, f in report["finetuning"].items()}
+    assert 0 < fraction[benchmark.ORIGINAL] <= fraction[benchmark.BUCKETS] <= 1
+    assert fraction[benchmark.CAPPY] > fraction[benchmark.ORIGINAL]
+    for figures in report["finetuning"].values():
+        assert 0 < figures["fraction_of_peak"] and figures["examples_per_second"] > 0
+    # without dropout, fixed-width, bucketed and packed finetuning compute the same model
     assert report["finetuned_scores_max_abs_difference"] < 1e-5
     assert 0 < report["matmul_peak_tflops"]
 

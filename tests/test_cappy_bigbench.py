@@ -109,8 +109,12 @@ def task_args(tmp_path, scorer, *extra):
 
 def test_end_to_end_result_files_and_skip(tiny_scorer, tmp_path):
     write_candidates(tmp_path / "gens" / "gen", "toy")
-    result = run_script("cappy_bigbench.py", *task_args(tmp_path, tiny_scorer))
+    result = run_script("cappy_bigbench.py", *task_args(tmp_path, tiny_scorer),
+                        python_flags=("-X", "importtime"))
     assert result.returncode == 0, result.stderr[-3000:]
+    imported = [line.rsplit("|", 1)[-1].strip() for line in result.stderr.splitlines()
+                if line.startswith("import time:")]
+    assert "transformers" in imported and "torch" not in imported  # JAX only: no PyTorch
     folder = tmp_path / "results" / "gen"
     saved = json.loads((folder / "toy.json").read_text())
     assert 0.0 <= saved["rougeL"] <= 1.0
@@ -155,12 +159,13 @@ def test_crash_leaves_no_result_and_rerun_finishes(tiny_scorer, tmp_path, monkey
 
 
 def test_scores_do_not_depend_on_batch_size_or_order(tiny_scorer):
-    from redco import Deployer
-
-    from cappy.scoring import PairScorer, load_cappy
+    from cappy import roberta
+    from cappy.checkpoints import load_cappy
+    from cappy.redco_adapter import make_deployer
+    from cappy.scoring import PairScorer
 
     model, tokenizer = load_cappy(tiny_scorer)
-    deployer = Deployer(jax_seed=0, verbose=False)
+    deployer = make_deployer(0)
     instructions = [f"question {i} " + "word " * (i * 7 % 40) for i in range(23)]
     responses = [f"answer {i % 5}" + " more" * (i % 4) for i in range(23)]
     base = PairScorer(model, tokenizer, deployer, max_length=64,
@@ -174,8 +179,11 @@ def test_scores_do_not_depend_on_batch_size_or_order(tiny_scorer):
     np.testing.assert_allclose(big, base, atol=1e-5)
     np.testing.assert_allclose(shuffled, base[perm], atol=1e-5)
     # Against the unbatched, unpadded model output (same truncation: some pairs exceed 64).
-    direct = [float(model(**tokenizer(i, r, max_length=64, truncation=True, return_tensors="np"),
-                          params=model.params).logits[0, 0])
-              for i, r in zip(instructions, responses)]
+    direct = []
+    for i, r in zip(instructions, responses):
+        encoded = tokenizer(i, r, max_length=64, truncation=True, return_tensors="np")
+        direct.append(float(roberta.padded_scores(model.params, model.config,
+                                                  encoded["input_ids"],
+                                                  encoded["attention_mask"])[0]))
     assert max(len(tokenizer(i, r)["input_ids"]) for i, r in zip(instructions, responses)) > 64
     np.testing.assert_allclose(base, direct, atol=1e-5)

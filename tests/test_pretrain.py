@@ -12,8 +12,8 @@ from conftest import run_script
 import cappy_pretrain
 from cappy import tiny_models
 from cappy.errors import CappyError
-from cappy.pretraining import (PairStream, find_shards, list_checkpoints, load_backbone,
-                               sample_pairs, trim_log)
+from cappy.checkpoints import load_cappy
+from cappy.pretraining import PairStream, find_shards, list_checkpoints, sample_pairs, trim_log
 
 # Short pairs: every batch pads to the same bucket, so each run compiles few shapes.
 FACTS = [("2 plus 3", "5", "6"), ("4 plus 1", "5", "3"), ("1 plus 1", "2", "7"),
@@ -53,10 +53,31 @@ def data_dir(tmp_path_factory):
     return write_data(tmp_path_factory.mktemp("pretraining_data"))
 
 
+def save_masked_lm(path, config, tokenizer, seed=0):
+    """A random RoBERTa masked LM as transformers writes one: PyTorch names, an
+    `lm_head` and no regression head, `model.safetensors`."""
+    from safetensors.numpy import save_file
+
+    from cappy import roberta
+    from cappy.checkpoints import torch_state
+
+    params = roberta.init_params(config, seed)
+    del params["classifier"]
+    state = torch_state(params)
+    hidden = config.hidden_size
+    state.update({"lm_head.dense.weight": np.eye(hidden, dtype=np.float32),
+                  "lm_head.bias": np.zeros(config.vocab_size, np.float32)})
+    os.makedirs(path, exist_ok=True)
+    save_file(state, os.path.join(path, "model.safetensors"), metadata={"format": "pt"})
+    config.save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    return path
+
+
 @pytest.fixture(scope="module")
 def backbone(tmp_path_factory):
     """A tiny random RoBERTa masked LM: a backbone without a regression head."""
-    from transformers import FlaxRobertaForMaskedLM, RobertaConfig
+    from transformers import RobertaConfig
 
     tokenizer = tiny_models.make_scorer_tokenizer(
         [f"{r['instruction']} {r['response']}" for r in pair_rows(0, 120)])
@@ -64,11 +85,9 @@ def backbone(tmp_path_factory):
         vocab_size=len(tokenizer), hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
         intermediate_size=32, max_position_embeddings=66, type_vocab_size=1,
         pad_token_id=tokenizer.pad_token_id, bos_token_id=tokenizer.bos_token_id,
-        eos_token_id=tokenizer.eos_token_id)
-    path = str(tmp_path_factory.mktemp("models") / "tiny-mlm")
-    FlaxRobertaForMaskedLM(config, seed=0).save_pretrained(path)
-    tokenizer.save_pretrained(path)
-    return path
+        eos_token_id=tokenizer.eos_token_id, architectures=["RobertaForMaskedLM"])
+    return save_masked_lm(str(tmp_path_factory.mktemp("models") / "tiny-mlm"), config,
+                          tokenizer)
 
 
 def flags(data_dir, output_dir, backbone, *extra):
@@ -174,26 +193,34 @@ def test_log_keeps_rows_up_to_the_resumed_checkpoint(tmp_path):
 # ---- backbone ---------------------------------------------------------------------
 
 def test_backbone_gets_a_seeded_head(backbone):
-    model, _, fresh = load_backbone(backbone, seed=1)
-    other, _, _ = load_backbone(backbone, seed=2)
-    assert fresh and model.config.num_labels == 1
-    head = model.params["classifier"]["out_proj"]["kernel"]
-    assert head.shape[-1] == 1 and head.dtype == np.float32
-    assert not np.allclose(head, other.params["classifier"]["out_proj"]["kernel"])
+    model, _ = load_cappy(backbone, new_head_seed=1)
+    other, _ = load_cappy(backbone, new_head_seed=2)
+    assert model.new_head and model.config.num_labels == 1
+    assert model.config.architectures == ["RobertaForSequenceClassification"]
+    head = model.params["classifier"]["out_proj"]
+    assert head["kernel"].shape == (16, 1) and head["kernel"].dtype == np.float32
+    assert not np.allclose(head["kernel"], other.params["classifier"]["out_proj"]["kernel"])
+    assert not head["bias"].any()  # RoBERTa's initialisation: zero bias...
+    std = np.std(model.params["classifier"]["dense"]["kernel"])
+    assert std == pytest.approx(model.config.initializer_range, rel=0.2)  # ...normal weights
     embeddings = [m.params["roberta"]["embeddings"]["word_embeddings"]["embedding"]
                   for m in (model, other)]
     np.testing.assert_array_equal(*embeddings)  # the backbone's own weights, whatever the seed
-    with pytest.raises(CappyError, match="cannot load backbone"):
-        load_backbone(os.path.join(os.path.dirname(backbone), "missing"))
+    with pytest.raises(CappyError, match="no one-output regression head|num_labels"):
+        load_cappy(backbone)  # a backbone is not a scorer
+    with pytest.raises(CappyError, match="folder not found"):
+        load_cappy(os.path.join(os.path.dirname(backbone), "missing"), new_head_seed=0)
 
 
 # ---- runs -------------------------------------------------------------------------
 
 def test_uninterrupted_run_logs_checkpoints_and_a_loadable_cappy(full_run):
     from cappy import Cappy
-    from cappy.scoring import load_cappy
 
     assert [step for step, _ in list_checkpoints(full_run)] == [4, 6]  # the last two kept
+    written = [name for _, folder in list_checkpoints(full_run)
+               for _, _, files in os.walk(folder) for name in files]
+    assert "info.json" in written and not [name for name in written if name.endswith(".pkl")]
     log = read_log(full_run)
     assert [row["step"] for row in log] == [0, 1, 2, 3, 4, 5, 6]
     evals = [row for row in log if "eval_mse" in row]
@@ -206,8 +233,8 @@ def test_uninterrupted_run_logs_checkpoints_and_a_loadable_cappy(full_run):
     assert np.all(np.diff(rates[2:]) < 0)  # ...then linear decay
     model, _ = load_cappy(os.path.join(full_run, "final"))
     assert model.config.num_labels == 1
-    continued, _, fresh = load_backbone(os.path.join(full_run, "final"))  # a Cappy: kept as is
-    assert not fresh
+    continued, _ = load_cappy(os.path.join(full_run, "final"), new_head_seed=9)  # a Cappy: kept
+    assert not continued.new_head
     np.testing.assert_array_equal(continued.params["classifier"]["out_proj"]["kernel"],
                                   model.params["classifier"]["out_proj"]["kernel"])
     scores = Cappy.from_pretrained(os.path.join(full_run, "final")).score(

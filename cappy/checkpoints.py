@@ -1,0 +1,405 @@
+"""Cappy checkpoints: one loader for scoring, finetuning, pretraining and the API,
+and one writer, with no model class of transformers in between.
+
+A checkpoint is a Hugging Face folder or hub id: `config.json`, a tokenizer, and
+weights in any of these files (the first one present is read):
+
+- `model.safetensors` in PyTorch's names (or in Flax's, when its metadata says
+  `format: flax`), single or sharded (`model.safetensors.index.json`);
+- `flax_model.msgpack` (what every Flax Cappy on the hub has, `btan2/cappy-large`
+  included), single or sharded (`flax_model.msgpack.index.json`);
+- `pytorch_model.bin`, single or sharded (needs torch).
+
+Parameters are kept in the names of `flax_model.msgpack` (`cappy.roberta`), in
+float32 on the host. A folder the project writes holds `model.safetensors` in
+PyTorch's names (transformers' `AutoModelForSequenceClassification` loads it),
+`flax_model.msgpack` (transformers 4's Flax classes load it), `config.json` and
+the tokenizer. The config records the truncation policy the model was trained
+with (`cappy_truncation`), used by default when it is loaded again; a
+checkpoint without one (every published Cappy) was trained with the original
+release's `longest_first`.
+"""
+
+import contextlib
+import dataclasses
+import io
+import json
+import logging
+import os
+import shutil
+
+import numpy as np
+
+from cappy.errors import CappyError
+
+TRUNCATIONS = ("longest_first", "instruction_first")
+DEFAULT_TRUNCATION = "longest_first"  # the original release's: every published Cappy's
+TRUNCATION_KEY = "cappy_truncation"
+DTYPES = ("float32", "bfloat16", "float16")
+SAFETENSORS, FLAX_MSGPACK, TORCH_BIN = "model.safetensors", "flax_model.msgpack", "pytorch_model.bin"
+WEIGHT_FILES = (SAFETENSORS, FLAX_MSGPACK, TORCH_BIN)  # in order of preference
+
+
+def keep_torch_out_of_transformers():
+    """In a process that computes with JAX only: tell transformers not to import PyTorch,
+    which it otherwise does whenever torch is installed (about 4 s of start-up on a
+    2-core CPU). Call before transformers is first imported; an explicit USE_TORCH in
+    the environment is kept. `pytorch_model.bin` weights still load (torch is imported
+    directly for them)."""
+    os.environ.setdefault("USE_TORCH", "0")
+
+
+@contextlib.contextmanager
+def quiet_transformers():
+    """Hide transformers' notices while loading (its Flax deprecation banner, the
+    loading report); real errors still raise."""
+    logger = logging.getLogger("transformers")
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        with contextlib.redirect_stdout(io.StringIO()):
+            yield
+    finally:
+        logger.setLevel(level)
+
+
+@dataclasses.dataclass
+class CappyModel:
+    """A loaded scorer: its config, float32 host parameters (Flax names), the
+    compute dtype, and the truncation policy its pairs are encoded with."""
+
+    config: object
+    params: dict
+    dtype: str = "float32"
+    truncation: str = DEFAULT_TRUNCATION
+    new_head: bool = False  # the regression head was freshly initialised
+    source: str = "the model"
+
+    @property
+    def compute_dtype(self):
+        import jax.numpy as jnp
+
+        return getattr(jnp, self.dtype)
+
+
+def check_truncation(truncation):
+    if truncation not in TRUNCATIONS:
+        raise CappyError(f"truncation must be one of {', '.join(TRUNCATIONS)}, got {truncation!r}")
+    return truncation
+
+
+# ---- parameter names: Flax <-> PyTorch -------------------------------------------------
+
+def flatten(tree, path=()):
+    """{path tuple: leaf} of a nested dict."""
+    if isinstance(tree, dict) or hasattr(tree, "items"):
+        flat = {}
+        for name, value in tree.items():
+            flat.update(flatten(value, path + (str(name),)))
+        return flat
+    return {path: tree}
+
+
+def unflatten(flat):
+    tree = {}
+    for path, value in flat.items():
+        node = tree
+        for name in path[:-1]:
+            node = node.setdefault(name, {})
+        node[path[-1]] = value
+    return tree
+
+
+def torch_name(path):
+    """The PyTorch state-dict name of a Flax parameter path."""
+    last = {"kernel": "weight", "embedding": "weight", "scale": "weight"}.get(path[-1], path[-1])
+    return ".".join(path[:-1] + (last,))
+
+
+def torch_state(params):
+    """{PyTorch name: float32 array} of the parameters (dense kernels transposed)."""
+    return {torch_name(path): np.ascontiguousarray(value.T if path[-1] == "kernel" else value,
+                                                   dtype=np.float32)
+            for path, value in flatten(params).items()}
+
+
+def _flax_path(name, value):
+    """(Flax path, array) of a PyTorch state-dict entry."""
+    parts = name.split(".")
+    last = parts[-1]
+    if last in ("gamma", "beta"):  # very old checkpoints' LayerNorm names
+        last = "scale" if last == "gamma" else "bias"
+    elif last == "weight":
+        if "LayerNorm" in parts[-2] or "layer_norm" in parts[-2]:
+            last = "scale"
+        elif parts[-2].endswith("embeddings"):
+            last = "embedding"
+        else:
+            last, value = "kernel", np.ascontiguousarray(value.T)
+    return tuple(parts[:-1] + [last]), value
+
+
+def _from_torch_names(state):
+    flat = dict(_flax_path(name, value) for name, value in state.items())
+    if not any(path[0] == "roberta" for path in flat) and any(
+            path[0] in ("embeddings", "encoder") for path in flat):  # a base model's names
+        flat = {("roberta",) + path: value for path, value in flat.items()}
+    return flat
+
+
+# ---- reading weight files --------------------------------------------------------------
+
+def _read_safetensors(path):
+    from safetensors import safe_open
+
+    with safe_open(path, framework="np") as file:
+        metadata = file.metadata() or {}
+        state = {name: file.get_tensor(name) for name in file.keys()}
+    if metadata.get("format") == "flax":  # Flax names joined by dots
+        return {tuple(name.split(".")): value for name, value in state.items()}
+    return _from_torch_names(state)
+
+
+def _read_msgpack(path):
+    from flax.serialization import msgpack_restore
+
+    with open(path, "rb") as file:
+        tree = msgpack_restore(file.read())
+    if set(tree) == {"params"}:
+        tree = tree["params"]
+    flat = flatten(tree)
+    if "roberta" not in tree and ("embeddings" in tree or "encoder" in tree):  # a base model
+        flat = {("roberta",) + path: value for path, value in flat.items()}
+    return flat
+
+
+def _read_torch_bin(path):
+    try:
+        import torch
+    except ImportError:
+        raise CappyError(f"{path}: reading PyTorch weights needs torch "
+                         f"(pip install -r requirements-torch.txt)") from None
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    return _from_torch_names({name: tensor.float().numpy() for name, tensor in state.items()
+                              if hasattr(tensor, "numpy")})
+
+
+READERS = {SAFETENSORS: _read_safetensors, FLAX_MSGPACK: _read_msgpack,
+           TORCH_BIN: _read_torch_bin}
+
+
+def _looks_local(name_or_path):
+    """A path rather than a hub id ("name" or "owner/name")."""
+    return (os.path.isabs(name_or_path) or name_or_path.startswith((".", "~"))
+            or name_or_path.count("/") > 1 or os.path.exists(name_or_path))
+
+
+def _resolve(name_or_path, filename):
+    """The local path of `filename` in a folder or hub repository, or None if it has none."""
+    if os.path.isdir(name_or_path):
+        path = os.path.join(name_or_path, filename)
+        return path if os.path.isfile(path) else None
+    from huggingface_hub import hf_hub_download
+    from huggingface_hub.errors import EntryNotFoundError
+
+    try:
+        return hf_hub_download(name_or_path, filename)
+    except EntryNotFoundError:  # also: not in the cache when offline
+        return None
+
+
+def read_weights(name_or_path):
+    """({Flax path: array}, the file read) from the first weights file present."""
+    for filename in WEIGHT_FILES:
+        index = _resolve(name_or_path, f"{filename}.index.json")
+        if index is not None:  # sharded: an index names the files
+            with open(index, encoding="utf-8") as file:
+                shards = sorted(set(json.load(file)["weight_map"].values()))
+            flat = {}
+            for shard in shards:
+                shard_path = _resolve(name_or_path, shard)
+                if shard_path is None:
+                    raise CappyError(f"{name_or_path}: {filename}.index.json lists {shard}, "
+                                     f"which is missing")
+                flat.update(READERS[filename](shard_path))
+            return flat, f"{filename}.index.json"
+        path = _resolve(name_or_path, filename)
+        if path is not None:
+            return READERS[filename](path), filename
+    raise CappyError(f"{name_or_path}: no weights ({', '.join(WEIGHT_FILES)}, single or sharded)")
+
+
+# ---- loading ---------------------------------------------------------------------------
+
+def _fit_parameters(flat, config, source, new_head_seed):
+    """The scorer's parameter tree from a checkpoint's entries, checked against its
+    config; a missing or mismatched head is initialised only with `new_head_seed`."""
+    from cappy import roberta
+
+    expected = flatten(roberta.parameter_shapes(config))
+    head, new_head = {}, False
+    problems = []
+    for path, shape in expected.items():
+        value = flat.get(path)
+        if path[0] == "classifier":
+            if value is not None and tuple(value.shape) == tuple(shape):
+                head[path] = value
+            continue
+        if value is None:
+            problems.append(f"missing {'/'.join(path)}")
+        elif tuple(value.shape) != tuple(shape):
+            problems.append(f"{'/'.join(path)} has shape {list(value.shape)}, "
+                            f"the config says {list(shape)}")
+    if problems:
+        raise CappyError(f"{source}: the weights do not fit its config.json "
+                         f"({len(problems)} problems; {'; '.join(problems[:3])})")
+    head_paths = [path for path in expected if path[0] == "classifier"]
+    if len(head) < len(head_paths):
+        if new_head_seed is None:
+            raise CappyError(f"{source}: no one-output regression head (classifier/out_proj of "
+                             f"shape [{config.hidden_size}, 1]); it is a backbone, not a Cappy "
+                             f"(cappy_pretrain.py turns a backbone into one)")
+        fresh = flatten({"classifier": roberta.init_head(config, new_head_seed)})
+        for path in head_paths:
+            head.setdefault(path, fresh[path])
+        new_head = True
+    params = {path: np.asarray(flat[path], np.float32) for path in expected
+              if path[0] != "classifier"}
+    params.update({path: np.asarray(value, np.float32) for path, value in head.items()})
+    return unflatten(params), new_head
+
+
+def _as_regression_config(config):
+    """The config of a one-output regression head on this encoder (for a backbone)."""
+    config.num_labels = 1
+    config.problem_type = "regression"
+    config.architectures = [{"xlm-roberta": "XLMRobertaForSequenceClassification"}.get(
+        config.model_type, "RobertaForSequenceClassification")]
+    return config
+
+
+def load_cappy(name_or_path, dtype="float32", truncation=None, new_head_seed=None):
+    """(CappyModel, tokenizer) of a checkpoint (folder or hub id).
+
+    `dtype` is the compute dtype (parameters stay float32). `truncation`
+    defaults to the policy recorded in the checkpoint's config, else the
+    original release's `longest_first`. With `new_head_seed`, a backbone (an
+    MLM checkpoint such as `roberta-large`, or a classifier with another number
+    of outputs) gets a fresh one-output head initialised from that seed; a
+    Cappy keeps its own.
+    """
+    from transformers import AutoConfig, AutoTokenizer
+
+    from cappy import roberta
+
+    if dtype not in DTYPES:
+        raise CappyError(f"dtype must be one of {', '.join(DTYPES)}, got {dtype!r}")
+    if _looks_local(name_or_path) and not os.path.isdir(name_or_path):
+        raise CappyError(f"{name_or_path}: folder not found")
+    try:
+        with quiet_transformers():
+            config = AutoConfig.from_pretrained(name_or_path)
+            tokenizer = AutoTokenizer.from_pretrained(name_or_path)
+        head_is_ours = config.num_labels == 1 and any(
+            name.endswith("ForSequenceClassification") for name in config.architectures or [])
+        if new_head_seed is None and not head_is_ours:
+            raise CappyError(f"{name_or_path}: a Cappy scorer has one output (num_labels=1, a "
+                             f"sequence classifier); this checkpoint has num_labels="
+                             f"{config.num_labels} and architectures {config.architectures}")
+        problem = roberta.unsupported_reason(_as_regression_config(config))
+        if problem:
+            raise CappyError(f"{name_or_path}: cappy computes RoBERTa and XLM-RoBERTa scorers; "
+                             f"this checkpoint has {problem}")
+        if len(tokenizer) > config.vocab_size:  # ids past the table would score as NaN
+            raise CappyError(f"{name_or_path}: its tokenizer has {len(tokenizer)} tokens; the "
+                             f"model's embedding table holds {config.vocab_size}")
+        flat, weights_file = read_weights(name_or_path)
+        if not head_is_ours:  # another task's head: replaced, never read
+            flat = {path: value for path, value in flat.items() if path[0] != "classifier"}
+        params, new_head = _fit_parameters(flat, config, name_or_path, new_head_seed)
+    except CappyError:
+        raise
+    except (OSError, ValueError, KeyError) as error:
+        first_line = (str(error).strip().splitlines() or [type(error).__name__])[0]
+        raise CappyError(f"cannot load Cappy model {name_or_path!r}: {first_line}") from None
+    recorded = getattr(config, TRUNCATION_KEY, None)
+    model = CappyModel(config=config, params=params, dtype=dtype,
+                       truncation=check_truncation(truncation or recorded or DEFAULT_TRUNCATION),
+                       new_head=new_head, source=f"{name_or_path} ({weights_file})")
+    return model, tokenizer
+
+
+def _copy(config):
+    import copy
+
+    return copy.deepcopy(config)
+
+
+# ---- writing ---------------------------------------------------------------------------
+
+def check_output_dir(output_dir, overwrite):
+    if os.path.exists(output_dir) and not os.path.isdir(output_dir):
+        raise CappyError(f"{output_dir}: exists and is not a folder")
+    if os.path.isdir(output_dir) and os.listdir(output_dir) and not overwrite:
+        raise CappyError(f"{output_dir}: exists and is not empty (use --overwrite)")
+
+
+def write_weights(params, folder):
+    """`model.safetensors` (PyTorch names) and `flax_model.msgpack` of float32 parameters."""
+    from flax.serialization import msgpack_serialize
+    from safetensors.numpy import save_file
+
+    host = unflatten({path: np.asarray(value, np.float32) for path, value in flatten(params).items()})
+    save_file(torch_state(host), os.path.join(folder, SAFETENSORS), metadata={"format": "pt"})
+    with open(os.path.join(folder, FLAX_MSGPACK), "wb") as file:
+        file.write(msgpack_serialize(host))
+
+
+def save_cappy(model, tokenizer, params, output_dir, summary=None, summary_name=None,
+               overwrite=False):
+    """Write a checkpoint folder atomically: built beside, then renamed into place.
+
+    Holds the weights in both formats, `config.json` (with the truncation policy
+    the model was trained with), the tokenizer and, when given, `summary` (how
+    the model was made) as `summary_name`.
+    """
+    from cappy.io import write_json
+
+    check_output_dir(output_dir, overwrite)
+    staging = f"{output_dir.rstrip(os.sep)}.partial-{os.getpid()}"
+    shutil.rmtree(staging, ignore_errors=True)
+    try:
+        os.makedirs(staging)
+        write_weights(params, staging)
+        config = _copy(model.config)
+        setattr(config, TRUNCATION_KEY, model.truncation)
+        config.dtype = "float32"  # the weights' dtype, whatever the compute dtype was
+        config.save_pretrained(staging)
+        tokenizer.save_pretrained(staging)
+        if summary is not None:
+            write_json(os.path.join(staging, summary_name), summary)
+        if os.path.exists(output_dir):
+            shutil.rmtree(output_dir)
+        os.replace(staging, output_dir)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return output_dir
+
+
+# ---- PyTorch ---------------------------------------------------------------------------
+
+def torch_model(model, dtype=None):
+    """transformers' PyTorch sequence classifier holding this model's parameters."""
+    import torch
+    from transformers import AutoModelForSequenceClassification
+
+    with quiet_transformers():
+        module = AutoModelForSequenceClassification.from_config(model.config)
+    state = {name: torch.from_numpy(value) for name, value in torch_state(model.params).items()}
+    missing, unexpected = module.load_state_dict(state, strict=False)
+    missing = [name for name in missing if not name.endswith(("position_ids", "token_type_ids"))]
+    if missing or unexpected:
+        raise CappyError(f"{model.source}: PyTorch's model does not take these weights "
+                         f"(missing {missing[:3]}, unexpected {unexpected[:3]})")
+    return module.to(getattr(torch, dtype or model.dtype)).eval()
