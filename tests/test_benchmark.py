@@ -66,3 +66,19 @@ def test_model_flops_counts_real_tokens():
     assert benchmark.model_flops(config, [3]) == 2 * 3 * (2 * (256 + 512) + 4 * 8 * 3)
     assert benchmark.model_flops(config, [3], training=True) == 3 * benchmark.model_flops(
         config, [3])
+
+
+@pytest.mark.slow  # two whole processes of each script, 20-40 s here
+def test_whole_process_benchmark_runs_both_scripts(tmp_path):
+    out = tmp_path / "processes.json"
+    result = run_script("scripts/benchmark_processes.py", "--model_size", "micro",
+                        "--train_size", 128, "--max_length", 64, "--repeats", 1,
+                        "--work_dir", tmp_path / "work", "--output_file", out)
+    assert result.returncode == 0, result.stderr[-2000:]
+    report = json.loads(out.read_text())
+    assert set(report["seconds"]) == {"original", "cappy"}
+    assert all(len(times) == 1 and times[0] > 0 for times in report["seconds"].values())
+    assert all(0 <= value <= 1 for value in report["rougeL"].values())
+    assert report["speedup"] == pytest.approx(report["seconds"]["original"][0]
+                                              / report["seconds"]["cappy"][0])
+    assert "| original |" in result.stdout and "| cappy |" in result.stdout

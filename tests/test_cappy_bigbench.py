@@ -178,12 +178,11 @@ def test_scores_do_not_depend_on_batch_size_or_order(tiny_scorer):
     assert base.dtype == np.float32
     np.testing.assert_allclose(big, base, atol=1e-5)
     np.testing.assert_allclose(shuffled, base[perm], atol=1e-5)
-    # Against the unbatched, unpadded model output (same truncation: some pairs exceed 64).
-    direct = []
-    for i, r in zip(instructions, responses):
-        encoded = tokenizer(i, r, max_length=64, truncation=True, return_tensors="np")
-        direct.append(float(roberta.padded_scores(model.params, model.config,
-                                                  encoded["input_ids"],
-                                                  encoded["attention_mask"])[0]))
+    # Against the model's output with one pair per row, as the tokenizer pads it
+    # (same truncation: some pairs exceed 64).
+    encoded = tokenizer(instructions, responses, max_length=64, truncation=True,
+                        padding="max_length", return_tensors="np")
+    direct = roberta.padded_scores(model.params, model.config, encoded["input_ids"],
+                                   encoded["attention_mask"])
     assert max(len(tokenizer(i, r)["input_ids"]) for i, r in zip(instructions, responses)) > 64
     np.testing.assert_allclose(base, direct, atol=1e-5)

@@ -26,6 +26,16 @@ def small_config(model_type="roberta", **overrides):
     return config_class(**settings)
 
 
+def padded_scores(config, dtype=jnp.float32):
+    """`roberta.padded_scores` for this config, compiled whole (op by op is slower)."""
+    return jax.jit(lambda params, ids, mask: roberta.padded_scores(params, config, ids, mask,
+                                                                   dtype=dtype))
+
+
+def packed_scores(config):
+    return jax.jit(lambda params, batch: roberta.packed_scores(params, config, batch))
+
+
 def random_batch(rng, batch, width, pad_id=1, vocab=300):
     lengths = rng.integers(2, width + 1, batch)
     lengths[0] = width  # one full row: no padding at all
@@ -73,12 +83,12 @@ def test_scores_match_pinned_reference_values():
     for row, sequence in enumerate(GOLDEN_IDS):
         ids[row, :len(sequence)] = sequence
         mask[row, :len(sequence)] = 1
-    padded = np.asarray(roberta.padded_scores(params, config, ids, mask))
+    padded = np.asarray(padded_scores(config)(params, ids, mask))
     np.testing.assert_allclose(padded, GOLDEN_SCORES, atol=1e-6, rtol=0)
     # The same pairs packed into one row of 64 score the same.
     pairs = [{"input_ids": sequence} for sequence in GOLDEN_IDS]
     batch = packing.collate_packed_rows([pairs], 64, 1)
-    packed = np.asarray(roberta.packed_scores(params, config, batch))[0, :4]
+    packed = np.asarray(packed_scores(config)(params, batch))[0, :4]
     np.testing.assert_allclose(packed, GOLDEN_SCORES, atol=1e-6, rtol=0)
 
 
@@ -106,7 +116,7 @@ def test_logits_match_transformers_pytorch(width, model_type, torch):
         expected = reference(config, params, torch)(
             input_ids=torch.as_tensor(ids).long(),
             attention_mask=torch.as_tensor(mask).long()).logits[:, 0].numpy()
-    got = np.asarray(roberta.padded_scores(params, config, ids, mask))
+    got = np.asarray(padded_scores(config)(params, ids, mask))
     assert got.dtype == np.float32
     np.testing.assert_allclose(got, expected, atol=1e-5, rtol=0)
     assert np.std(expected) > 1e-3  # the scores differ, so agreement means something
@@ -128,7 +138,7 @@ def test_gradients_match_transformers_pytorch(torch):
     def loss(p):
         return jnp.mean(jnp.square(roberta.padded_scores(p, config, ids, mask) - labels))
 
-    ours = flatten(jax.grad(loss)(params))
+    ours = flatten(jax.jit(jax.grad(loss))(params))
     scale = max(float(np.max(np.abs(g))) for g in expected.values())
     assert scale > 1e-3
     for path, grad in ours.items():
@@ -162,7 +172,7 @@ def test_packed_pairs_score_what_each_scores_alone(widths, torch):
         batch_rows = [row for w, row in rows if w == width] + [[]]  # and an empty row
         batch = packing.collate_packed_rows([[pairs[i] for i in row] for row in batch_rows],
                                             width, 1)
-        scores = np.asarray(roberta.packed_scores(params, config, batch))
+        scores = np.asarray(packed_scores(config)(params, batch))
         assert scores.dtype == np.float32 and np.all(np.isfinite(scores))
         for row, row_scores in zip(batch_rows, scores):
             got[row] = row_scores[:len(row)]
@@ -176,9 +186,10 @@ def test_scores_ignore_the_padding_width():
     config = small_config()
     params = roberta.init_params(config, seed=0)
     ids, mask = random_batch(np.random.default_rng(0), 4, 20)
-    narrow = roberta.padded_scores(params, config, ids, mask)
-    wide = roberta.padded_scores(params, config, np.pad(ids, ((0, 0), (0, 108)), constant_values=1),
-                                 np.pad(mask, ((0, 0), (0, 108))))
+    score = padded_scores(config)
+    narrow = score(params, ids, mask)
+    wide = score(params, np.pad(ids, ((0, 0), (0, 108)), constant_values=1),
+                 np.pad(mask, ((0, 0), (0, 108))))
     np.testing.assert_allclose(np.asarray(narrow), np.asarray(wide), atol=1e-5, rtol=0)
 
 
@@ -198,8 +209,8 @@ def test_bfloat16_compute_gives_float32_scores_close_to_float32():
     config = small_config(initializer_range=0.2)  # scores spread far beyond bf16's noise
     params = roberta.init_params(config, seed=1)
     ids, mask = random_batch(np.random.default_rng(1), 6, 32)
-    full = np.asarray(roberta.padded_scores(params, config, ids, mask))
-    half = roberta.padded_scores(params, config, ids, mask, dtype=jnp.bfloat16)
+    full = np.asarray(padded_scores(config)(params, ids, mask))
+    half = padded_scores(config, jnp.bfloat16)(params, ids, mask)
     assert half.dtype == jnp.float32
     # bfloat16 keeps 8 bits of mantissa: agreement to a few percent of the spread.
     assert np.ptp(full) > 0.1
