@@ -42,6 +42,11 @@ MODEL_SHAPES = {  # layers, hidden, heads, intermediate (RoBERTa sizes)
 }
 ORIGINAL, BUCKETS, CAPPY, PYTORCH = ("original (fixed padding)", "buckets (cappy before packing)",
                                      "cappy", "pytorch (sorted, dynamic padding)")
+GENERATOR_SHAPES = {  # FLAN-T5-style (gated GELU, untied head): d_model, d_ff, layers, heads
+    "micro": (32, 64, 2, 2),
+    "tiny": (256, 1024, 4, 4),
+    "large": (1024, 2816, 24, 16),  # FLAN-T5-large
+}
 
 
 def make_model(size, tokenizer, dtype="float32", seed=0, dropout=0.1):
@@ -390,6 +395,16 @@ def timed(function, *args):
     return result, time.perf_counter() - start
 
 
+def machine_report(dtype):
+    """The device, the versions, and this machine's measured matrix-product peak."""
+    import jax
+
+    device = jax.devices()[0]
+    return {"device": f"{jax.device_count()} x {device.device_kind} ({device.platform})",
+            "dtype": dtype, "matmul_peak_tflops": matmul_peak_flops(dtype) / 1e12,
+            "python": platform.python_version(), "jax": jax.__version__}
+
+
 def run_benchmark(model_size="tiny", dtype="float32", batch_size=32, max_length=512,
                   train_size=256, per_device_train_batch=8, accumulate=16, with_torch=True,
                   n_prompts=360, dropout=0.1, log=print):
@@ -401,15 +416,11 @@ def run_benchmark(model_size="tiny", dtype="float32", batch_size=32, max_length=
 
     tokenizer = make_scorer_tokenizer(sample_texts())
     model = make_model(model_size, tokenizer, dtype, dropout=dropout)
-    peak = matmul_peak_flops(dtype)
-    device = jax.devices()[0]
-    report = {"device": f"{jax.device_count()} x {device.device_kind} ({device.platform})",
-              "model_size": model_size, "shape": dict(zip(
+    report = {**machine_report(dtype), "model_size": model_size, "shape": dict(zip(
                   ("layers", "hidden", "heads", "intermediate"), MODEL_SHAPES[model_size])),
-              "dtype": dtype, "batch_size": batch_size, "max_length": max_length,
-              "dropout": dropout,
-              "matmul_peak_tflops": peak / 1e12, "python": platform.python_version(),
-              "jax": jax.__version__, "scoring": {}, "finetuning": {}}
+              "batch_size": batch_size, "max_length": max_length, "dropout": dropout,
+              "scoring": {}, "finetuning": {}}
+    peak = report["matmul_peak_tflops"] * 1e12
 
     rows = bigbench_candidate_rows()
     datasets = {
@@ -492,11 +503,118 @@ def run_benchmark(model_size="tiny", dtype="float32", batch_size=32, max_length=
     return report
 
 
+# ---- candidate generation ------------------------------------------------------------
+
+def seeded_parameters(shapes, seed, std, norm_names=("scale", "weight")):
+    """Parameters drawn in sorted-name order from one seeded generator: weights normal
+    with `std`, biases small, norm scales near one. The same tree gives the same
+    numbers whichever code built the tree, so two implementations can be compared
+    on identical weights."""
+    from cappy.checkpoints import flatten, unflatten
+
+    rng = np.random.default_rng(seed)
+    flat = {}
+    for path, shape in sorted(flatten(shapes).items()):
+        shape = tuple(np.shape(shape)) if hasattr(shape, "shape") else tuple(shape)
+        if path[-1] == "bias":
+            value = rng.normal(0.0, 0.02, shape)
+        elif path[-1] in norm_names and len(shape) == 1:
+            value = 1.0 + rng.normal(0.0, 0.1, shape)
+        else:
+            value = rng.normal(0.0, std, shape)
+        flat[path] = value.astype(np.float32)
+    return unflatten(flat)
+
+
+def t5_generator_config(size, tokenizer):
+    from transformers import T5Config
+
+    d_model, d_ff, layers, heads = GENERATOR_SHAPES[size]
+    return T5Config(vocab_size=len(tokenizer), d_model=d_model, d_kv=d_model // heads, d_ff=d_ff,
+                    num_layers=layers, num_decoder_layers=layers, num_heads=heads,
+                    feed_forward_proj="gated-gelu", tie_word_embeddings=False,
+                    pad_token_id=0, eos_token_id=1, decoder_start_token_id=0)
+
+
+def save_seeded_generator(folder, size, tokenizer, seed=0, eos_boost=3.0):
+    """A random FLAN-T5-shaped generator on seeded weights (end-of-sequence made likelier,
+    so candidates end at varied lengths as a trained model's do), saved with its
+    tokenizer to `folder`."""
+    import os
+
+    from transformers import FlaxT5ForConditionalGeneration
+
+    from cappy.checkpoints import quiet_transformers
+
+    config = t5_generator_config(size, tokenizer)
+    with quiet_transformers():
+        model = FlaxT5ForConditionalGeneration(config, _do_init=False)
+    params = seeded_parameters(model.params_shape_tree, seed, std=(1.0 / config.d_model) ** 0.5)
+    params["lm_head"]["kernel"][:, config.eos_token_id] *= eos_boost
+    os.makedirs(folder, exist_ok=True)
+    with quiet_transformers():
+        model.save_pretrained(folder, params=params)
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
+def run_generation_benchmark(size="tiny", n_instructions=24, per_device_batch_size=8,
+                             max_tgt_len=64, dtype="float32", log=print):
+    """Candidate generation as scripts/bigbench_flan_generate.py runs it (17 candidates per
+    instruction and their log-likelihoods) with a seeded random FLAN-T5-shaped model on
+    the shipped BIG-Bench sample's instructions; called twice, the first compiling."""
+    import tempfile
+
+    from cappy.generation import CandidateGenerator
+    from cappy.io import read_jsonl
+    from cappy.tiny_models import SAMPLE_DIR, make_generator_tokenizer, sample_texts
+
+    rows = []
+    for name in sorted(os.listdir(SAMPLE_DIR)):
+        if name.endswith(".jsonl"):
+            rows += read_jsonl(os.path.join(SAMPLE_DIR, name))
+    instructions = [row["instruction"] for row in rows][:n_instructions]
+    with tempfile.TemporaryDirectory() as folder:
+        save_seeded_generator(folder, size, make_generator_tokenizer(sample_texts()))
+        generator = CandidateGenerator(folder, per_device_batch_size=per_device_batch_size,
+                                       max_tgt_len=max_tgt_len, dtype=dtype, verbose=False)
+        calls = []
+        for call in range(2):
+            log(f"generating: call {call + 1} of 2 ...")
+            generator.reseed(0, "benchmark")
+            candidates, seconds = timed(generator.generate, instructions)
+            calls.append(seconds)
+    responses = [c["response"] for row in candidates for cands in row.values() for c in cands]
+    tokens = sum(map(len, generator._encode_targets(responses)))
+    return {"size": size, "shape": dict(zip(("d_model", "d_ff", "layers", "heads"),
+                                            GENERATOR_SHAPES[size])),
+            "instructions": len(instructions), "candidates": len(responses),
+            "candidate_tokens": tokens, "first_call_seconds": calls[0], "seconds": calls[1],
+            "candidates_per_second": len(responses) / calls[1],
+            "candidate_tokens_per_second": tokens / calls[1],
+            "first_call_candidate_tokens_per_second": tokens / calls[0],
+            "beam4": [row["beam4"][0]["response"] for row in candidates]}
+
+
 def format_report(report):
     """The figures as markdown tables."""
-    lines = [f"device: {report['device']}; model: {report['model_size']} "
-             f"{report['shape']}; dtype {report['dtype']}; matmul peak "
-             f"{report['matmul_peak_tflops']:.3f} TFLOP/s", ""]
+    lines = [f"device: {report['device']}; dtype {report['dtype']}; matmul peak "
+             f"{report['matmul_peak_tflops']:.3f} TFLOP/s; jax {report['jax']}", ""]
+    if "scoring" in report:
+        lines += _scoring_and_finetuning_lines(report)
+    if report.get("generation"):
+        g = report["generation"]
+        lines += ["", f"generation: {g['instructions']} instructions x 17 candidates with "
+                      f"log-likelihoods, a seeded random FLAN-T5-shaped model {g['shape']}", "",
+                  "| first call s | compiled s | candidates/s | candidate tokens/s |",
+                  "|---:|---:|---:|---:|",
+                  f"| {g['first_call_seconds']:.1f} | {g['seconds']:.1f} | "
+                  f"{g['candidates_per_second']:.1f} | {g['candidate_tokens_per_second']:.1f} |"]
+    return "\n".join(lines)
+
+
+def _scoring_and_finetuning_lines(report):
+    lines = [f"scoring and finetuning model: {report['model_size']} {report['shape']}", ""]
     for data_name, entry in report["scoring"].items():
         lines += [f"scoring {data_name}: {entry['pairs']} pairs ({entry['distinct_pairs']} "
                   f"distinct), {entry['mean_tokens']:.0f} tokens on average, up to "
@@ -531,4 +649,4 @@ def format_report(report):
                      f"{100 * f['fraction_of_peak']:.1f}% | "
                      f"{100 * f['real_token_fraction']:.0f}% | "
                      f"{f['projected_minutes_for_102400_examples']:.1f} min |")
-    return "\n".join(lines)
+    return lines

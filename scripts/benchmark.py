@@ -24,11 +24,11 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from cappy.errors import exit_on_error  # noqa: E402
+from cappy.errors import CappyError, exit_on_error  # noqa: E402
 
 
 def parse_args(argv=None):
-    from cappy.benchmark import MODEL_SHAPES
+    from cappy.benchmark import GENERATOR_SHAPES, MODEL_SHAPES
     from cappy.checkpoints import DTYPES
 
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -48,6 +48,11 @@ def parse_args(argv=None):
                    help="the model's dropout (RoBERTa's 0.1); 0 makes the two finetuning "
                         "paths compute the same updates")
     p.add_argument("--no_torch", action="store_true", help="skip the PyTorch peer")
+    p.add_argument("--generation_size", default="tiny", choices=["none", *GENERATOR_SHAPES],
+                   help="the FLAN-T5-shaped generator of the generation benchmark (none: skip)")
+    p.add_argument("--generation_instructions", type=int, default=24)
+    p.add_argument("--generation_only", action="store_true",
+                   help="only the generation benchmark (a few minutes instead of ten)")
     p.add_argument("--output_file", default=None, help="also write the figures as JSON")
     return p.parse_args(argv)
 
@@ -61,14 +66,21 @@ def main(argv=None):
 
     command = "python " + " ".join(shlex.quote(a) for a in sys.argv)
     print(f"command: {command}", flush=True)
+    log = lambda m: print(m, file=sys.stderr, flush=True)  # noqa: E731
+    if args.generation_only and args.generation_size == "none":
+        raise CappyError("--generation_only needs a --generation_size")
     with quiet_transformers():
-        report = benchmark.run_benchmark(
-            model_size=args.model_size, dtype=args.dtype, batch_size=args.batch_size,
-            max_length=args.max_length, train_size=args.train_size,
-            per_device_train_batch=args.per_device_train_batch_size,
-            accumulate=args.accumulate_grad_batches, with_torch=not args.no_torch,
-            n_prompts=args.n_prompts, dropout=args.dropout,
-            log=lambda m: print(m, file=sys.stderr, flush=True))
+        report = (benchmark.machine_report(args.dtype) if args.generation_only else
+                  benchmark.run_benchmark(
+                      model_size=args.model_size, dtype=args.dtype, batch_size=args.batch_size,
+                      max_length=args.max_length, train_size=args.train_size,
+                      per_device_train_batch=args.per_device_train_batch_size,
+                      accumulate=args.accumulate_grad_batches, with_torch=not args.no_torch,
+                      n_prompts=args.n_prompts, dropout=args.dropout, log=log))
+        if args.generation_size != "none":
+            report["generation"] = benchmark.run_generation_benchmark(
+                args.generation_size, args.generation_instructions, dtype=args.dtype,
+                max_tgt_len=min(64, args.max_length), log=log)
     report["command"] = command
     print(benchmark.format_report(report))
     if args.output_file:

@@ -1,0 +1,209 @@
+"""Decoding with transformers' semantics, as the original runs got them from its Flax
+`generate()` and the generation config: greedy search, sampling with temperature,
+top-k and top-p (in that order, after the minimum-length rule), and beam search
+with its length penalty, early stopping and end-of-sequence handling.
+
+Every loop is a `lax.while_loop` over fixed shapes: a sequences array of
+`max_length` tokens whose first `prompt_length` hold the prompt (the decoder
+start token for T5, the left-padded prompt for a decoder-only model), and a
+model-specific cache. A model provides two functions:
+
+- `prefill(params) -> (logits [batch, vocab], cache)`: the next-token logits after
+  the prompt, and the cache holding it;
+- `step(params, cache, tokens [batch], index) -> (logits, cache)`: the logits after
+  `tokens`, the inputs at position `index`.
+
+Every cache leaf has the batch on its first axis, so beam search reorders beams
+by indexing it.
+"""
+
+import jax
+import jax.numpy as jnp
+
+NEG = -1.0e7  # transformers' "impossible" score in beam search
+
+
+# ---- logits processors ---------------------------------------------------------------
+
+def suppress_eos_before(logits, cur_len, min_length, eos_id):
+    """The minimum-length rule as transformers' Flax generate() applied it in the original
+    runs: no end of sequence while cur_len <= min_length (cur_len counts the prompt and
+    the tokens so far; its PyTorch version stops blocking one step earlier)."""
+    blocked = logits.at[:, eos_id].set(-jnp.inf)
+    return jnp.where(cur_len <= min_length, blocked, logits)
+
+
+def apply_temperature(logits, temperature):
+    return logits if temperature in (None, 1.0) else logits / temperature
+
+
+def keep_top_k(logits, top_k):
+    """Only the k highest logits stay (ties as `lax.top_k` orders them); others -inf."""
+    if not top_k:
+        return logits
+    k = min(max(int(top_k), 1), logits.shape[-1])
+    values, indices = jax.lax.top_k(logits, k)
+    rows = jnp.arange(logits.shape[0])[:, None]
+    return jnp.full_like(logits, -jnp.inf).at[rows, indices].set(values)
+
+
+def keep_top_p(logits, top_p):
+    """The smallest set of highest-probability tokens whose probability reaches top_p
+    (the token that crosses it included, at least one token); others -inf."""
+    if top_p is None or top_p >= 1.0:
+        return logits
+    values, indices = jax.lax.top_k(logits, logits.shape[-1])  # sorted, high to low
+    cumulative = jnp.cumsum(jax.nn.softmax(values, axis=-1), axis=-1)
+    below = cumulative < top_p
+    keep = jnp.concatenate([jnp.ones_like(below[:, :1]), below[:, :-1]], axis=-1)
+    rows = jnp.arange(logits.shape[0])[:, None]
+    return jnp.full_like(logits, -jnp.inf).at[rows, indices].set(
+        jnp.where(keep, values, -jnp.inf))
+
+
+def sampling_logits(logits, temperature=None, top_k=None, top_p=None):
+    """What sampling draws from: temperature, then top-k, then top-p, as transformers'
+    warpers run (top_k 50 unless told otherwise, its generation config's default)."""
+    return keep_top_p(keep_top_k(apply_temperature(logits, temperature), top_k), top_p)
+
+
+# ---- searches --------------------------------------------------------------------------
+
+def _put(sequences, tokens, index):
+    return jax.lax.dynamic_update_slice_in_dim(sequences, tokens[:, None].astype(jnp.int32),
+                                               index, axis=1)
+
+
+def greedy_or_sample(params, prefill, step, prompt, max_length, min_length, eos_id, pad_id,
+                     rng=None, temperature=None, top_k=None, top_p=None):
+    """Greedy search (rng None) or sampling; [batch, max_length] sequences, the prompt
+    first, each finished row padded with pad_id after its end of sequence."""
+    batch, prompt_length = prompt.shape
+    sequences = jnp.full((batch, max_length), pad_id, jnp.int32).at[:, :prompt_length].set(prompt)
+
+    def choose(logits, cur_len, key):
+        logits = suppress_eos_before(logits, cur_len, min_length, eos_id)
+        if key is None:
+            return jnp.argmax(logits, axis=-1)
+        return jax.random.categorical(key, sampling_logits(logits, temperature, top_k, top_p),
+                                      axis=-1)
+
+    def advance(state, logits):
+        sequences, cur_len, finished, cache, key = state
+        draw, key = (None, None) if key is None else jax.random.split(key)
+        tokens = jnp.where(finished, pad_id, choose(logits, cur_len, draw))
+        finished = finished | (tokens == eos_id)
+        return sequences, cur_len, finished, cache, key, tokens
+
+    logits, cache = prefill(params)
+    state = (sequences, jnp.asarray(prompt_length), jnp.zeros(batch, bool), cache, rng)
+    sequences, cur_len, finished, cache, key, tokens = advance(state, logits)
+    state = (_put(sequences, tokens, cur_len), cur_len + 1, finished, cache, key)
+
+    def cond(state):
+        _, cur_len, finished, _, _ = state
+        return (cur_len < max_length) & ~jnp.all(finished)
+
+    def body(state):
+        sequences, cur_len, finished, cache, key = state
+        logits, cache = step(params, cache, sequences[:, cur_len - 1], cur_len - 1)
+        sequences, cur_len, finished, cache, key, tokens = advance(
+            (sequences, cur_len, finished, cache, key), logits)
+        return _put(sequences, tokens, cur_len), cur_len + 1, finished, cache, key
+
+    return jax.lax.while_loop(cond, body, state)[0]
+
+
+def _gather_beams(tree, indices):
+    """tree leaves [batch, beams, ...] picked along beams by indices [batch, k]."""
+    rows = jnp.arange(indices.shape[0])[:, None]
+    return jax.tree.map(lambda x: x[rows, indices], tree)
+
+
+def _flat(tree, batch, beams):
+    return jax.tree.map(lambda x: x.reshape((batch * beams,) + x.shape[2:]), tree)
+
+
+def _unflat(tree, batch, beams):
+    return jax.tree.map(lambda x: x.reshape((batch, beams) + x.shape[1:]), tree)
+
+
+def beam_search(params, prefill, step, prompt, max_length, min_length, eos_id, pad_id,
+                num_beams=4, length_penalty=1.0, early_stopping=False):
+    """transformers' (Flax) beam search: 2 x num_beams candidates kept per step so that
+    beams reaching the end of sequence can be replaced; finished hypotheses scored by
+    their summed log-probability over (generated length) ** length_penalty; the
+    search stops at max_length or when no running beam can beat the finished ones
+    (early_stopping True: as soon as num_beams are finished). Returns the best
+    hypothesis per row, [batch, max_length]."""
+    batch, prompt_length = prompt.shape
+    logits, cache = prefill(params)
+    # Every beam starts from the same prompt and cache; only beam 0 counts at first.
+    repeat = lambda x: jnp.repeat(x[:, None], num_beams, axis=1)  # noqa: E731
+    cache = jax.tree.map(repeat, cache)
+    running = repeat(jnp.full((batch, max_length), pad_id, jnp.int32)
+                     .at[:, :prompt_length].set(prompt))
+    running_scores = jnp.tile(jnp.array([0.0] + [NEG] * (num_beams - 1), jnp.float32),
+                              (batch, 1))
+    state = {"cur_len": jnp.asarray(prompt_length), "running": running,
+             "running_scores": running_scores,
+             "finished": jnp.full((batch, num_beams, max_length), pad_id, jnp.int32),
+             "scores": jnp.full((batch, num_beams), NEG, jnp.float32),
+             "is_finished": jnp.zeros((batch, num_beams), bool), "cache": cache}
+
+    def advance(state, logits):
+        cur_len = state["cur_len"]
+        log_probs = jax.nn.log_softmax(logits.astype(jnp.float32), axis=-1)
+        log_probs = suppress_eos_before(log_probs, cur_len, min_length, eos_id)
+        vocab = log_probs.shape[-1]
+        log_probs = (log_probs.reshape(batch, num_beams, vocab)
+                     + state["running_scores"][:, :, None]).reshape(batch, num_beams * vocab)
+        top_scores, top_indices = jax.lax.top_k(log_probs, 2 * num_beams)
+        top_beams = top_indices // vocab
+        top_sequences = jax.lax.dynamic_update_slice_in_dim(
+            _gather_beams(state["running"], top_beams),
+            (top_indices % vocab)[:, :, None].astype(jnp.int32), cur_len, axis=2)
+        just_finished = top_sequences[:, :, cur_len] == eos_id
+        # Running beams: the best num_beams that did not just end.
+        running_candidates = top_scores + just_finished * NEG
+        keep = jax.lax.top_k(running_candidates, num_beams)[1]
+        running, running_scores = _gather_beams((top_sequences, running_candidates), keep)
+        # Finished hypotheses: the best num_beams of the old ones and those just ended.
+        penalised = top_scores / ((cur_len + 1 - prompt_length) ** length_penalty)
+        full = jnp.all(state["is_finished"], axis=-1, keepdims=True) & early_stopping
+        penalised = penalised + (~just_finished | full) * NEG
+        merged = (jnp.concatenate([state["finished"], top_sequences], axis=1),
+                  jnp.concatenate([state["scores"], penalised], axis=1),
+                  jnp.concatenate([state["is_finished"], just_finished], axis=1))
+        best = jax.lax.top_k(merged[1], num_beams)[1]
+        finished, scores, is_finished = _gather_beams(merged, best)
+        cache = _gather_beams(state["cache"], _gather_beams(top_beams, keep))
+        return {"cur_len": cur_len + 1, "running": running, "running_scores": running_scores,
+                "finished": finished, "scores": scores, "is_finished": is_finished,
+                "cache": cache}
+
+    state = advance(state, logits[:, None].repeat(num_beams, axis=1).reshape(batch * num_beams,
+                                                                              -1))
+
+    def cond(state):
+        cur_len = state["cur_len"]
+        best_running = state["running_scores"][:, :1] / (
+            (cur_len - prompt_length) ** length_penalty)
+        worst_finished = jnp.where(state["is_finished"],
+                                   jnp.min(state["scores"], axis=1, keepdims=True), NEG)
+        improvable = jnp.any(best_running > worst_finished)
+        open_beams = ~(jnp.all(state["is_finished"]) & early_stopping)
+        return (cur_len < max_length) & open_beams & improvable
+
+    def body(state):
+        cur_len = state["cur_len"]
+        tokens = state["running"][:, :, cur_len - 1].reshape(-1)
+        logits, cache = step(params, _flat(state["cache"], batch, num_beams), tokens,
+                             cur_len - 1)
+        return advance({**state, "cache": _unflat(cache, batch, num_beams)}, logits)
+
+    state = jax.lax.while_loop(cond, body, state)
+    # A row with no finished hypothesis returns its running beams.
+    any_finished = jnp.any(state["is_finished"], axis=1)
+    sequences = jnp.where(any_finished[:, None, None], state["finished"], state["running"])
+    return sequences[:, 0]

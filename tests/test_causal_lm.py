@@ -1,0 +1,151 @@
+"""Cappy's own decoder-only generators (`cappy.causal_lm`): GPT-2 and the Llama family
+against transformers' PyTorch models, the cache against whole sequences, and GPT-2
+generations against those transformers' Flax `generate()` made before the switch."""
+
+import json
+import os
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from cappy import causal_lm, decoding
+from cappy.benchmark import seeded_parameters
+from cappy.checkpoints import torch_state
+
+GOLDEN = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data",
+                      "generation_golden.json")
+
+
+def config_of(kind, **overrides):
+    import transformers
+
+    if kind == "gpt2":
+        settings = dict(vocab_size=96, n_embd=32, n_layer=2, n_head=4, n_positions=128,
+                        bos_token_id=1, eos_token_id=1, pad_token_id=0, resid_pdrop=0.0,
+                        embd_pdrop=0.0, attn_pdrop=0.0, initializer_range=0.2)
+        settings.update(overrides)
+        return transformers.GPT2Config(**settings)
+    settings = dict(vocab_size=96, hidden_size=32, intermediate_size=48, num_hidden_layers=2,
+                    num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=128,
+                    bos_token_id=2, eos_token_id=1, pad_token_id=0, initializer_range=0.2,
+                    tie_word_embeddings=False)
+    settings.update(overrides)
+    config_class = {"llama": transformers.LlamaConfig, "qwen2": transformers.Qwen2Config,
+                    "mistral": transformers.MistralConfig}[kind]
+    return config_class(**settings)
+
+
+CASES = {
+    "gpt2": ("gpt2", {}),
+    "llama gqa": ("llama", {}),
+    "llama3 rope": ("llama", {"rope_scaling": {"rope_type": "llama3", "factor": 8.0,
+                                               "low_freq_factor": 1.0, "high_freq_factor": 4.0,
+                                               "original_max_position_embeddings": 16},
+                              "rope_theta": 500000.0}),
+    "qwen2 tied": ("qwen2", {"tie_word_embeddings": True}),
+    "mistral": ("mistral", {"sliding_window": None}),
+}
+
+
+def torch_model(config, params):
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    module = AutoModelForCausalLM.from_config(config).eval()
+    state = {name: torch.from_numpy(value) for name, value in torch_state(params).items()}
+    if config.model_type == "gpt2" or config.tie_word_embeddings:
+        embeddings = "transformer.wte.weight" if config.model_type == "gpt2" else \
+            "model.embed_tokens.weight"
+        state["lm_head.weight"] = state[embeddings]
+    module.load_state_dict(state, strict=True)
+    return module
+
+
+def left_padded(rng, batch, width, vocab=96):
+    lengths = rng.integers(1, width + 1, batch)
+    lengths[0] = width
+    ids = np.zeros((batch, width), np.int32)
+    mask = np.zeros((batch, width), np.int32)
+    for row, length in enumerate(lengths):
+        ids[row, width - length:] = rng.integers(2, vocab, length)
+        mask[row, width - length:] = 1
+    return ids, mask
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_logits_match_transformers_pytorch(case):
+    torch = pytest.importorskip("torch")
+    kind, overrides = CASES[case]
+    config = config_of(kind, **overrides)
+    assert causal_lm.unsupported_reason(config) is None
+    params = causal_lm.init_params(config, seed=7)
+    rng = np.random.default_rng(2)
+    ids, mask = left_padded(rng, 5, 21)
+    positions = np.maximum(np.cumsum(mask, -1) - 1, 0)
+    with torch.no_grad():
+        expected = torch_model(config, params)(
+            input_ids=torch.as_tensor(ids).long(), attention_mask=torch.as_tensor(mask).long(),
+            position_ids=torch.as_tensor(positions).long()).logits.numpy()
+    got = np.asarray(causal_lm.forward(params, config, ids, mask))
+    real = mask.astype(bool)
+    assert np.std(expected[real]) > 0.1
+    np.testing.assert_allclose(got[real], expected[real], atol=1e-4, rtol=0)
+
+
+@pytest.mark.parametrize("case", ["gpt2", "llama gqa"])
+def test_prefill_and_steps_equal_the_whole_sequence(case):
+    kind, overrides = CASES[case]
+    config = config_of(kind, **overrides)
+    params = causal_lm.init_params(config, seed=8)
+    rng = np.random.default_rng(3)
+    ids, mask = left_padded(rng, 4, 9)
+    more = rng.integers(2, 96, (4, 5)).astype(np.int32)
+    whole = np.asarray(causal_lm.forward(params, config, np.concatenate([ids, more], 1),
+                                         np.concatenate([mask, np.ones_like(more)], 1)))
+    logits, cache = causal_lm.prefill(params, config, ids, mask, max_length=16)
+    np.testing.assert_allclose(np.asarray(logits), whole[:, 8], atol=1e-5, rtol=0)
+    step = jax.jit(lambda cache, tokens, index: causal_lm.step(params, config, cache, tokens,
+                                                               index))
+    for offset in range(more.shape[1]):
+        logits, cache = step(cache, more[:, offset], jnp.asarray(9 + offset))
+        np.testing.assert_allclose(np.asarray(logits), whole[:, 9 + offset], atol=1e-5, rtol=0)
+
+
+def generate(params, config, ids, mask, search, max_new, min_new, **kwargs):
+    width = ids.shape[1]
+    return search(params, lambda p: causal_lm.prefill(p, config, ids, mask, width + max_new),
+                  lambda p, cache, tokens, index: causal_lm.step(p, config, cache, tokens,
+                                                                 index),
+                  ids, max_length=width + max_new, min_length=width + min_new,
+                  eos_id=config.eos_token_id, pad_id=config.pad_token_id, **kwargs)[:, width:]
+
+
+def test_gpt2_generations_match_transformers_flax_generate_recorded_before_the_switch():
+    """GPT-2 beam search (4 beams) and greedy search on 20 left-padded prompts in batches
+    of 5, token for token as transformers 4.57.6's Flax generate() gave them
+    (tests/data/generation_golden.json; min_length prompt + 3, 64 new tokens)."""
+    with open(GOLDEN, encoding="utf-8") as file:
+        record = json.load(file)["gpt2"]
+    config = config_of("gpt2", **record["config"])
+    params = seeded_parameters(causal_lm.parameter_shapes(config), record["seed"],
+                               record["std"])
+    params["transformer"]["wte"]["embedding"][config.eos_token_id] *= record["eos_boost"]
+    width = record["prompt_width"]
+    found = {"beam4": [], "greedy": []}
+    searches = {"beam4": jax.jit(lambda p, i, m: generate(p, config, i, m, decoding.beam_search,
+                                                          64, 3)),
+                "greedy": jax.jit(lambda p, i, m: generate(p, config, i, m,
+                                                           decoding.greedy_or_sample, 64, 3))}
+    for start in range(0, len(record["prompts"]), 5):
+        chunk = record["prompts"][start:start + 5]
+        ids = np.zeros((len(chunk), width), np.int32)
+        mask = np.zeros((len(chunk), width), np.int32)
+        for row, prompt in enumerate(chunk):
+            ids[row, width - len(prompt):] = prompt
+            mask[row, width - len(prompt):] = 1
+        for name, search in searches.items():
+            found[name] += np.asarray(search(params, ids, mask)).tolist()
+    assert found["greedy"] == record["greedy"]
+    assert found["beam4"] == record["beam4"]

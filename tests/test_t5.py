@@ -1,0 +1,227 @@
+"""Cappy's own T5 (`cappy.t5`) and decoding (`cappy.decoding`): logits against
+transformers' PyTorch T5, the cache against whole sequences, and generations
+against those transformers' Flax `generate()` made before the switch."""
+
+import json
+import os
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from cappy import decoding, t5
+from cappy.benchmark import seeded_parameters
+from cappy.checkpoints import torch_state
+
+GOLDEN = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data",
+                      "generation_golden.json")
+
+
+def small_config(gated=True, **overrides):
+    from transformers import T5Config
+
+    settings = dict(vocab_size=96, d_model=32, d_kv=8, d_ff=64, num_layers=2,
+                    num_decoder_layers=3, num_heads=4, relative_attention_num_buckets=8,
+                    relative_attention_max_distance=20,
+                    feed_forward_proj="gated-gelu" if gated else "relu",
+                    tie_word_embeddings=not gated, pad_token_id=0, eos_token_id=1,
+                    decoder_start_token_id=0, dropout_rate=0.0)
+    settings.update(overrides)
+    return T5Config(**settings)
+
+
+def padded(rng, batch, width, vocab=96, left=False):
+    lengths = rng.integers(2, width + 1, batch)
+    lengths[0] = width
+    ids = np.zeros((batch, width), np.int32)
+    mask = np.zeros((batch, width), np.int32)
+    for row, length in enumerate(lengths):
+        cells = slice(width - length, width) if left else slice(0, length)
+        ids[row, cells] = rng.integers(2, vocab, length)
+        mask[row, cells] = 1
+    return ids, mask
+
+
+def torch_t5(config, params):
+    import torch
+    from transformers import T5ForConditionalGeneration
+
+    module = T5ForConditionalGeneration(config).eval()
+    state = {name: torch.from_numpy(value) for name, value in torch_state(params).items()}
+    for stack in ("encoder", "decoder"):
+        state[f"{stack}.embed_tokens.weight"] = state["shared.weight"]
+    if config.tie_word_embeddings:
+        state["lm_head.weight"] = state["shared.weight"]
+    module.load_state_dict(state, strict=True)
+    return module
+
+
+@pytest.mark.parametrize("gated", [True, False], ids=["v1.1 gated gelu", "v1.0 relu tied"])
+def test_logits_match_transformers_pytorch(gated):
+    torch = pytest.importorskip("torch")
+    config = small_config(gated)
+    params = t5.init_params(config, seed=int(gated))
+    rng = np.random.default_rng(0)
+    ids, mask = padded(rng, 5, 23)
+    decoder_ids, decoder_mask = padded(rng, 5, 11)
+    decoder_ids[:, 0] = config.decoder_start_token_id
+    with torch.no_grad():
+        expected = torch_t5(config, params)(
+            input_ids=torch.as_tensor(ids).long(), attention_mask=torch.as_tensor(mask).long(),
+            decoder_input_ids=torch.as_tensor(decoder_ids).long(),
+            decoder_attention_mask=torch.as_tensor(decoder_mask).long()).logits.numpy()
+    states = t5.encode(params, config, ids, mask)
+    got = np.asarray(t5.decode(params, config, decoder_ids, states, mask, decoder_mask))
+    real = decoder_mask.astype(bool)
+    assert np.std(expected[real]) > 0.1
+    np.testing.assert_allclose(got[real], expected[real], atol=1e-4, rtol=0)
+
+
+def test_one_position_at_a_time_equals_the_whole_sequence():
+    config = small_config()
+    params = t5.init_params(config, seed=3)
+    rng = np.random.default_rng(1)
+    ids, mask = padded(rng, 4, 17)
+    targets = rng.integers(2, 96, (4, 9)).astype(np.int32)
+    targets[:, 0] = config.decoder_start_token_id
+    states = t5.encode(params, config, ids, mask)
+    whole = np.asarray(t5.decode(params, config, targets, states, mask))
+    cache = t5.init_cache(params, config, states, mask, max_length=12)
+    step = jax.jit(lambda cache, tokens, position: t5.decode_step(params, config, cache, tokens,
+                                                                  position))
+    for position in range(targets.shape[1]):
+        logits, cache = step(cache, targets[:, position], jnp.asarray(position))
+        np.testing.assert_allclose(np.asarray(logits), whole[:, position], atol=1e-5, rtol=0)
+
+
+def relative_bucket(offset, bidirectional, buckets, max_distance):
+    """T5's bucket of one key-minus-query offset, written out scalar by scalar."""
+    import math
+
+    bucket = 0
+    if bidirectional:
+        buckets //= 2
+        bucket += buckets if offset > 0 else 0
+        distance = abs(offset)
+    else:
+        distance = -min(offset, 0)
+    exact = buckets // 2
+    if distance < exact:
+        return bucket + distance
+    far = exact + int(math.log(distance / exact) / math.log(max_distance / exact)
+                      * (buckets - exact))
+    return bucket + min(far, buckets - 1)
+
+
+def test_relative_position_buckets():
+    offsets = jnp.arange(-200, 201)
+    for bidirectional in (True, False):
+        got = np.asarray(t5.relative_position_bucket(offsets, bidirectional, 32, 128))
+        expected = [relative_bucket(int(o), bidirectional, 32, 128) for o in offsets]
+        assert got.tolist() == expected
+
+
+def golden(name):
+    with open(GOLDEN, encoding="utf-8") as file:
+        return json.load(file)[name]
+
+
+def golden_t5():
+    from transformers import T5Config
+
+    record = golden("t5")
+    config = T5Config(**record["config"])
+    params = seeded_parameters(t5.parameter_shapes(config), record["seed"], record["std"])
+    params["lm_head"]["kernel"][:, config.eos_token_id] *= record["eos_boost"]
+    return record, config, params
+
+
+def t5_generate(params, config, ids, mask, search, **kwargs):
+    start = config.decoder_start_token_id
+
+    def prefill(params):
+        states = t5.encode(params, config, ids, mask)
+        cache = t5.init_cache(params, config, states, mask, max_length=64)
+        return t5.decode_step(params, config, cache, jnp.full((ids.shape[0],), start),
+                              jnp.asarray(0))
+
+    def step(params, cache, tokens, index):
+        return t5.decode_step(params, config, cache, tokens, index)
+
+    prompt = jnp.full((ids.shape[0], 1), start, jnp.int32)
+    return search(params, prefill, step, prompt, max_length=64, min_length=3,
+                  eos_id=config.eos_token_id, pad_id=config.pad_token_id, **kwargs)
+
+
+def test_generations_match_transformers_flax_generate_recorded_before_the_switch():
+    """Beam search (4 beams) and greedy search on 20 prompts in padded batches of 5 give,
+    token for token, what transformers 4.57.6's Flax generate() gave on the same seeded
+    weights (tests/data/generation_golden.json; min_length 3, max_length 64)."""
+    record, config, params = golden_t5()
+    width = record["prompt_width"]
+    found = {"beam4": [], "greedy": []}
+    searches = {"beam4": jax.jit(lambda p, i, m: t5_generate(p, config, i, m,
+                                                             decoding.beam_search)),
+                "greedy": jax.jit(lambda p, i, m: t5_generate(p, config, i, m,
+                                                              decoding.greedy_or_sample))}
+    for start in range(0, len(record["prompts"]), 5):
+        chunk = record["prompts"][start:start + 5]
+        ids = np.zeros((len(chunk), width), np.int32)
+        mask = np.zeros((len(chunk), width), np.int32)
+        for row, prompt in enumerate(chunk):
+            ids[row, :len(prompt)] = prompt
+            mask[row, :len(prompt)] = 1
+        for name, search in searches.items():
+            found[name] += np.asarray(search(params, ids, mask)).tolist()
+    lengths = {len([t for t in s if t]) for s in record["beam4"]}
+    assert len(lengths) > 5  # the recorded beams end at many different lengths
+    assert found["beam4"] == record["beam4"]
+    assert found["greedy"] == record["greedy"]
+
+
+def test_log_likelihoods_match_the_recorded_ones():
+    record, config, params = golden_t5()
+    for prompt, sequence, expected in zip(record["prompts"], record["beam4"],
+                                          record["beam4_log_likelihood_sum"]):
+        target = sequence[1:]
+        if config.eos_token_id in target:
+            target = target[:target.index(config.eos_token_id) + 1]
+        ids = np.zeros((1, record["prompt_width"]), np.int32)
+        mask = np.zeros_like(ids)
+        ids[0, :len(prompt)], mask[0, :len(prompt)] = prompt, 1
+        decoder = np.array([[config.decoder_start_token_id] + target[:-1]], np.int32)
+        logits = t5.decode(params, config, decoder, t5.encode(params, config, ids, mask), mask)
+        log_probs = np.asarray(jax.nn.log_softmax(logits[0], axis=-1))
+        got = float(np.sum(log_probs[np.arange(len(target)), target]))
+        assert got == pytest.approx(expected, abs=1e-3)
+
+
+@pytest.mark.parametrize("settings", [{"temperature": 0.9, "top_k": 50}, {"top_k": 40},
+                                      {"top_k": 50, "top_p": 0.95}, {"top_k": 50},
+                                      {"top_p": 0.5}])
+def test_sampling_filters_match_transformers_logits_processors(settings):
+    torch = pytest.importorskip("torch")
+    from transformers import TemperatureLogitsWarper, TopKLogitsWarper, TopPLogitsWarper
+
+    logits = np.random.default_rng(5).normal(0, 3, (6, 300)).astype(np.float32)
+    logits[1, :10] = 4.0  # ties
+    warped = torch.as_tensor(logits)
+    if settings.get("temperature"):
+        warped = TemperatureLogitsWarper(settings["temperature"])(None, warped)
+    if settings.get("top_k"):
+        warped = TopKLogitsWarper(settings["top_k"])(None, warped)
+    if settings.get("top_p"):
+        warped = TopPLogitsWarper(settings["top_p"])(None, warped)
+    expected = torch.softmax(warped, dim=-1).numpy()
+    got = np.asarray(jax.nn.softmax(decoding.sampling_logits(jnp.asarray(logits), **settings)))
+    np.testing.assert_allclose(got, expected, atol=1e-6, rtol=0)
+    assert (got > 0).sum(axis=-1).max() < 300  # something was filtered
+
+
+def test_no_end_of_sequence_until_past_the_minimum_length():
+    """As transformers' Flax generate() blocks it: while cur_len <= min_length."""
+    logits = jnp.zeros((2, 5)).at[:, 1].set(9.0)
+    assert decoding.suppress_eos_before(logits, 3, 3, 1)[:, 1].tolist() == [-np.inf] * 2
+    assert decoding.suppress_eos_before(logits, 4, 3, 1)[:, 1].tolist() == [9.0] * 2
+    assert decoding.suppress_eos_before(logits, 4, 3, 1)[:, 0].tolist() == [0.0] * 2
