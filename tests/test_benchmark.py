@@ -16,7 +16,8 @@ def test_benchmark_script_end_to_end(tmp_path):
     result = run_script("scripts/benchmark.py", "--model_size", "micro", "--max_length", 128,
                         "--n_prompts", 6, "--train_size", 32,
                         "--per_device_train_batch_size", 4, "--accumulate_grad_batches", 4,
-                        "--dropout", 0, "--output_file", out)
+                        "--dropout", 0, "--generation_size", "micro",
+                        "--generation_instructions", 3, "--output_file", out)
     assert result.returncode == 0, result.stderr[-2000:]
     assert result.stdout.startswith("command: python ")
     assert "| cappy |" in result.stdout and "| original (fixed padding) |" in result.stdout
@@ -48,6 +49,10 @@ def test_benchmark_script_end_to_end(tmp_path):
     # without dropout, fixed-width, bucketed and packed finetuning compute the same model
     assert report["finetuned_scores_max_abs_difference"] < 1e-5
     assert 0 < report["matmul_peak_tflops"]
+    generation = report["generation"]
+    assert generation["instructions"] == 3 and generation["candidates"] == 3 * 17
+    assert generation["candidate_tokens"] >= generation["candidates"]  # every one ends
+    assert generation["candidate_tokens_per_second"] > 0
 
 
 def test_promptsource_like_pairs_mix_long_and_short():
