@@ -539,23 +539,16 @@ def t5_generator_config(size, tokenizer):
 def save_seeded_generator(folder, size, tokenizer, seed=0, eos_boost=3.0):
     """A random FLAN-T5-shaped generator on seeded weights (end-of-sequence made likelier,
     so candidates end at varied lengths as a trained model's do), saved with its
-    tokenizer to `folder`."""
-    import os
-
-    from transformers import FlaxT5ForConditionalGeneration
-
-    from cappy.checkpoints import quiet_transformers
+    tokenizer to `folder`. The weights are those the benchmark used before the switch
+    from transformers' Flax T5 (the same tree, the same draws)."""
+    from cappy import t5
+    from cappy.tiny_models import save_generator
 
     config = t5_generator_config(size, tokenizer)
-    with quiet_transformers():
-        model = FlaxT5ForConditionalGeneration(config, _do_init=False)
-    params = seeded_parameters(model.params_shape_tree, seed, std=(1.0 / config.d_model) ** 0.5)
+    params = seeded_parameters(t5.parameter_shapes(config), seed,
+                               std=(1.0 / config.d_model) ** 0.5)
     params["lm_head"]["kernel"][:, config.eos_token_id] *= eos_boost
-    os.makedirs(folder, exist_ok=True)
-    with quiet_transformers():
-        model.save_pretrained(folder, params=params)
-    tokenizer.save_pretrained(folder)
-    return folder
+    return save_generator(params, config, tokenizer, folder)
 
 
 def run_generation_benchmark(size="tiny", n_instructions=24, per_device_batch_size=8,

@@ -123,31 +123,9 @@ def torch_state(params):
             for path, value in flatten(params).items()}
 
 
-def _flax_path(name, value):
-    """(Flax path, array) of a PyTorch state-dict entry."""
-    parts = name.split(".")
-    last = parts[-1]
-    if last in ("gamma", "beta"):  # very old checkpoints' LayerNorm names
-        last = "scale" if last == "gamma" else "bias"
-    elif last == "weight":
-        if "LayerNorm" in parts[-2] or "layer_norm" in parts[-2]:
-            last = "scale"
-        elif parts[-2].endswith("embeddings"):
-            last = "embedding"
-        else:
-            last, value = "kernel", np.ascontiguousarray(value.T)
-    return tuple(parts[:-1] + [last]), value
-
-
-def _from_torch_names(state):
-    flat = dict(_flax_path(name, value) for name, value in state.items())
-    if not any(path[0] == "roberta" for path in flat) and any(
-            path[0] in ("embeddings", "encoder") for path in flat):  # a base model's names
-        flat = {("roberta",) + path: value for path, value in flat.items()}
-    return flat
-
-
 # ---- reading weight files --------------------------------------------------------------
+# A reader returns ("flax", {path tuple: array}) or ("torch", {state-dict name: array});
+# `lookup` then finds each parameter a model expects in either.
 
 def _read_safetensors(path):
     from safetensors import safe_open
@@ -156,8 +134,8 @@ def _read_safetensors(path):
         metadata = file.metadata() or {}
         state = {name: file.get_tensor(name) for name in file.keys()}
     if metadata.get("format") == "flax":  # Flax names joined by dots
-        return {tuple(name.split(".")): value for name, value in state.items()}
-    return _from_torch_names(state)
+        return "flax", {tuple(name.split(".")): value for name, value in state.items()}
+    return "torch", state
 
 
 def _read_msgpack(path):
@@ -167,10 +145,7 @@ def _read_msgpack(path):
         tree = msgpack_restore(file.read())
     if set(tree) == {"params"}:
         tree = tree["params"]
-    flat = flatten(tree)
-    if "roberta" not in tree and ("embeddings" in tree or "encoder" in tree):  # a base model
-        flat = {("roberta",) + path: value for path, value in flat.items()}
-    return flat
+    return "flax", flatten(tree)
 
 
 def _read_torch_bin(path):
@@ -180,12 +155,89 @@ def _read_torch_bin(path):
         raise CappyError(f"{path}: reading PyTorch weights needs torch "
                          f"(pip install -r requirements-torch.txt)") from None
     state = torch.load(path, map_location="cpu", weights_only=True)
-    return _from_torch_names({name: tensor.float().numpy() for name, tensor in state.items()
-                              if hasattr(tensor, "numpy")})
+    return "torch", {name: tensor.float().numpy() for name, tensor in state.items()
+                     if hasattr(tensor, "numpy")}
 
 
 READERS = {SAFETENSORS: _read_safetensors, FLAX_MSGPACK: _read_msgpack,
            TORCH_BIN: _read_torch_bin}
+
+
+def _torch_names(path):
+    """The state-dict names a Flax parameter may have in PyTorch checkpoints."""
+    names = [torch_name(path)]
+    if path[-1] in ("scale", "bias") and len(path) > 1 and "norm" in path[-2].lower():
+        names.append(".".join(path[:-1] + ({"scale": "gamma", "bias": "beta"}[path[-1]],)))
+    return names
+
+
+def lookup(expected, kind, entries, aliases=None):
+    """{path: array} of the `expected` parameter paths found in a checkpoint's entries
+    (those not found are left out). A path is also looked for without its base-model
+    prefix (a checkpoint of the bare encoder or decoder) and, in PyTorch names, under
+    the old LayerNorm names and the `aliases` given ({path: [names]}); PyTorch's dense
+    weights are transposed into kernels."""
+    found = {}
+    for path in expected:
+        candidates = [path, path[1:]]
+        for candidate in candidates:
+            if kind == "flax":
+                if candidate in entries:
+                    found[path] = entries[candidate]
+                    break
+                continue
+            names = _torch_names(candidate) + list((aliases or {}).get(candidate, ()))
+            name = next((n for n in names if n in entries), None)
+            if name is not None:
+                value = entries[name]
+                found[path] = np.ascontiguousarray(value.T) if path[-1] == "kernel" else value
+                break
+    return found
+
+
+def read_state(name_or_path):
+    """(kind, entries, the file read) of the first weights file present (see READERS)."""
+    for filename in WEIGHT_FILES:
+        index = _resolve(name_or_path, f"{filename}.index.json")
+        if index is not None:  # sharded: an index names the files
+            with open(index, encoding="utf-8") as file:
+                shards = sorted(set(json.load(file)["weight_map"].values()))
+            kind, entries = None, {}
+            for shard in shards:
+                shard_path = _resolve(name_or_path, shard)
+                if shard_path is None:
+                    raise CappyError(f"{name_or_path}: {filename}.index.json lists {shard}, "
+                                     f"which is missing")
+                kind, part = READERS[filename](shard_path)
+                entries.update(part)
+            return kind, entries, f"{filename}.index.json"
+        path = _resolve(name_or_path, filename)
+        if path is not None:
+            return (*READERS[filename](path), filename)
+    raise CappyError(f"{name_or_path}: no weights ({', '.join(WEIGHT_FILES)}, single or sharded)")
+
+
+def read_parameters(name_or_path, shapes, aliases=None):
+    """({path: array} of the parameters `shapes` describes that the checkpoint holds,
+    the file read); shapes are not checked here (`check_shapes`)."""
+    kind, entries, source = read_state(name_or_path)
+    return lookup(flatten(shapes), kind, entries, aliases), source
+
+
+def check_shapes(found, shapes, source, optional=lambda path: False):
+    """One error listing what is missing or of another shape than the config says."""
+    problems = []
+    for path, shape in flatten(shapes).items():
+        value = found.get(path)
+        if value is None:
+            if not optional(path):
+                problems.append(f"missing {'/'.join(path)}")
+        elif tuple(np.shape(value)) != tuple(shape):
+            problems.append(f"{'/'.join(path)} has shape {list(np.shape(value))}, "
+                            f"the config says {list(shape)}")
+    if problems:
+        raise CappyError(f"{source}: the weights do not fit its config.json "
+                         f"({len(problems)} problems; {'; '.join(problems[:3])})")
 
 
 def _looks_local(name_or_path):
@@ -208,65 +260,35 @@ def _resolve(name_or_path, filename):
         return None
 
 
-def read_weights(name_or_path):
-    """({Flax path: array}, the file read) from the first weights file present."""
-    for filename in WEIGHT_FILES:
-        index = _resolve(name_or_path, f"{filename}.index.json")
-        if index is not None:  # sharded: an index names the files
-            with open(index, encoding="utf-8") as file:
-                shards = sorted(set(json.load(file)["weight_map"].values()))
-            flat = {}
-            for shard in shards:
-                shard_path = _resolve(name_or_path, shard)
-                if shard_path is None:
-                    raise CappyError(f"{name_or_path}: {filename}.index.json lists {shard}, "
-                                     f"which is missing")
-                flat.update(READERS[filename](shard_path))
-            return flat, f"{filename}.index.json"
-        path = _resolve(name_or_path, filename)
-        if path is not None:
-            return READERS[filename](path), filename
-    raise CappyError(f"{name_or_path}: no weights ({', '.join(WEIGHT_FILES)}, single or sharded)")
-
-
 # ---- loading ---------------------------------------------------------------------------
 
-def _fit_parameters(flat, config, source, new_head_seed):
-    """The scorer's parameter tree from a checkpoint's entries, checked against its
-    config; a missing or mismatched head is initialised only with `new_head_seed`."""
+def _fit_parameters(name_or_path, config, new_head_seed, read_head):
+    """(parameter tree, the file read, whether the head is new) of a scorer, checked
+    against its config; a missing or mismatched head is initialised only with
+    `new_head_seed` (and never read when `read_head` is False)."""
     from cappy import roberta
 
-    expected = flatten(roberta.parameter_shapes(config))
-    head, new_head = {}, False
-    problems = []
-    for path, shape in expected.items():
-        value = flat.get(path)
-        if path[0] == "classifier":
-            if value is not None and tuple(value.shape) == tuple(shape):
-                head[path] = value
-            continue
-        if value is None:
-            problems.append(f"missing {'/'.join(path)}")
-        elif tuple(value.shape) != tuple(shape):
-            problems.append(f"{'/'.join(path)} has shape {list(value.shape)}, "
-                            f"the config says {list(shape)}")
-    if problems:
-        raise CappyError(f"{source}: the weights do not fit its config.json "
-                         f"({len(problems)} problems; {'; '.join(problems[:3])})")
-    head_paths = [path for path in expected if path[0] == "classifier"]
-    if len(head) < len(head_paths):
+    shapes = roberta.parameter_shapes(config)
+    found, weights_file = read_parameters(name_or_path, shapes)
+    source = f"{name_or_path} ({weights_file})"
+    is_head = lambda path: path[0] == "classifier"  # noqa: E731
+    check_shapes({p: v for p, v in found.items() if not is_head(p)}, shapes, source,
+                 optional=is_head)
+    expected = flatten(shapes)
+    head = {p: found[p] for p in expected if is_head(p) and read_head and p in found
+            and tuple(np.shape(found[p])) == tuple(expected[p])}
+    new_head = len(head) < sum(map(is_head, expected))
+    if new_head:
         if new_head_seed is None:
-            raise CappyError(f"{source}: no one-output regression head (classifier/out_proj of "
-                             f"shape [{config.hidden_size}, 1]); it is a backbone, not a Cappy "
-                             f"(cappy_pretrain.py turns a backbone into one)")
+            raise CappyError(f"{name_or_path}: no one-output regression head (classifier/"
+                             f"out_proj of shape [{config.hidden_size}, 1]); it is a backbone, "
+                             f"not a Cappy (cappy_pretrain.py turns a backbone into one)")
         fresh = flatten({"classifier": roberta.init_head(config, new_head_seed)})
-        for path in head_paths:
-            head.setdefault(path, fresh[path])
-        new_head = True
-    params = {path: np.asarray(flat[path], np.float32) for path in expected
-              if path[0] != "classifier"}
+        head = {path: head.get(path, fresh[path]) for path in fresh}
+    params = {path: np.asarray(found[path], np.float32) for path in expected
+              if not is_head(path)}
     params.update({path: np.asarray(value, np.float32) for path, value in head.items()})
-    return unflatten(params), new_head
+    return unflatten(params), weights_file, new_head
 
 
 def _as_regression_config(config):
@@ -313,10 +335,9 @@ def load_cappy(name_or_path, dtype="float32", truncation=None, new_head_seed=Non
         if len(tokenizer) > config.vocab_size:  # ids past the table would score as NaN
             raise CappyError(f"{name_or_path}: its tokenizer has {len(tokenizer)} tokens; the "
                              f"model's embedding table holds {config.vocab_size}")
-        flat, weights_file = read_weights(name_or_path)
-        if not head_is_ours:  # another task's head: replaced, never read
-            flat = {path: value for path, value in flat.items() if path[0] != "classifier"}
-        params, new_head = _fit_parameters(flat, config, name_or_path, new_head_seed)
+        # Another task's head is replaced, never read.
+        params, weights_file, new_head = _fit_parameters(name_or_path, config, new_head_seed,
+                                                         read_head=head_is_ours)
     except CappyError:
         raise
     except (OSError, ValueError, KeyError) as error:

@@ -6,11 +6,11 @@ each sampling decoding, 17 candidates in all with the defaults (DESIGN section
 generator: the log-likelihood of the candidate's tokens (with the closing
 end-of-sequence token), summed and averaged over tokens.
 
-Works for any Flax seq2seq model of transformers (FLAN-T5, T5, BART, ...) and
-any Flax decoder-only model (GPT-2, Llama, Mistral, Gemma, ...). Redco's
-Deployer spreads batches over the local devices, or splits the model over
-`n_model_shards` devices; batches are sorted by length and padded to a few
-fixed bucket widths.
+The generators are cappy's own (`cappy.generators`): T5 / FLAN-T5, GPT-2 and the
+Llama family (Llama 2 and 3, Mistral, Qwen2), decoded with transformers'
+semantics (`cappy.decoding`). Redco's Deployer spreads batches over the local
+devices, or splits the model over `n_model_shards` devices; batches are sorted
+by length and padded to a few fixed bucket widths.
 """
 
 import os
@@ -20,56 +20,18 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from cappy import decoding
 from cappy.batching import bucket_length, length_sorted_order, pad_batch
 from cappy.candidates import DECODINGS, DETERMINISTIC_DECODINGS, LOG_LIKELIHOOD_KEYS
 from cappy.errors import CappyError
-from cappy.checkpoints import quiet_transformers
+from cappy.generators import load_generator, search_functions, target_logits
 
 MIN_NEW_TOKENS = 3
-DTYPES = {"float32": None, "float16": "to_fp16", "bfloat16": "to_bf16"}
 
 
 def generator_name(model_name_or_path):
     """The folder name of a generator's candidates: `google/flan-t5-xl` -> `flan-t5-xl`."""
     return os.path.basename(os.path.normpath(model_name_or_path))
-
-
-def load_flax_generator(model_name_or_path, dtype="float32"):
-    """Load (model, tokenizer, is_seq2seq) on the CPU, weights cast to `dtype`.
-
-    Loading on the CPU first keeps a large model from filling one accelerator
-    before it is sharded. PyTorch-only checkpoints are converted (needs torch).
-    """
-    from transformers import (AutoConfig, AutoTokenizer, FlaxAutoModelForCausalLM,
-                              FlaxAutoModelForSeq2SeqLM)
-
-    if dtype not in DTYPES:
-        raise CappyError(f"--dtype must be one of {', '.join(DTYPES)}, got {dtype!r}")
-    with quiet_transformers():
-        try:
-            config = AutoConfig.from_pretrained(model_name_or_path)
-            tokenizer = AutoTokenizer.from_pretrained(model_name_or_path)
-        except (OSError, ValueError) as error:
-            raise CappyError(f"cannot load generator {model_name_or_path!r}: "
-                             f"{str(error).splitlines()[0]}") from None
-        model_class = (FlaxAutoModelForSeq2SeqLM if config.is_encoder_decoder
-                       else FlaxAutoModelForCausalLM)
-        with jax.default_device(jax.devices("cpu")[0]):
-            try:
-                try:
-                    model = model_class.from_pretrained(model_name_or_path)
-                except OSError as error:
-                    if "from_pt" not in str(error):
-                        raise
-                    model = model_class.from_pretrained(model_name_or_path, from_pt=True)
-            except (OSError, ValueError) as error:
-                raise CappyError(f"cannot load Flax generator {model_name_or_path!r}: "
-                                 f"{str(error).splitlines()[0]}") from None
-            if DTYPES[dtype]:
-                model.params = getattr(model, DTYPES[dtype])(model.params)
-    if tokenizer.pad_token_id is None:
-        tokenizer.pad_token = tokenizer.eos_token
-    return model, tokenizer, bool(config.is_encoder_decoder)
 
 
 def _token_log_likelihoods(logits, labels, label_mask):
@@ -99,13 +61,14 @@ class CandidateGenerator:
         self.per_device_batch_size = per_device_batch_size
         self.max_src_len = max_src_len
         self.max_tgt_len = max_tgt_len
-        self.model, self.tokenizer, self.is_seq2seq = load_flax_generator(
-            model_name_or_path, dtype=dtype)
+        # Loaded on the host: a large model never fills one accelerator before sharding.
+        self.generator = load_generator(model_name_or_path, dtype=dtype)
+        self.tokenizer, self.is_seq2seq = self.generator.tokenizer, self.generator.is_seq2seq
         if not self.is_seq2seq:
             # A decoder-only prompt must keep its end (the question), not its start.
             self.tokenizer.truncation_side = "left"
         self.deployer = make_deployer(jax_seed, n_model_shards, verbose, **(deployer_kwargs or {}))
-        params = freeze(self.model.params)  # Redco's specs are FrozenDicts
+        params = freeze(self.generator.params)  # Redco's specs are FrozenDicts
         rules = self.deployer.get_sharding_rules(params)
         if self.deployer.mesh is None:
             self.params = replicate(params)
@@ -141,46 +104,37 @@ class CandidateGenerator:
         batch = self._collate_sources(examples)
         tgt = [ex["tgt_ids"] for ex in examples]
         width = bucket_length(max(map(len, tgt)), self.max_tgt_len)
-        labels, label_mask = pad_batch(tgt, width, self.tokenizer.pad_token_id)
-        batch["labels"], batch["label_mask"] = labels, label_mask
-        if self.is_seq2seq:
-            start = self.model.config.decoder_start_token_id
-            decoder_ids = np.concatenate(
-                [np.full((len(tgt), 1), start, np.int32), labels[:, :-1]], axis=1)
-            batch["decoder_input_ids"] = decoder_ids
+        batch["labels"], batch["label_mask"] = pad_batch(tgt, width, self.tokenizer.pad_token_id)
         return batch
 
     # ---- model steps ----------------------------------------------------------------
 
-    def _generate_step(self, rng, params, batch, gen_kwargs):
-        src_len = batch["input_ids"].shape[1]
-        if self.is_seq2seq:
-            lengths = {"min_length": MIN_NEW_TOKENS, "max_length": self.max_tgt_len}
+    def _generate_step(self, rng, params, batch, settings):
+        """One batch of one decoding (a DECODINGS entry: transformers' generate() arguments,
+        the generation config's defaults for the rest)."""
+        generator = self.generator
+        prefill, step, prompt, max_length = search_functions(
+            generator, batch["input_ids"], batch["attention_mask"], self.max_tgt_len)
+        prompt_length = prompt.shape[1]
+        common = dict(max_length=max_length, min_length=MIN_NEW_TOKENS + (
+            0 if self.is_seq2seq else prompt_length), eos_id=generator.eos_token_id,
+            pad_id=generator.pad_token_id)
+        if settings.get("num_beams", 1) > 1:
+            sequences = decoding.beam_search(params, prefill, step, prompt,
+                                             num_beams=settings["num_beams"], **common,
+                                             **generator.beam_defaults)
+        elif settings.get("do_sample"):
+            sampling = {key: settings.get(key, value)
+                        for key, value in generator.sampling_defaults.items()}
+            sequences = decoding.greedy_or_sample(params, prefill, step, prompt, rng=rng,
+                                                  **common, **sampling)
         else:
-            lengths = {"min_length": src_len + MIN_NEW_TOKENS,
-                       "max_new_tokens": self.max_tgt_len}
-        sequences = self.model.generate(
-            input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
-            params=params, prng_key=rng, **lengths, **gen_kwargs).sequences
-        return sequences if self.is_seq2seq else sequences[:, src_len:]
+            sequences = decoding.greedy_or_sample(params, prefill, step, prompt, **common)
+        return sequences if self.is_seq2seq else sequences[:, prompt_length:]
 
     def _log_likelihood_step(self, rng, params, batch):
         del rng
-        if self.is_seq2seq:
-            logits = self.model(
-                input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
-                decoder_input_ids=batch["decoder_input_ids"],
-                decoder_attention_mask=batch["label_mask"], params=params, train=False).logits
-        else:
-            # Prompt (left-padded) then response (right-padded); position ids skip padding.
-            ids = jnp.concatenate([batch["input_ids"], batch["labels"]], axis=1)
-            mask = jnp.concatenate([batch["attention_mask"], batch["label_mask"]], axis=1)
-            positions = jnp.maximum(jnp.cumsum(mask, axis=1) - 1, 0)
-            logits = self.model(input_ids=ids, attention_mask=mask, position_ids=positions,
-                                params=params, train=False).logits
-            src_len = batch["input_ids"].shape[1]
-            width = batch["labels"].shape[1]
-            logits = logits[:, src_len - 1:src_len - 1 + width]
+        logits = target_logits(self.generator, params, batch)
         return _token_log_likelihoods(logits, batch["labels"], batch["label_mask"])
 
     def _decode(self, sequences):

@@ -34,13 +34,6 @@ def _train_byte_level_bpe(texts, vocab_size, special_tokens):
     return tokenizer
 
 
-def _save(model, tokenizer, path):
-    os.makedirs(path, exist_ok=True)
-    model.save_pretrained(path)
-    tokenizer.save_pretrained(path)  # after the weights: its config marks a finished folder
-    return path
-
-
 def make_scorer_tokenizer(texts=(), vocab_size=600):
     """A RoBERTa-style tokenizer: `<s> instruction </s></s> response </s>`."""
     from transformers import RobertaTokenizerFast
@@ -106,9 +99,27 @@ def make_tiny_scorer(path, texts=(), hidden_size=32, num_layers=2, num_heads=2,
     return path
 
 
+def save_generator(params, config, tokenizer, path):
+    """A generator folder as the project writes one: weights in both formats, config,
+    generation config, tokenizer."""
+    from transformers import GenerationConfig
+
+    from cappy.checkpoints import write_weights
+
+    os.makedirs(path, exist_ok=True)
+    write_weights(params, path)
+    config.save_pretrained(path)
+    GenerationConfig.from_model_config(config).save_pretrained(path)
+    tokenizer.save_pretrained(path)  # last: its config marks a finished folder
+    return path
+
+
 def make_tiny_seq2seq(path, texts=(), d_model=32, num_layers=2, num_heads=2, seed=0):
-    """Save a random T5 generator and its tokenizer to `path`."""
-    from transformers import FlaxT5ForConditionalGeneration, T5Config
+    """Save a random T5 generator (FLAN-T5's variant: gated GELU, untied head) and its
+    tokenizer to `path`."""
+    from transformers import T5Config
+
+    from cappy import t5
 
     tokenizer = make_generator_tokenizer(texts)
     config = T5Config(
@@ -117,20 +128,20 @@ def make_tiny_seq2seq(path, texts=(), d_model=32, num_layers=2, num_heads=2, see
         num_heads=num_heads, relative_attention_num_buckets=8,
         feed_forward_proj="gated-gelu", tie_word_embeddings=False,
         pad_token_id=0, eos_token_id=1, decoder_start_token_id=0)
-    model = FlaxT5ForConditionalGeneration(config, seed=seed)
-    return _save(model, tokenizer, path)
+    return save_generator(t5.init_params(config, seed), config, tokenizer, path)
 
 
 def make_tiny_causal_lm(path, texts=(), n_embd=32, n_layer=2, n_head=2, seed=0):
     """Save a random GPT-2 decoder-only generator and its tokenizer to `path`."""
-    from transformers import FlaxGPT2LMHeadModel, GPT2Config
+    from transformers import GPT2Config
+
+    from cappy import causal_lm
 
     tokenizer = make_generator_tokenizer(texts, append_eos=False)
     config = GPT2Config(
         vocab_size=len(tokenizer), n_embd=n_embd, n_layer=n_layer, n_head=n_head,
         n_positions=1024, bos_token_id=1, eos_token_id=1, pad_token_id=0)
-    model = FlaxGPT2LMHeadModel(config, seed=seed)
-    return _save(model, tokenizer, path)
+    return save_generator(causal_lm.init_params(config, seed), config, tokenizer, path)
 
 
 SAMPLE_DIR = os.path.join(os.path.dirname(__file__), "data", "bigbench_sample")

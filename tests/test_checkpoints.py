@@ -9,7 +9,7 @@ import shutil
 import numpy as np
 import pytest
 
-from cappy.checkpoints import (flatten, load_cappy, read_weights, save_cappy, torch_state,
+from cappy.checkpoints import (flatten, load_cappy, read_state, save_cappy, torch_state,
                                unflatten)
 from cappy.errors import CappyError
 from cappy.tiny_models import make_scorer_tokenizer, sample_texts, tiny_scorer_config
@@ -58,14 +58,14 @@ def test_our_checkpoint_loads_in_transformers_pytorch(tiny_scorer, torch):
 
 
 def test_both_written_formats_hold_the_same_parameters(tiny_scorer, tmp_path):
-    from_safetensors, name = read_weights(tiny_scorer)
-    assert name == "model.safetensors"
+    from_safetensors = load_cappy(tiny_scorer)[0]
+    assert from_safetensors.source.endswith("(model.safetensors)")
     msgpack_only = tmp_path / "msgpack"
     shutil.copytree(tiny_scorer, msgpack_only)
     (msgpack_only / "model.safetensors").unlink()
-    from_msgpack, name = read_weights(str(msgpack_only))
-    assert name == "flax_model.msgpack"
-    assert same_params(unflatten(from_safetensors), unflatten(from_msgpack))
+    from_msgpack = load_cappy(str(msgpack_only))[0]
+    assert from_msgpack.source.endswith("(flax_model.msgpack)")
+    assert same_params(from_safetensors.params, from_msgpack.params)
     np.testing.assert_allclose(scores_of(msgpack_only), scores_of(tiny_scorer), atol=0)
 
 
@@ -98,7 +98,7 @@ def test_sharded_and_flax_named_files_load(tiny_scorer, tmp_path):
     from flax.serialization import msgpack_serialize
     from safetensors.numpy import save_file
 
-    flat, _ = read_weights(tiny_scorer)
+    flat = flatten(load_cappy(tiny_scorer)[0].params)
     expected = scores_of(tiny_scorer)
     sharded = tmp_path / "sharded-msgpack"
     shutil.copytree(tiny_scorer, sharded)
@@ -122,7 +122,7 @@ def test_sharded_and_flax_named_files_load(tiny_scorer, tmp_path):
 
     (sharded / "flax_model-00002-of-00002.msgpack").unlink()
     with pytest.raises(CappyError, match="lists flax_model-00002-of-00002.msgpack"):
-        read_weights(str(sharded))
+        read_state(str(sharded))
 
 
 def test_truncation_policy_is_saved_and_used_again(tiny_scorer, tmp_path):

@@ -34,16 +34,20 @@ def direct_log_likelihood(gen, instruction, response):
     """Log-likelihood of `response` with no batching, bucketing or padding at all."""
     import jax
 
-    tok, model = gen.tokenizer, gen.model
-    src = tok(instruction, max_length=gen.max_src_len, truncation=True)["input_ids"]
+    from cappy import causal_lm, t5
+
+    generator = gen.generator
+    params, config = generator.params, generator.config
+    src = gen.tokenizer(instruction, max_length=gen.max_src_len, truncation=True)["input_ids"]
     tgt = gen._encode_targets([response])[0]
     if gen.is_seq2seq:
-        dec_in = [model.config.decoder_start_token_id] + tgt[:-1]
-        logits = model(input_ids=np.array([src]), decoder_input_ids=np.array([dec_in]),
-                       params=model.params, train=False).logits[0]
+        dec_in = [generator.decoder_start_token_id] + tgt[:-1]
+        ids = np.array([src])
+        states = t5.encode(params, config, ids, np.ones_like(ids))
+        logits = t5.decode(params, config, np.array([dec_in]), states, np.ones_like(ids))[0]
     else:
         ids = np.array([src + tgt])
-        logits = model(input_ids=ids, params=model.params, train=False).logits[0]
+        logits = causal_lm.forward(params, config, ids, np.ones_like(ids))[0]
         logits = logits[len(src) - 1:len(src) - 1 + len(tgt)]
     logp = jax.nn.log_softmax(np.asarray(logits, np.float32), axis=-1)
     total = float(sum(logp[i, t] for i, t in enumerate(tgt)))

@@ -1,0 +1,166 @@
+"""The generators candidate generation runs, loaded without transformers' model classes:
+T5 and FLAN-T5 (`cappy.t5`), GPT-2 and the Llama family (`cappy.causal_lm`).
+
+A generator is a folder or hub id with `config.json`, a tokenizer, and weights in
+`model.safetensors` or `flax_model.msgpack` (or `pytorch_model.bin` with torch),
+single or sharded; `generation_config.json`, when there, gives the token ids and
+the decoding defaults transformers would use (such as sampling's top_k of 50).
+"""
+
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from cappy import causal_lm, t5
+from cappy.errors import CappyError
+
+SEQ2SEQ_TYPES = ("t5", "mt5")
+SUPPORTED_MODEL_TYPES = SEQ2SEQ_TYPES + causal_lm.SUPPORTED_MODEL_TYPES
+DTYPES = ("float32", "float16", "bfloat16")
+# Where PyTorch checkpoints may keep a parameter under another name.
+TORCH_ALIASES = {("shared", "embedding"): ("encoder.embed_tokens.weight",
+                                           "decoder.embed_tokens.weight")}
+
+
+@dataclasses.dataclass
+class Generator:
+    """A loaded generator: config, parameters (host arrays in `dtype`), tokenizer, and
+    the decoding settings of its generation config."""
+
+    config: object
+    params: dict
+    tokenizer: object
+    dtype: str
+    decoder_start_token_id: int
+    eos_token_id: int
+    pad_token_id: int
+    sampling_defaults: dict
+    beam_defaults: dict
+    source: str = "the generator"
+
+    @property
+    def is_seq2seq(self):
+        return self.config.model_type in SEQ2SEQ_TYPES
+
+    @property
+    def module(self):
+        return t5 if self.is_seq2seq else causal_lm
+
+    @property
+    def compute_dtype(self):
+        return getattr(jnp, self.dtype)
+
+
+def _first(value):
+    return value[0] if isinstance(value, (list, tuple)) else value
+
+
+def load_generator(name_or_path, dtype="float32"):
+    """A Generator from a folder or hub id, weights cast to `dtype`."""
+    from transformers import AutoConfig, AutoTokenizer, GenerationConfig
+
+    from cappy.checkpoints import check_shapes, quiet_transformers, read_parameters
+
+    if dtype not in DTYPES:
+        raise CappyError(f"--dtype must be one of {', '.join(DTYPES)}, got {dtype!r}")
+    try:
+        with quiet_transformers():
+            config = AutoConfig.from_pretrained(name_or_path)
+            tokenizer = AutoTokenizer.from_pretrained(name_or_path)
+            try:
+                generation = GenerationConfig.from_pretrained(name_or_path)
+            except OSError:  # no generation_config.json: the model config's values
+                generation = GenerationConfig.from_model_config(config)
+    except (OSError, ValueError) as error:
+        first_line = (str(error).strip().splitlines() or [type(error).__name__])[0]
+        raise CappyError(f"cannot load generator {name_or_path!r}: {first_line}") from None
+    if config.model_type not in SUPPORTED_MODEL_TYPES:
+        raise CappyError(f"{name_or_path}: generators of model_type {config.model_type!r} are "
+                         f"not supported (supported: {', '.join(SUPPORTED_MODEL_TYPES)})")
+    module = t5 if config.model_type in SEQ2SEQ_TYPES else causal_lm
+    problem = module.unsupported_reason(config)
+    if problem:
+        raise CappyError(f"{name_or_path}: this {config.model_type} has {problem}, which cappy's "
+                         f"generators do not compute")
+    shapes = module.parameter_shapes(config)
+    found, weights_file = read_parameters(name_or_path, shapes, TORCH_ALIASES)
+    source = f"{name_or_path} ({weights_file})"
+    check_shapes(found, shapes, source)
+    host_dtype = jnp.dtype(dtype)
+    params = jax.tree.map(lambda x: np.asarray(x, host_dtype), _unflatten(found))
+    eos = _first(generation.eos_token_id if generation.eos_token_id is not None
+                 else tokenizer.eos_token_id)
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    pad = generation.pad_token_id if generation.pad_token_id is not None else tokenizer.pad_token_id
+    start = generation.decoder_start_token_id
+    if start is None:
+        start = getattr(config, "decoder_start_token_id", None)
+    return Generator(
+        config=config, params=params, tokenizer=tokenizer, dtype=dtype,
+        decoder_start_token_id=0 if start is None else int(_first(start)),
+        eos_token_id=int(eos), pad_token_id=int(_first(pad)),
+        sampling_defaults={"temperature": generation.temperature, "top_k": generation.top_k,
+                           "top_p": generation.top_p},
+        beam_defaults={"length_penalty": generation.length_penalty,
+                       "early_stopping": generation.early_stopping is True},
+        source=source)
+
+
+def _unflatten(flat):
+    from cappy.checkpoints import unflatten
+
+    return unflatten(flat)
+
+
+# ---- what decoding and scoring need ----------------------------------------------------
+
+def search_functions(generator, input_ids, attention_mask, max_new_tokens):
+    """(prefill, step, prompt, max_length) for `cappy.decoding` on a batch of sources:
+    a seq2seq model decodes from its start token up to max_new_tokens in all (the
+    original's max_length); a decoder-only model continues its left-padded prompt by
+    up to max_new_tokens."""
+    config, dtype = generator.config, generator.compute_dtype
+    if generator.is_seq2seq:
+        max_length = max_new_tokens
+        start = jnp.full((input_ids.shape[0],), generator.decoder_start_token_id, jnp.int32)
+
+        def prefill(params):
+            states = t5.encode(params, config, input_ids, attention_mask, dtype)
+            cache = t5.init_cache(params, config, states, attention_mask, max_length, dtype)
+            return t5.decode_step(params, config, cache, start, jnp.asarray(0), dtype)
+
+        def step(params, cache, tokens, index):
+            return t5.decode_step(params, config, cache, tokens, index, dtype)
+
+        return prefill, step, start[:, None], max_length
+    max_length = input_ids.shape[1] + max_new_tokens
+
+    def prefill(params):
+        return causal_lm.prefill(params, config, input_ids, attention_mask, max_length, dtype)
+
+    def step(params, cache, tokens, index):
+        return causal_lm.step(params, config, cache, tokens, index, dtype)
+
+    return prefill, step, input_ids, max_length
+
+
+def target_logits(generator, params, batch):
+    """Logits [batch, target, vocab] (float32) predicting each target token of `batch`
+    (input_ids/attention_mask: sources; labels/label_mask: targets)."""
+    config, dtype = generator.config, generator.compute_dtype
+    if generator.is_seq2seq:
+        labels = batch["labels"]
+        start = jnp.full((labels.shape[0], 1), generator.decoder_start_token_id, labels.dtype)
+        decoder_ids = jnp.concatenate([start, labels[:, :-1]], axis=1)
+        states = t5.encode(params, config, batch["input_ids"], batch["attention_mask"], dtype)
+        return t5.decode(params, config, decoder_ids, states, batch["attention_mask"],
+                         batch["label_mask"], dtype)
+    # The prompt (left-padded), then the response (right-padded).
+    ids = jnp.concatenate([batch["input_ids"], batch["labels"]], axis=1)
+    mask = jnp.concatenate([batch["attention_mask"], batch["label_mask"]], axis=1)
+    logits = causal_lm.forward(params, config, ids, mask, dtype)
+    source_length, width = batch["input_ids"].shape[1], batch["labels"].shape[1]
+    return logits[:, source_length - 1:source_length - 1 + width]
