@@ -129,13 +129,25 @@ def _unflat(tree, batch, beams):
 
 
 def beam_search(params, prefill, step, prompt, max_length, min_length, eos_id, pad_id,
-                num_beams=4, length_penalty=1.0, early_stopping=False):
-    """transformers' (Flax) beam search: 2 x num_beams candidates kept per step so that
-    beams reaching the end of sequence can be replaced; finished hypotheses scored by
-    their summed log-probability over (generated length) ** length_penalty; the
-    search stops at max_length or when no running beam can beat the finished ones
-    (early_stopping True: as soon as num_beams are finished). Returns the best
-    hypothesis per row, [batch, max_length]."""
+                num_beams=4, length_penalty=1.0, early_stopping=False, rules="flax"):
+    """transformers' beam search: 2 x num_beams candidates kept per step so that beams
+    reaching the end of sequence can be replaced; finished hypotheses scored by their
+    summed log-probability over (generated length) ** length_penalty; the search stops
+    at max_length or when no running beam can beat the finished ones (early_stopping
+    True: as soon as num_beams are finished). Returns the best hypothesis per row,
+    [batch, max_length].
+
+    `rules` picks between the two versions transformers has, which part on a few rows:
+    "flax" (its Flax generate(), what the original runs used): any of the 2 x num_beams
+    candidates that ends may be kept, and a row that cannot improve still takes a
+    better hypothesis while another row runs on; a row none of whose beams ended by
+    max_length returns its best running beam. "pytorch" (its PyTorch generate(),
+    transformers 4.5x and 5): only the best num_beams candidates may end, a row stops
+    taking hypotheses once it cannot improve, and at max_length every running beam
+    counts as finished."""
+    if rules not in ("flax", "pytorch"):
+        raise ValueError(f"rules must be 'flax' or 'pytorch', got {rules!r}")
+    pytorch = rules == "pytorch"
     batch, prompt_length = prompt.shape
     logits, cache = prefill(params)
     # Every beam starts from the same prompt and cache; only beam 0 counts at first.
@@ -149,7 +161,13 @@ def beam_search(params, prefill, step, prompt, max_length, min_length, eos_id, p
              "running_scores": running_scores,
              "finished": jnp.full((batch, num_beams, max_length), pad_id, jnp.int32),
              "scores": jnp.full((batch, num_beams), NEG, jnp.float32),
-             "is_finished": jnp.zeros((batch, num_beams), bool), "cache": cache}
+             "is_finished": jnp.zeros((batch, num_beams), bool),
+             "improvable": jnp.ones((batch, 1), bool), "cache": cache}
+
+    def can_improve(running_scores, scores, is_finished, cur_len):
+        best_running = running_scores[:, :1] / ((cur_len - prompt_length) ** length_penalty)
+        worst_finished = jnp.where(is_finished, jnp.min(scores, axis=1, keepdims=True), NEG)
+        return jnp.any(best_running > worst_finished, axis=-1, keepdims=True)
 
     def advance(state, logits):
         cur_len = state["cur_len"]
@@ -164,36 +182,38 @@ def beam_search(params, prefill, step, prompt, max_length, min_length, eos_id, p
             _gather_beams(state["running"], top_beams),
             (top_indices % vocab)[:, :, None].astype(jnp.int32), cur_len, axis=2)
         just_finished = top_sequences[:, :, cur_len] == eos_id
+        if pytorch:  # max_length is a stopping criterion like the end of sequence
+            just_finished = just_finished | (cur_len + 1 >= max_length)
         # Running beams: the best num_beams that did not just end.
         running_candidates = top_scores + just_finished * NEG
         keep = jax.lax.top_k(running_candidates, num_beams)[1]
         running, running_scores = _gather_beams((top_sequences, running_candidates), keep)
         # Finished hypotheses: the best num_beams of the old ones and those just ended.
+        may_finish = just_finished
+        if pytorch:
+            may_finish = may_finish & (jnp.arange(2 * num_beams) < num_beams) & state["improvable"]
         penalised = top_scores / ((cur_len + 1 - prompt_length) ** length_penalty)
         full = jnp.all(state["is_finished"], axis=-1, keepdims=True) & early_stopping
-        penalised = penalised + (~just_finished | full) * NEG
+        penalised = penalised + (~may_finish | full) * NEG
         merged = (jnp.concatenate([state["finished"], top_sequences], axis=1),
                   jnp.concatenate([state["scores"], penalised], axis=1),
-                  jnp.concatenate([state["is_finished"], just_finished], axis=1))
+                  jnp.concatenate([state["is_finished"], may_finish], axis=1))
         best = jax.lax.top_k(merged[1], num_beams)[1]
         finished, scores, is_finished = _gather_beams(merged, best)
         cache = _gather_beams(state["cache"], _gather_beams(top_beams, keep))
+        improvable = can_improve(running_scores, scores, is_finished, cur_len + 1)
+        if pytorch:  # once a row cannot improve, it stays done
+            improvable = improvable & state["improvable"]
         return {"cur_len": cur_len + 1, "running": running, "running_scores": running_scores,
                 "finished": finished, "scores": scores, "is_finished": is_finished,
-                "cache": cache}
+                "improvable": improvable, "cache": cache}
 
     state = advance(state, logits[:, None].repeat(num_beams, axis=1).reshape(batch * num_beams,
                                                                               -1))
 
     def cond(state):
-        cur_len = state["cur_len"]
-        best_running = state["running_scores"][:, :1] / (
-            (cur_len - prompt_length) ** length_penalty)
-        worst_finished = jnp.where(state["is_finished"],
-                                   jnp.min(state["scores"], axis=1, keepdims=True), NEG)
-        improvable = jnp.any(best_running > worst_finished)
         open_beams = ~(jnp.all(state["is_finished"]) & early_stopping)
-        return (cur_len < max_length) & open_beams & improvable
+        return (state["cur_len"] < max_length) & open_beams & jnp.any(state["improvable"])
 
     def body(state):
         cur_len = state["cur_len"]

@@ -2,6 +2,7 @@
 against transformers' PyTorch models, the cache against whole sequences, and GPT-2
 generations against those transformers' Flax `generate()` made before the switch."""
 
+import functools
 import json
 import os
 
@@ -149,3 +150,87 @@ def test_gpt2_generations_match_transformers_flax_generate_recorded_before_the_s
             found[name] += np.asarray(search(params, ids, mask)).tolist()
     assert found["greedy"] == record["greedy"]
     assert found["beam4"] == record["beam4"]
+
+
+def until_end(sequence, eos_id):
+    sequence = list(sequence)
+    return sequence[:sequence.index(eos_id) + 1] if eos_id in sequence else sequence
+
+
+def as_generator(config, params):
+    from cappy.generators import Generator
+
+    return Generator(config=config, params=params, tokenizer=None, dtype="float32",
+                     decoder_start_token_id=0, eos_token_id=config.eos_token_id,
+                     pad_token_id=config.pad_token_id, sampling_defaults={},
+                     beam_defaults={})
+
+
+@pytest.mark.parametrize("case", ["gpt2", "llama gqa"])
+def test_searches_and_log_likelihoods_match_transformers_pytorch(case):
+    """Greedy and 4-beam search on 24 left-padded prompts of 1 to 24 tokens, in batches of
+    8, token for token as transformers' PyTorch generate() gives them (float32, CPU;
+    beam search with PyTorch's rules, min_length one above cappy's as PyTorch lifts the
+    block a step earlier); then the log-likelihood sums of the beam outputs, as
+    candidate generation computes them, against PyTorch's within 1e-3."""
+    torch = pytest.importorskip("torch")
+    from cappy.generation import _token_log_likelihoods
+    from cappy.generators import target_logits
+
+    kind, overrides = CASES[case]
+    config = config_of(kind, **overrides)
+    params = seeded_parameters(causal_lm.parameter_shapes(config), 5, 0.3)
+    embeddings = params["transformer"]["wte"]["embedding"] if kind == "gpt2" else \
+        params["lm_head"]["kernel"].T
+    embeddings[config.eos_token_id] *= 3.0
+    reference = torch_model(config, params)
+    width, max_new, min_new = 24, 24, 3
+    searches = {"greedy": (decoding.greedy_or_sample, 1),
+                "beam4": (functools.partial(decoding.beam_search, rules="pytorch"), 4)}
+    compiled = {name: jax.jit(lambda p, i, m, search=search: generate(p, config, i, m, search,
+                                                                      max_new, min_new))
+                for name, (search, _) in searches.items()}
+    rng = np.random.default_rng(12)
+    lengths, outputs = set(), []
+    for _ in range(3):
+        ids, mask = left_padded(rng, 8, width)
+        for name, (_, beams) in searches.items():
+            got = np.asarray(compiled[name](params, ids, mask))
+            with torch.no_grad():
+                expected = reference.generate(
+                    input_ids=torch.as_tensor(ids).long(),
+                    attention_mask=torch.as_tensor(mask).long(), max_new_tokens=max_new,
+                    min_length=width + min_new + 1, num_beams=beams, do_sample=False,
+                    early_stopping=False, length_penalty=1.0,
+                    eos_token_id=config.eos_token_id,
+                    pad_token_id=config.pad_token_id).numpy()[:, width:]
+            for row in range(len(ids)):
+                ours = until_end(got[row], config.eos_token_id)
+                assert ours == until_end(expected[row], config.eos_token_id), (name, row)
+                lengths.add(len(ours))
+                if name == "beam4":
+                    outputs.append((ids[row], mask[row], ours))
+    assert len(lengths) > 5  # the outputs end at many different lengths
+
+    labels = np.zeros((len(outputs), max_new), np.int32)
+    label_mask = np.zeros_like(labels)
+    for row, (_, _, response) in enumerate(outputs):
+        labels[row, :len(response)], label_mask[row, :len(response)] = response, 1
+    batch = {"input_ids": np.stack([o[0] for o in outputs]),
+             "attention_mask": np.stack([o[1] for o in outputs]),
+             "labels": labels, "label_mask": label_mask}
+    got = np.asarray(_token_log_likelihoods(
+        target_logits(as_generator(config, params), params, batch), labels,
+        label_mask)["log_likelihood_sum"])
+    ids = np.concatenate([batch["input_ids"], labels], axis=1)
+    mask = np.concatenate([batch["attention_mask"], label_mask], axis=1)
+    with torch.no_grad():
+        logits = reference(input_ids=torch.as_tensor(ids).long(),
+                           attention_mask=torch.as_tensor(mask).long(),
+                           position_ids=torch.as_tensor(np.maximum(np.cumsum(mask, -1) - 1, 0))
+                           .long()).logits
+        log_probs = torch.log_softmax(logits[:, width - 1:-1], dim=-1).numpy()
+    expected = (np.take_along_axis(log_probs, labels[..., None], -1)[..., 0]
+                * label_mask).sum(-1)
+    assert np.std(expected) > 1.0
+    np.testing.assert_allclose(got, expected, atol=1e-3, rtol=0)

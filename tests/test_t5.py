@@ -2,6 +2,7 @@
 transformers' PyTorch T5, the cache against whole sequences, and generations
 against those transformers' Flax `generate()` made before the switch."""
 
+import functools
 import json
 import os
 
@@ -225,3 +226,54 @@ def test_no_end_of_sequence_until_past_the_minimum_length():
     assert decoding.suppress_eos_before(logits, 3, 3, 1)[:, 1].tolist() == [-np.inf] * 2
     assert decoding.suppress_eos_before(logits, 4, 3, 1)[:, 1].tolist() == [9.0] * 2
     assert decoding.suppress_eos_before(logits, 4, 3, 1)[:, 0].tolist() == [0.0] * 2
+
+
+def until_end(sequence, eos_id):
+    """The tokens up to and including the first end of sequence."""
+    sequence = list(sequence)
+    return sequence[:sequence.index(eos_id) + 1] if eos_id in sequence else sequence
+
+
+@pytest.mark.parametrize("variant", ["v1.1 gated gelu", "v1.0 relu tied"])
+def test_greedy_and_beam_search_match_transformers_pytorch_generate(variant):
+    """Greedy and 4-beam search on 24 prompts of 3 to 32 tokens, in right-padded batches
+    of 8, token for token as transformers' PyTorch generate() gives them (float32, CPU).
+    PyTorch lifts the minimum-length block one step earlier than the Flax generate()
+    the original ran (tests: test_no_end_of_sequence_until_past_the_minimum_length),
+    so it is told min_length 4 for cappy's 3; beam search runs with PyTorch's rules
+    (`decoding.beam_search`)."""
+    torch = pytest.importorskip("torch")
+    record, config, params = golden_t5()
+    if variant == "v1.0 relu tied":
+        config.feed_forward_proj, config.tie_word_embeddings = "relu", True
+        config.is_gated_act, config.dense_act_fn = False, "relu"
+        # The tied head scales logits by d_model ** -0.5: larger weights, a larger boost.
+        params = seeded_parameters(t5.parameter_shapes(config), 4, 0.5)
+        params["shared"]["embedding"][config.eos_token_id] *= 8.0
+    reference = torch_t5(config, params)
+    rng = np.random.default_rng(11)
+    searches = {"greedy": (functools.partial(decoding.greedy_or_sample), 1),
+                "beam4": (functools.partial(decoding.beam_search, rules="pytorch"), 4)}
+    compiled = {name: jax.jit(lambda p, i, m, search=search: t5_generate(p, config, i, m,
+                                                                         search))
+                for name, (search, _) in searches.items()}
+    lengths, outputs = set(), []
+    for _ in range(3):
+        ids, mask = padded(rng, 8, 32)
+        ids[:, 0] = np.maximum(ids[:, 0], 2)
+        mask[:, :3] = 1  # at least 3 tokens
+        ids = np.where(mask == 1, np.maximum(ids, 2), 0).astype(np.int32)
+        for name, (_, beams) in searches.items():
+            got = np.asarray(compiled[name](params, ids, mask))
+            with torch.no_grad():
+                expected = reference.generate(
+                    input_ids=torch.as_tensor(ids).long(),
+                    attention_mask=torch.as_tensor(mask).long(), max_length=64, min_length=4,
+                    num_beams=beams, do_sample=False, early_stopping=False,
+                    length_penalty=1.0, decoder_start_token_id=0, eos_token_id=1,
+                    pad_token_id=0).numpy()
+            for row in range(len(ids)):
+                ours = until_end(got[row], config.eos_token_id)
+                assert ours == until_end(expected[row], config.eos_token_id), (name, row)
+                lengths.add(len(ours))
+    assert len(lengths) > 5  # the outputs end at many different lengths
