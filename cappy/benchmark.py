@@ -2,15 +2,16 @@
 
 Everything runs in one process on the same random weights and the same data:
 
-- scoring, original: transformers 4's Flax RoBERTa (the release's model class),
-  every pair padded to max_length, batches in input order, duplicates scored
-  again (the release's path);
+- scoring, original: the release's model class, transformers 4's Flax RoBERTa
+  (under transformers 5, which has none, cappy's RoBERTa on the same rows: see
+  `original_model_scores`), every pair padded to max_length, batches in input
+  order, duplicates scored again (the release's path);
 - scoring, cappy: `cappy.scoring.PairScorer` (each distinct pair once, pairs
   packed into rows of two widths, `cappy.roberta`);
 - scoring, PyTorch peer (optional): transformers' PyTorch model, pairs sorted
   by length, each batch padded to its own longest pair;
-- finetuning, original: the release's loop (Redco's Trainer, transformers' Flax
-  model, every pair padded to max_length, micro-batches of 8 accumulated 16 at a
+- finetuning, original: the release's loop (Redco's Trainer, the release's
+  model as above, every pair padded to max_length, micro-batches of 8 accumulated 16 at a
   time by optax.MultiSteps); buckets: the same loop with each micro-batch padded
   to its power-of-two bucket (this project's path before packing); cappy: the
   packed trainer (`cappy.training`) on the same optimizer updates. Each runs two
@@ -69,15 +70,31 @@ def make_model(size, tokenizer, dtype="float32", seed=0, dropout=0.1):
                       source=f"a random {size} RoBERTa")
 
 
-def flax_module(model):
-    """The original release's model class, transformers 4's Flax RoBERTa, without its own
-    weights: called with the CappyModel's parameters, which are in its names."""
-    from transformers import FlaxRobertaForSequenceClassification
-
+def original_model_scores(model):
+    """(scores(params, batch, dropout_rng), name): the original release's model on one
+    padded pair per row. That is transformers 4's Flax RoBERTa where it is installed;
+    transformers 5 has no Flax classes, so there it is cappy's own RoBERTa on the same
+    padded rows (the same arithmetic but the last layer's, which it computes for the
+    first token only: about 1/layers less work than the original did)."""
     from cappy.checkpoints import quiet_transformers
 
+    try:
+        from transformers import FlaxRobertaForSequenceClassification
+    except (ImportError, AttributeError):
+        from cappy import roberta
+
+        def own(params, batch, dropout_rng):
+            return roberta.padded_scores(params, model.config, batch["input_ids"],
+                                         batch["attention_mask"], batch.get("token_type_ids"),
+                                         dropout_rng=dropout_rng)
+        return own, "cappy's RoBERTa on the original's padded rows"
     with quiet_transformers():
-        return FlaxRobertaForSequenceClassification(model.config, _do_init=False)
+        module = FlaxRobertaForSequenceClassification(model.config, _do_init=False)
+
+    def flax(params, batch, dropout_rng):
+        return module(**batch, params=params, dropout_rng=dropout_rng,
+                      train=dropout_rng is not None).logits[..., 0]
+    return flax, "transformers' Flax RoBERTa"
 
 
 def _token_pool(tokenizer):
@@ -179,9 +196,8 @@ def original_scorer(model, tokenizer, batch_size, max_length):
 
     from cappy.scoring import collate_pairs
 
-    module = flax_module(model)
-    forward = jax.jit(lambda params, batch: module(**batch, params=params,
-                                                   train=False).logits[:, 0])
+    scores_fn, _ = original_model_scores(model)
+    forward = jax.jit(lambda params, batch: scores_fn(params, batch, None))
 
     def score(pairs):
         encoded = _encode(tokenizer, pairs, max_length)
@@ -311,13 +327,6 @@ def original_training_loop(params, scores_fn, train_size, seed, per_device_batch
                                                              "label", bucketed))
 
 
-def _flax_scores(module):
-    def scores(params, batch, dropout_rng):
-        return module(**batch, params=params, dropout_rng=dropout_rng,
-                      train=dropout_rng is not None).logits[..., 0]
-    return scores
-
-
 def training_positions(path_name, examples, seed, global_micro, accumulate, max_length,
                        trainer=None):
     """Token positions one epoch of a finetuning path computes."""
@@ -367,7 +376,7 @@ def train_twice(path_name, model, tokenizer, examples, per_device_batch_size, ac
             return trainer.host_params()
     else:
         trainer = original_training_loop(
-            model.params, _flax_scores(flax_module(model)), 2 * len(examples), seed,
+            model.params, original_model_scores(model)[0], 2 * len(examples), seed,
             per_device_batch_size, accumulate, 2e-5, max_length, tokenizer.pad_token_id,
             bucketed=path_name == BUCKETS)
 
@@ -416,7 +425,8 @@ def run_benchmark(model_size="tiny", dtype="float32", batch_size=32, max_length=
 
     tokenizer = make_scorer_tokenizer(sample_texts())
     model = make_model(model_size, tokenizer, dtype, dropout=dropout)
-    report = {**machine_report(dtype), "model_size": model_size, "shape": dict(zip(
+    report = {**machine_report(dtype), "original_model": original_model_scores(model)[1],
+              "model_size": model_size, "shape": dict(zip(
                   ("layers", "hidden", "heads", "intermediate"), MODEL_SHAPES[model_size])),
               "batch_size": batch_size, "max_length": max_length, "dropout": dropout,
               "scoring": {}, "finetuning": {}}
@@ -607,7 +617,9 @@ def format_report(report):
 
 
 def _scoring_and_finetuning_lines(report):
-    lines = [f"scoring and finetuning model: {report['model_size']} {report['shape']}", ""]
+    lines = [f"scoring and finetuning model: {report['model_size']} {report['shape']}; the "
+             f"original paths run {report.get('original_model', 'transformers Flax RoBERTa')}",
+             ""]
     for data_name, entry in report["scoring"].items():
         lines += [f"scoring {data_name}: {entry['pairs']} pairs ({entry['distinct_pairs']} "
                   f"distinct), {entry['mean_tokens']:.0f} tokens on average, up to "

@@ -36,13 +36,22 @@ def unsupported_reason(config):
     if getattr(config, "hidden_act", "silu") != "silu":
         return f"hidden_act {config.hidden_act!r}"
     if _rope_type(config) not in ROPE_TYPES:
-        return f"rope_scaling {config.rope_scaling!r} (supported: {', '.join(ROPE_TYPES)})"
+        return f"rope type {_rope_type(config)!r} (supported: {', '.join(ROPE_TYPES)})"
     return None
 
 
+def _rope(config):
+    """The rotary settings, theta included: transformers 5 keeps them all in
+    `rope_parameters`; 4 in `rope_scaling` (None by default) and `rope_theta`."""
+    rope = dict(getattr(config, "rope_parameters", None) or getattr(config, "rope_scaling", None)
+                or {})
+    rope.setdefault("rope_theta", getattr(config, "rope_theta", 10000.0))
+    return rope
+
+
 def _rope_type(config):
-    scaling = getattr(config, "rope_scaling", None) or {}
-    return scaling.get("rope_type", scaling.get("type", "default"))
+    rope = _rope(config)
+    return rope.get("rope_type", rope.get("type", "default"))
 
 
 def _head_dim(config):
@@ -143,10 +152,10 @@ def _dense(x, params, dtype, transposed=False):
 
 def _inverse_frequencies(config):
     head_dim = _head_dim(config)
-    theta = getattr(config, "rope_theta", 10000.0)
+    scaling = _rope(config)
+    theta = scaling["rope_theta"]
     inverse = 1.0 / (theta ** (np.arange(0, head_dim, 2, dtype=np.float64) / head_dim))
     if _rope_type(config) == "llama3":  # longer wavelengths stretched, short ones kept
-        scaling = config.rope_scaling
         factor, old = scaling["factor"], scaling["original_max_position_embeddings"]
         low, high = scaling["low_freq_factor"], scaling["high_freq_factor"]
         wavelength = 2 * np.pi / inverse

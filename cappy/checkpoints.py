@@ -45,7 +45,8 @@ def keep_torch_out_of_transformers():
     which it otherwise does whenever torch is installed (about 4 s of start-up on a
     2-core CPU). Call before transformers is first imported; an explicit USE_TORCH in
     the environment is kept. `pytorch_model.bin` weights still load (torch is imported
-    directly for them)."""
+    directly for them). transformers 5 has no such switch: its config module imports
+    torch whenever it is installed."""
     os.environ.setdefault("USE_TORCH", "0")
 
 

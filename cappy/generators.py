@@ -19,6 +19,11 @@ from cappy.errors import CappyError
 SEQ2SEQ_TYPES = ("t5", "mt5")
 SUPPORTED_MODEL_TYPES = SEQ2SEQ_TYPES + causal_lm.SUPPORTED_MODEL_TYPES
 DTYPES = ("float32", "float16", "bfloat16")
+# transformers' generation defaults where a generation config leaves a value unset
+# (transformers 5 keeps them None in the config and applies them in generate()):
+# plain sampling keeps the top 50 tokens, as the original's sampled candidates did.
+GENERATION_DEFAULTS = {"temperature": 1.0, "top_k": 50, "top_p": 1.0, "length_penalty": 1.0,
+                       "early_stopping": False}
 # Where PyTorch checkpoints may keep a parameter under another name.
 TORCH_ALIASES = {("shared", "embedding"): ("encoder.embed_tokens.weight",
                                            "decoder.embed_tokens.weight")}
@@ -102,11 +107,16 @@ def load_generator(name_or_path, dtype="float32"):
         config=config, params=params, tokenizer=tokenizer, dtype=dtype,
         decoder_start_token_id=0 if start is None else int(_first(start)),
         eos_token_id=int(eos), pad_token_id=int(_first(pad)),
-        sampling_defaults={"temperature": generation.temperature, "top_k": generation.top_k,
-                           "top_p": generation.top_p},
-        beam_defaults={"length_penalty": generation.length_penalty,
-                       "early_stopping": generation.early_stopping is True},
+        sampling_defaults={key: _setting(generation, key)
+                           for key in ("temperature", "top_k", "top_p")},
+        beam_defaults={"length_penalty": _setting(generation, "length_penalty"),
+                       "early_stopping": _setting(generation, "early_stopping") is True},
         source=source)
+
+
+def _setting(generation, key):
+    value = getattr(generation, key, None)
+    return GENERATION_DEFAULTS[key] if value is None else value
 
 
 def _unflatten(flat):

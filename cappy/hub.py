@@ -1,5 +1,5 @@
 """Reading one split of a Hugging Face hub dataset, including repositories that
-still ship only a loading script (which `datasets` 4 no longer runs): those are
+still ship only a loading script (which `datasets` 4 and 5 no longer run): those are
 read from the hub's automatic parquet export of the same config and split."""
 
 SCRIPT_ERROR = "scripts are no longer supported"

@@ -6,7 +6,7 @@ row `{dataset_name, template_name, example_idx, instruction, response, label}`, 
 `label` 1 for the choice that equals the template's rendered target (T0's
 `rank_classification` rule) and 0 for the others.
 
-Data (Hugging Face ids that load without a loading script under datasets 4.x):
+Data (Hugging Face ids that load without a loading script, as datasets 4 and 5 require):
 
 | dataset_name        | id / config / split                                    | templates (PromptSource)   |
 |---------------------|--------------------------------------------------------|----------------------------|
@@ -19,7 +19,7 @@ Data (Hugging Face ids that load without a loading script under datasets 4.x):
 | story_cloze         | hand-downloaded CSV of the 2016 validation set         | story_cloze/2016           |
 
 SuperGLUE's test labels are hidden, hence its validation splits. When an id still
-carries a loading script (datasets 4.x refuses those), the rows are read instead from
+carries a loading script (datasets 4 and 5 refuse those), the rows are read instead from
 the Hub's automatic parquet export of the same repository (`refs/convert/parquet`), which
 keeps the same fields and label ids. `--hf_id SOURCE=REPO` points a source (`anli`,
 `super_glue`, `winogrande`, `crows_pairs`) at another repository with the same fields,

@@ -30,17 +30,20 @@ def encode_pairs(tokenizer, instructions, responses, max_length, truncation):
     budget = max_length - tokenizer.num_special_tokens_to_add(pair=True)
     if budget < 1:
         raise ValueError(f"max_length {max_length} leaves no room for text")
-    firsts = tokenizer(list(instructions), add_special_tokens=False)["input_ids"]
-    seconds = tokenizer(list(responses), add_special_tokens=False)["input_ids"]
+    # The fast tokenizer's own pieces: its encodings, cut, then its post-processor adds
+    # the special tokens (transformers 5 has no build_inputs_with_special_tokens).
+    backend = tokenizer.backend_tokenizer
+    firsts = backend.encode_batch(list(instructions), add_special_tokens=False)
+    seconds = backend.encode_batch(list(responses), add_special_tokens=False)
+    with_types = "token_type_ids" in tokenizer.model_input_names
     examples = []
     for first, second in zip(firsts, seconds):
-        second = second[:budget]
-        first = first[:budget - len(second)]
-        ids = tokenizer.build_inputs_with_special_tokens(first, second)
-        example = {"input_ids": ids}
-        if "token_type_ids" in tokenizer.model_input_names:
-            example["token_type_ids"] = tokenizer.create_token_type_ids_from_sequences(
-                first, second)
+        second.truncate(budget)
+        first.truncate(budget - len(second.ids))
+        pair = backend.post_process(first, second, add_special_tokens=True)
+        example = {"input_ids": list(pair.ids)}
+        if with_types:
+            example["token_type_ids"] = list(pair.type_ids)
         examples.append(example)
     return examples
 

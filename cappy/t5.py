@@ -40,6 +40,14 @@ def _gated(config):
     return FEED_FORWARD[config.feed_forward_proj]
 
 
+def is_v1_0(config):
+    """T5 v1.0 (the head is the embedding matrix, on states scaled by d_model ** -0.5)
+    rather than v1.1 (a head of its own, no scaling). transformers 4 tells them apart
+    by `tie_word_embeddings`; transformers 5 sets that True for every T5 and keeps
+    the difference in `scale_decoder_outputs`."""
+    return bool(getattr(config, "scale_decoder_outputs", config.tie_word_embeddings))
+
+
 # ---- parameters ---------------------------------------------------------------------
 
 def parameter_shapes(config):
@@ -76,7 +84,7 @@ def parameter_shapes(config):
     shapes = {"shared": {"embedding": (config.vocab_size, d_model)},
               "encoder": stack(config.num_layers, False),
               "decoder": stack(config.num_decoder_layers, True)}
-    if not config.tie_word_embeddings:
+    if not is_v1_0(config):
         shapes["lm_head"] = {"kernel": (d_model, config.vocab_size)}
     return shapes
 
@@ -223,7 +231,7 @@ def lm_logits(params, config, states, dtype=jnp.float32):
     """Next-token logits (float32) from the decoder's final states."""
     states = _rms_norm(states, params["decoder"]["final_layer_norm"]["weight"],
                        config.layer_norm_epsilon, dtype)
-    if config.tie_word_embeddings:  # v1.0: the embedding matrix, on rescaled states
+    if is_v1_0(config):  # the embedding matrix, on rescaled states
         states = states * (config.d_model ** -0.5)
         return jnp.einsum("...d,vd->...v", states, params["shared"]["embedding"].astype(dtype),
                           preferred_element_type=jnp.float32)

@@ -40,8 +40,8 @@ def make_scorer_tokenizer(texts=(), vocab_size=600):
 
     special = ["<s>", "<pad>", "</s>", "<unk>", "<mask>"]
     tokenizer = _train_byte_level_bpe(texts, vocab_size, special)
-    tokenizer.post_processor = processors.RobertaProcessing(
-        sep=("</s>", tokenizer.token_to_id("</s>")), cls=("<s>", tokenizer.token_to_id("<s>")),
+    tokenizer.post_processor = processors.RobertaProcessing(  # (sep, cls): positional in 0.23
+        ("</s>", tokenizer.token_to_id("</s>")), ("<s>", tokenizer.token_to_id("<s>")),
         add_prefix_space=False)
     return RobertaTokenizerFast(
         tokenizer_object=tokenizer, bos_token="<s>", eos_token="</s>", sep_token="</s>",

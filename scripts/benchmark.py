@@ -13,8 +13,9 @@ pairs (examples) per second, the speed-up over the original, achieved FLOP/s on
 real tokens as a fraction of this machine's measured matrix-product peak, the
 share of computed positions that are real tokens, and the largest score
 difference from the original path. See cappy/benchmark.py for what each path
-does; the original paths use transformers 4's Flax classes. For whole processes,
-see scripts/benchmark_processes.py.
+does; the original paths use transformers 4's Flax classes where installed, else
+cappy's RoBERTa on the same padded rows. For whole processes, see
+scripts/benchmark_processes.py.
 """
 
 import argparse

@@ -40,8 +40,10 @@ def parse_args(argv=None):
     p.add_argument("--max_length", type=int, default=512)
     p.add_argument("--repeats", type=int, default=2, help="runs of each script, alternating")
     p.add_argument("--work_dir", default=os.path.join("cache", "benchmark_processes"))
-    p.add_argument("--python", default=sys.executable,
-                   help="the interpreter for the original script (it needs transformers<5)")
+    p.add_argument("--python", default=os.environ.get("CAPPY_ORIGINAL_PYTHON", sys.executable),
+                   help="the interpreter for the original script, which needs transformers<5: "
+                        "a venv of scripts/baselines/requirements-original.txt (default "
+                        "$CAPPY_ORIGINAL_PYTHON, else this one)")
     p.add_argument("--output_file", default=None, help="also write the figures as JSON")
     return p.parse_args(argv)
 

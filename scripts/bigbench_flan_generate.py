@@ -12,7 +12,8 @@ Files are written atomically and a re-run skips finished ones, so a crash loses
 at most the file in progress; each file has its own random stream, so resuming
 gives the same candidates as an uninterrupted run.
 
-Works with any Flax seq2seq or decoder-only model of transformers. Weights are
+Generators: T5 / FLAN-T5 / mT5, GPT-2 and the Llama family (Llama 2 and 3, Mistral,
+Qwen2), computed by cappy's own code (cappy/t5.py, cappy/causal_lm.py). Weights are
 cast to `--dtype` (float16 in the paper; use float32 on a CPU).
 """
 

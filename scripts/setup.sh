@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Create ./.venv and install the pinned requirements (CPU). Safe to run twice.
-# For NVIDIA GPUs, set CAPPY_JAX="jax[cuda12]==0.9.2" first; for TPUs "jax[tpu]==0.9.2".
+# For NVIDIA GPUs, set CAPPY_JAX="jax[cuda13]==0.10.2" (or cuda12) first; for TPUs "jax[tpu]==0.10.2".
 # CAPPY_TORCH=1 also installs PyTorch for Cappy's torch backend (requirements-torch.txt).
 set -euo pipefail
 cd "$(dirname "$0")/.."

@@ -179,8 +179,11 @@ def test_finetune_then_reload_in_both_backends(tiny_scorer, tmp_path):
 
 
 def test_jax_backend_loads_weights_transformers_wrote(tiny_scorer, tmp_path, flax_cappy):
-    """A folder holding only transformers' own `pytorch_model.bin` scores the same."""
+    """A folder holding only a `pytorch_model.bin` (transformers 4's PyTorch format)
+    scores the same."""
     import shutil
+
+    import torch
 
     from cappy.checkpoints import load_cappy, torch_model
 
@@ -188,8 +191,9 @@ def test_jax_backend_loads_weights_transformers_wrote(tiny_scorer, tmp_path, fla
     shutil.copytree(tiny_scorer, pt_only)
     for name in ("model.safetensors", "flax_model.msgpack"):
         (pt_only / name).unlink()
-    torch_model(load_cappy(tiny_scorer)[0]).save_pretrained(str(pt_only),
-                                                             safe_serialization=False)
+    state = torch_model(load_cappy(tiny_scorer)[0]).state_dict()
+    torch.save({name: value.contiguous() for name, value in state.items()},
+               pt_only / "pytorch_model.bin")
     assert (pt_only / "pytorch_model.bin").exists()
     converted = Cappy.from_pretrained(str(pt_only), max_length=48)
     np.testing.assert_allclose(converted.score(INSTRUCTIONS, RESPONSES),

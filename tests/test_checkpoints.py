@@ -69,6 +69,28 @@ def test_both_written_formats_hold_the_same_parameters(tiny_scorer, tmp_path):
     np.testing.assert_allclose(scores_of(msgpack_only), scores_of(tiny_scorer), atol=0)
 
 
+def write_pytorch_bin(module, folder, sharded):
+    """`pytorch_model.bin`, or two shards and `pytorch_model.bin.index.json`, as
+    transformers 4's save_pretrained(safe_serialization=False) wrote them."""
+    import torch
+
+    folder.mkdir(parents=True)
+    module.config.save_pretrained(str(folder))
+    state = {name: value.contiguous() for name, value in module.state_dict().items()}
+    if not sharded:
+        torch.save(state, folder / "pytorch_model.bin")
+        return
+    names = sorted(state)
+    shards = {"pytorch_model-00001-of-00002.bin": names[::2],
+              "pytorch_model-00002-of-00002.bin": names[1::2]}
+    weight_map = {}
+    for file_name, shard in shards.items():
+        torch.save({name: state[name] for name in shard}, folder / file_name)
+        weight_map.update({name: file_name for name in shard})
+    (folder / "pytorch_model.bin.index.json").write_text(
+        json.dumps({"metadata": {}, "weight_map": weight_map}))
+
+
 @pytest.mark.parametrize("how", ["safetensors", "bin", "sharded safetensors", "sharded bin"])
 def test_checkpoints_transformers_writes_load_here(how, tmp_path, tokenizer, torch):
     from transformers import RobertaForSequenceClassification
@@ -77,8 +99,10 @@ def test_checkpoints_transformers_writes_load_here(how, tmp_path, tokenizer, tor
     torch.manual_seed(0)
     module = RobertaForSequenceClassification(config).eval()
     folder = tmp_path / how.replace(" ", "-")
-    module.save_pretrained(str(folder), safe_serialization="safetensors" in how,
-                           max_shard_size="100KB" if "sharded" in how else "5GB")
+    if "safetensors" in how:
+        module.save_pretrained(str(folder), max_shard_size="100KB" if "sharded" in how else "5GB")
+    else:  # transformers 5 writes only safetensors: the files transformers 4 wrote
+        write_pytorch_bin(module, folder, sharded="sharded" in how)
     tokenizer.save_pretrained(str(folder))
     index = {"sharded safetensors": "model.safetensors.index.json",
              "sharded bin": "pytorch_model.bin.index.json"}.get(how)

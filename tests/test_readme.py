@@ -18,14 +18,17 @@ def test_readme_python_blocks_run(tiny_scorer):
     pytest.importorskip("torch")
     # The folder the project writes carries Flax and PyTorch weights, as the hub's does.
     blocks = python_blocks()
-    assert len(blocks) >= 3
-    namespace = {}
+    assert len(blocks) >= 2
+    namespace, scores = {}, []
     for block in blocks:
         code = block.replace('"btan2/cappy-large"', repr(tiny_scorer))
         assert tiny_scorer in code or "from_pretrained" not in code
         exec(compile(code, "README.md", "exec"), namespace)  # noqa: S102
-    # Each example produced what it says it does.
+        scores.append(namespace.get("score"))
+    # Each example produced what it says it does, and the package scores as the model card.
     assert isinstance(namespace["score"], float)
+    own = namespace["cappy"].score([namespace["instruction"]], [namespace["response"]])[0]
+    assert own == pytest.approx(scores[0], abs=1e-4)
     assert namespace["scores"].shape == (2,)
     assert sorted(c for c, _ in namespace["ranked"]) == ["Business", "Sports", "World"]
     assert namespace["label"] in ["World", "Sports", "Business", "Sci/Tech"]
