@@ -238,7 +238,8 @@ def check_shapes(found, shapes, source, optional=lambda path: False):
                             f"the config says {list(shape)}")
     if problems:
         raise CappyError(f"{source}: the weights do not fit its config.json "
-                         f"({len(problems)} problems; {'; '.join(problems[:3])})")
+                         f"({len(problems)} problem{'s' if len(problems) > 1 else ''}: "
+                         f"{'; '.join(problems[:3])})")
 
 
 def _looks_local(name_or_path):

@@ -186,20 +186,24 @@ def test_generations_match_transformers_flax_generate_recorded_before_the_switch
 
 
 def test_log_likelihoods_match_the_recorded_ones():
+    """The recorded beams' log-likelihood sums, all 20 in one padded batch."""
     record, config, params = golden_t5()
-    for prompt, sequence, expected in zip(record["prompts"], record["beam4"],
-                                          record["beam4_log_likelihood_sum"]):
+    width, n = record["prompt_width"], len(record["prompts"])
+    ids, mask = np.zeros((n, width), np.int32), np.zeros((n, width), np.int32)
+    decoder, targets = np.zeros((n, 64), np.int32), np.zeros((n, 64), np.int32)
+    target_mask = np.zeros((n, 64), np.int32)
+    for row, (prompt, sequence) in enumerate(zip(record["prompts"], record["beam4"])):
         target = sequence[1:]
         if config.eos_token_id in target:
             target = target[:target.index(config.eos_token_id) + 1]
-        ids = np.zeros((1, record["prompt_width"]), np.int32)
-        mask = np.zeros_like(ids)
-        ids[0, :len(prompt)], mask[0, :len(prompt)] = prompt, 1
-        decoder = np.array([[config.decoder_start_token_id] + target[:-1]], np.int32)
-        logits = t5.decode(params, config, decoder, t5.encode(params, config, ids, mask), mask)
-        log_probs = np.asarray(jax.nn.log_softmax(logits[0], axis=-1))
-        got = float(np.sum(log_probs[np.arange(len(target)), target]))
-        assert got == pytest.approx(expected, abs=1e-3)
+        ids[row, :len(prompt)], mask[row, :len(prompt)] = prompt, 1
+        decoder[row, :len(target)] = [config.decoder_start_token_id] + target[:-1]
+        targets[row, :len(target)], target_mask[row, :len(target)] = target, 1
+    logits = jax.jit(lambda i, m, d, dm: t5.decode(params, config, d, t5.encode(
+        params, config, i, m), m, dm))(ids, mask, decoder, target_mask)
+    log_probs = np.asarray(jax.nn.log_softmax(logits, axis=-1))
+    got = (np.take_along_axis(log_probs, targets[..., None], -1)[..., 0] * target_mask).sum(-1)
+    np.testing.assert_allclose(got, record["beam4_log_likelihood_sum"], atol=1e-3, rtol=0)
 
 
 @pytest.mark.parametrize("settings", [{"temperature": 0.9, "top_k": 50}, {"top_k": 40},

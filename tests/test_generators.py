@@ -1,0 +1,107 @@
+"""Loading generators (`cappy.generators.load_generator`): every weights layout a hub
+generator ships in reads to the same parameters, cast to the asked dtype; what cappy
+cannot compute stops with one line naming what it can."""
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+
+from cappy.checkpoints import flatten, torch_state
+from cappy.errors import CappyError
+from cappy.generators import SUPPORTED_MODEL_TYPES, load_generator
+
+
+def same_tree(a, b):
+    fa, fb = flatten(a), flatten(b)
+    return set(fa) == set(fb) and all(np.array_equal(fa[k], fb[k]) for k in fa)
+
+
+def weights_only(source, target, keep=()):
+    shutil.copytree(source, target)
+    for name in ("model.safetensors", "flax_model.msgpack"):
+        if name not in keep:
+            (target / name).unlink()
+    return target
+
+
+@pytest.mark.parametrize("fixture", ["tiny_t5", "tiny_gpt2"])
+def test_sharded_safetensors_and_msgpack_read_the_same_parameters(fixture, request, tmp_path):
+    """As google/flan-t5-xxl ships: model.safetensors shards and their index (PyTorch
+    names); and transformers 4's sharded flax_model.msgpack with its index."""
+    from flax.serialization import msgpack_serialize
+    from safetensors.numpy import save_file
+
+    from cappy.checkpoints import unflatten
+
+    source = request.getfixturevalue(fixture)
+    reference = load_generator(source)
+    assert reference.source.endswith("(model.safetensors)")
+    state = torch_state(reference.params)
+    names = sorted(state)
+    folder = weights_only(source, tmp_path / "sharded-safetensors")
+    weight_map = {}
+    for index, part in enumerate((names[::2], names[1::2])):
+        file_name = f"model-0000{index + 1}-of-00002.safetensors"
+        save_file({name: state[name] for name in part}, str(folder / file_name),
+                  metadata={"format": "pt"})
+        weight_map.update({name: file_name for name in part})
+    (folder / "model.safetensors.index.json").write_text(json.dumps({"weight_map": weight_map}))
+    sharded = load_generator(str(folder))
+    assert sharded.source.endswith("(model.safetensors.index.json)")
+    assert same_tree(sharded.params, reference.params)
+
+    flat = flatten(reference.params)
+    keys = sorted(flat)
+    folder = weights_only(source, tmp_path / "sharded-msgpack")
+    weight_map = {}
+    for index, part in enumerate((keys[::2], keys[1::2])):
+        file_name = f"flax_model-0000{index + 1}-of-00002.msgpack"
+        (folder / file_name).write_bytes(msgpack_serialize(unflatten({k: flat[k] for k in part})))
+        weight_map.update({"/".join(k): file_name for k in part})
+    (folder / "flax_model.msgpack.index.json").write_text(json.dumps({"weight_map": weight_map}))
+    assert same_tree(load_generator(str(folder)).params, reference.params)
+
+
+def test_weights_are_cast_to_the_asked_dtype(tiny_t5):
+    import ml_dtypes
+
+    full = load_generator(tiny_t5)
+    half = load_generator(tiny_t5, dtype="bfloat16")
+    leaves_full, leaves_half = flatten(full.params), flatten(half.params)
+    assert {v.dtype for v in leaves_half.values()} == {np.dtype(ml_dtypes.bfloat16)}
+    for key, value in leaves_full.items():
+        np.testing.assert_allclose(leaves_half[key].astype(np.float32), value, rtol=1e-2,
+                                   atol=1e-6)
+    with pytest.raises(CappyError, match="--dtype must be one of"):
+        load_generator(tiny_t5, dtype="float8")
+
+
+def test_unsupported_generators_stop_with_one_line_naming_the_supported(tiny_t5, tmp_path):
+    folder = tmp_path / "bart"
+    shutil.copytree(tiny_t5, folder)
+    config = json.loads((folder / "config.json").read_text())
+    config["model_type"] = "bart"
+    (folder / "config.json").write_text(json.dumps(config))
+    with pytest.raises(CappyError) as error:
+        load_generator(str(folder))
+    message = str(error.value)
+    assert "\n" not in message and "'bart'" in message
+    assert all(name in message for name in SUPPORTED_MODEL_TYPES)
+
+
+def test_a_missing_shard_or_weight_is_named(tiny_t5, tmp_path):
+    from safetensors.numpy import save_file
+
+    state = torch_state(load_generator(tiny_t5).params)
+    folder = weights_only(tiny_t5, tmp_path / "missing")
+    dropped = sorted(state)[0]
+    save_file({k: v for k, v in state.items() if k != dropped}, str(folder / "model.safetensors"),
+              metadata={"format": "pt"})
+    assert dropped == "decoder.block.0.layer.0.SelfAttention.k.weight"
+    with pytest.raises(CappyError, match="1 problem: missing decoder/block/0/layer/0/"
+                                         "SelfAttention/k/kernel"):
+        load_generator(str(folder))
+    with pytest.raises(CappyError, match="cannot load generator"):
+        load_generator(str(tmp_path / "nowhere"))
