@@ -33,38 +33,38 @@ def suppress_eos_before(logits, cur_len, min_length, eos_id):
     return jnp.where(cur_len <= min_length, blocked, logits)
 
 
-def apply_temperature(logits, temperature):
-    return logits if temperature in (None, 1.0) else logits / temperature
+def _per_row(value, rows, off, dtype):
+    """A setting as a [rows] array (None: `off`); scalars and per-row arrays alike, so
+    one compiled program serves every sampling decoding."""
+    return jnp.broadcast_to(jnp.asarray(off if value is None else value, dtype), (rows,))
 
 
-def keep_top_k(logits, top_k):
-    """Only the k highest logits stay (ties as `lax.top_k` orders them); others -inf."""
-    if not top_k:
-        return logits
-    k = min(max(int(top_k), 1), logits.shape[-1])
-    values, indices = jax.lax.top_k(logits, k)
-    rows = jnp.arange(logits.shape[0])[:, None]
-    return jnp.full_like(logits, -jnp.inf).at[rows, indices].set(values)
+def sampling_logits(logits, temperature=None, top_k=None, top_p=None, max_top_k=None):
+    """What sampling draws from, as transformers' warpers run: temperature, then top-k
+    (only the k highest logits stay; 0 or None: all), then top-p (the smallest set of
+    highest-probability tokens whose probability reaches top_p, the token that
+    crosses it included, at least one; 1.0 or None: all); the rest -inf. Ties are
+    ordered as `lax.top_k` orders them. Each setting is a number or a [rows] array
+    (traced values are fine), so one compiled program serves every sampling decoding.
 
-
-def keep_top_p(logits, top_p):
-    """The smallest set of highest-probability tokens whose probability reaches top_p
-    (the token that crosses it included, at least one token); others -inf."""
-    if top_p is None or top_p >= 1.0:
-        return logits
-    values, indices = jax.lax.top_k(logits, logits.shape[-1])  # sorted, high to low
-    cumulative = jnp.cumsum(jax.nn.softmax(values, axis=-1), axis=-1)
-    below = cumulative < top_p
-    keep = jnp.concatenate([jnp.ones_like(below[:, :1]), below[:, :-1]], axis=-1)
-    rows = jnp.arange(logits.shape[0])[:, None]
-    return jnp.full_like(logits, -jnp.inf).at[rows, indices].set(
+    `max_top_k` (a Python int) promises every row's top_k is in 1..max_top_k: only
+    that many logits are sorted (a full sort of a 32k vocabulary costs a CPU
+    hundreds of milliseconds a step); without it the whole vocabulary is."""
+    rows, vocab = logits.shape
+    logits = logits / _per_row(temperature, rows, 1.0, logits.dtype)[:, None]
+    top_k = _per_row(top_k, rows, 0, jnp.int32)[:, None]
+    top_p = _per_row(top_p, rows, 1.0, jnp.float32)[:, None]
+    values, indices = jax.lax.top_k(logits, min(max_top_k or vocab, vocab))  # high to low
+    rank = jnp.arange(values.shape[1])[None, :]
+    keep = (top_k <= 0) | (rank < top_k)
+    values = jnp.where(keep, values, -jnp.inf)
+    cumulative = jnp.cumsum(jax.nn.softmax(values.astype(jnp.float32), axis=-1), axis=-1)
+    below = jnp.concatenate([jnp.ones_like(cumulative[:, :1], bool),
+                             cumulative[:, :-1] < top_p], axis=-1)
+    keep = keep & ((top_p >= 1.0) | below)
+    rows_index = jnp.arange(rows)[:, None]
+    return jnp.full_like(logits, -jnp.inf).at[rows_index, indices].set(
         jnp.where(keep, values, -jnp.inf))
-
-
-def sampling_logits(logits, temperature=None, top_k=None, top_p=None):
-    """What sampling draws from: temperature, then top-k, then top-p, as transformers'
-    warpers run (top_k 50 unless told otherwise, its generation config's default)."""
-    return keep_top_p(keep_top_k(apply_temperature(logits, temperature), top_k), top_p)
 
 
 # ---- searches --------------------------------------------------------------------------
@@ -75,7 +75,7 @@ def _put(sequences, tokens, index):
 
 
 def greedy_or_sample(params, prefill, step, prompt, max_length, min_length, eos_id, pad_id,
-                     rng=None, temperature=None, top_k=None, top_p=None):
+                     rng=None, temperature=None, top_k=None, top_p=None, max_top_k=None):
     """Greedy search (rng None) or sampling; [batch, max_length] sequences, the prompt
     first, each finished row padded with pad_id after its end of sequence."""
     batch, prompt_length = prompt.shape
@@ -85,8 +85,8 @@ def greedy_or_sample(params, prefill, step, prompt, max_length, min_length, eos_
         logits = suppress_eos_before(logits, cur_len, min_length, eos_id)
         if key is None:
             return jnp.argmax(logits, axis=-1)
-        return jax.random.categorical(key, sampling_logits(logits, temperature, top_k, top_p),
-                                      axis=-1)
+        return jax.random.categorical(
+            key, sampling_logits(logits, temperature, top_k, top_p, max_top_k), axis=-1)
 
     def advance(state, logits):
         sequences, cur_len, finished, cache, key = state

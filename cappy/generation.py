@@ -29,6 +29,10 @@ from cappy.generators import load_generator, search_functions, target_logits
 MIN_NEW_TOKENS = 3
 
 
+SAMPLE = "sample"  # the predictor every sampling decoding shares
+SAMPLING_SETTINGS = {"temperature": np.float32, "top_k": np.int32, "top_p": np.float32}
+
+
 def generator_name(model_name_or_path):
     """The folder name of a generator's candidates: `google/flan-t5-xl` -> `flan-t5-xl`."""
     return os.path.basename(os.path.normpath(model_name_or_path))
@@ -98,7 +102,11 @@ class CandidateGenerator:
         src = [ex["src_ids"] for ex in examples]
         width = bucket_length(max(map(len, src)), self.max_src_len)
         ids, mask = pad_batch(src, width, self.tokenizer.pad_token_id, left=not self.is_seq2seq)
-        return {"input_ids": ids, "attention_mask": mask}
+        batch = {"input_ids": ids, "attention_mask": mask}
+        for key, dtype in SAMPLING_SETTINGS.items():  # per-row sampling settings, if any
+            if key in examples[0]:
+                batch[key] = np.array([ex[key] for ex in examples], dtype)
+        return batch
 
     def _collate_pairs(self, examples):
         batch = self._collate_sources(examples)
@@ -123,14 +131,26 @@ class CandidateGenerator:
             sequences = decoding.beam_search(params, prefill, step, prompt,
                                              num_beams=settings["num_beams"], **common,
                                              **generator.beam_defaults)
-        elif settings.get("do_sample"):
-            sampling = {key: settings.get(key, value)
-                        for key, value in generator.sampling_defaults.items()}
-            sequences = decoding.greedy_or_sample(params, prefill, step, prompt, rng=rng,
-                                                  **common, **sampling)
+        elif settings.get("do_sample"):  # the settings come per row, in the batch
+            sequences = decoding.greedy_or_sample(
+                params, prefill, step, prompt, rng=rng, max_top_k=self._max_top_k(), **common,
+                **{key: batch[key] for key in SAMPLING_SETTINGS})
         else:
             sequences = decoding.greedy_or_sample(params, prefill, step, prompt, **common)
         return sequences if self.is_seq2seq else sequences[:, prompt_length:]
+
+    def _sampling_settings(self, name):
+        """A sampling decoding's temperature, top_k and top_p (the generation config's
+        values where DECODINGS leaves them: top_k 50 for plain sampling)."""
+        return {key: DECODINGS[name].get(key, default)
+                for key, default in self.generator.sampling_defaults.items()}
+
+    def _max_top_k(self):
+        """The largest top_k of the sampling decodings, or None when one keeps every
+        token (then sampling sorts the whole vocabulary)."""
+        top_ks = [self._sampling_settings(name)["top_k"] for name, settings in DECODINGS.items()
+                  if settings.get("do_sample")]
+        return max(top_ks) if all(k and k > 0 for k in top_ks) else None
 
     def _log_likelihood_step(self, rng, params, batch):
         del rng
@@ -154,7 +174,7 @@ class CandidateGenerator:
                         for i in range(len(preds["log_likelihood_sum"]))],
                     params_sharding_rules=self._rules)
             else:
-                gen_kwargs = DECODINGS[name]
+                gen_kwargs = {"do_sample": True} if name == SAMPLE else DECODINGS[name]
                 self._predictors[name] = make_predictor(
                     deployer=self.deployer, collate_fn=self._collate_sources,
                     pred_fn=lambda rng, params, batch: self._generate_step(
@@ -189,14 +209,18 @@ class CandidateGenerator:
     def _sample_runs(self, src_ids, decodings, n_samples, desc):
         """{decoding: [run, ...]}: beam search once, every other decoding n_samples times;
         a run holds one response per source, in input order."""
-        examples = [{"src_ids": ids} for ids in src_ids]
         lengths = [len(ids) for ids in src_ids]
         runs = {}
         for name in decodings:
             if name not in DECODINGS:
                 raise CappyError(f"unknown decoding {name!r}; choose from {', '.join(DECODINGS)}")
+            predictor, settings = name, {}
+            if DECODINGS[name].get("do_sample"):
+                # Every sampling decoding runs one compiled program, its settings as data.
+                predictor, settings = SAMPLE, self._sampling_settings(name)
+            examples = [{"src_ids": ids, **settings} for ids in src_ids]
             runs[name] = [
-                self._predict_sorted(name, examples, lengths, desc=f"{desc} {name} #{i}")
+                self._predict_sorted(predictor, examples, lengths, desc=f"{desc} {name} #{i}")
                 for i in range(1 if name in DETERMINISTIC_DECODINGS else n_samples)]
         return runs
 

@@ -287,3 +287,18 @@ def test_greedy_and_beam_search_match_transformers_pytorch_generate(variant):
                 assert ours == until_end(expected[row], config.eos_token_id), (name, row)
                 lengths.add(len(ours))
     assert len(lengths) > 5  # the outputs end at many different lengths
+
+
+def test_per_row_sampling_settings_equal_each_setting_alone():
+    """One compiled program serves every sampling decoding: settings as [rows] arrays
+    (and only the largest top_k sorted) give each row what its setting gives alone."""
+    logits = jnp.asarray(np.random.default_rng(6).normal(0, 3, (4, 300)).astype(np.float32))
+    settings = [(1.0, 50, 1.0), (0.9, 50, 1.0), (1.0, 40, 1.0), (1.0, 50, 0.95)]
+    temperature, top_k, top_p = (np.array(column) for column in zip(*settings))
+    together = jax.jit(lambda x, t, k, p: decoding.sampling_logits(x, t, k, p, max_top_k=50))(
+        logits, temperature, top_k, top_p)
+    for row, (t, k, p) in enumerate(settings):
+        alone = decoding.sampling_logits(logits[row:row + 1], t, k, p)
+        np.testing.assert_array_equal(np.asarray(together[row:row + 1]), np.asarray(alone))
+    kept = np.isfinite(np.asarray(together)).sum(axis=-1)
+    assert kept[0] == kept[1] == 50 and kept[2] == 40 and kept[3] < 50
