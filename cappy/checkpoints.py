@@ -248,6 +248,51 @@ def _looks_local(name_or_path):
             or name_or_path.count("/") > 1 or os.path.exists(name_or_path))
 
 
+_WENT_OFFLINE = []  # the hub endpoint this process found unreachable, once it has
+
+
+def check_model_source(name_or_path, what):
+    """Before a load: a local path that does not exist is named at once; for a hub id,
+    when the hub cannot be reached (one request, a few seconds), this process goes
+    offline, so a cached copy loads without the hub's minute of retries. Returns a
+    one-line error for a later load failure to use, or None."""
+    if _looks_local(name_or_path):
+        if not os.path.isdir(name_or_path):
+            raise CappyError(f"{name_or_path}: folder not found")
+        return None
+    from huggingface_hub import constants
+
+    if not constants.HF_HUB_OFFLINE:
+        if _hub_reachable():
+            return None
+        constants.HF_HUB_OFFLINE = True  # what transformers and huggingface_hub consult
+        _WENT_OFFLINE.append(constants.ENDPOINT)
+    if _WENT_OFFLINE:
+        return (f"cannot load {what} {name_or_path!r}: the hub ({_WENT_OFFLINE[0]}) cannot be "
+                f"reached and no copy is in the local cache; connect, or pass a local folder "
+                f"(HF_HUB_OFFLINE=1 skips the hub)")
+    return (f"cannot load {what} {name_or_path!r}: HF_HUB_OFFLINE is set and no copy is in "
+            f"the local cache; unset it to download, or pass a local folder")
+
+
+def offline_error(message, error):
+    """`message` (check_model_source's) where a load failed for want of the hub or the
+    cache, else None: other failures keep their own words."""
+    text = str(error).lower()
+    return message if message and ("cache" in text or "offline" in text) else None
+
+
+def _hub_reachable(timeout=3.0):
+    from huggingface_hub import constants
+    from huggingface_hub.utils import get_session
+
+    try:
+        get_session().head(constants.ENDPOINT, timeout=timeout)
+    except Exception:  # noqa: BLE001 (any failure to get an answer means unreachable)
+        return False
+    return True
+
+
 def _resolve(name_or_path, filename):
     """The local path of `filename` in a folder or hub repository, or None if it has none."""
     if os.path.isdir(name_or_path):
@@ -318,8 +363,7 @@ def load_cappy(name_or_path, dtype="float32", truncation=None, new_head_seed=Non
 
     if dtype not in DTYPES:
         raise CappyError(f"dtype must be one of {', '.join(DTYPES)}, got {dtype!r}")
-    if _looks_local(name_or_path) and not os.path.isdir(name_or_path):
-        raise CappyError(f"{name_or_path}: folder not found")
+    unreachable = check_model_source(name_or_path, "Cappy model")
     try:
         with quiet_transformers():
             config = AutoConfig.from_pretrained(name_or_path)
@@ -344,7 +388,8 @@ def load_cappy(name_or_path, dtype="float32", truncation=None, new_head_seed=Non
         raise
     except (OSError, ValueError, KeyError) as error:
         first_line = (str(error).strip().splitlines() or [type(error).__name__])[0]
-        raise CappyError(f"cannot load Cappy model {name_or_path!r}: {first_line}") from None
+        raise CappyError(offline_error(unreachable, error)
+                         or f"cannot load Cappy model {name_or_path!r}: {first_line}") from None
     recorded = getattr(config, TRUNCATION_KEY, None)
     model = CappyModel(config=config, params=params, dtype=dtype,
                        truncation=check_truncation(truncation or recorded or DEFAULT_TRUNCATION),

@@ -66,10 +66,12 @@ def load_generator(name_or_path, dtype="float32"):
     """A Generator from a folder or hub id, weights cast to `dtype`."""
     from transformers import AutoConfig, AutoTokenizer, GenerationConfig
 
-    from cappy.checkpoints import check_shapes, quiet_transformers, read_parameters
+    from cappy.checkpoints import (check_model_source, check_shapes, offline_error,
+                                   quiet_transformers, read_parameters)
 
     if dtype not in DTYPES:
         raise CappyError(f"--dtype must be one of {', '.join(DTYPES)}, got {dtype!r}")
+    unreachable = check_model_source(name_or_path, "generator")
     try:
         with quiet_transformers():
             config = AutoConfig.from_pretrained(name_or_path)
@@ -80,7 +82,8 @@ def load_generator(name_or_path, dtype="float32"):
                 generation = GenerationConfig.from_model_config(config)
     except (OSError, ValueError) as error:
         first_line = (str(error).strip().splitlines() or [type(error).__name__])[0]
-        raise CappyError(f"cannot load generator {name_or_path!r}: {first_line}") from None
+        raise CappyError(offline_error(unreachable, error)
+                         or f"cannot load generator {name_or_path!r}: {first_line}") from None
     if config.model_type not in SUPPORTED_MODEL_TYPES:
         raise CappyError(f"{name_or_path}: generators of model_type {config.model_type!r} are "
                          f"not supported (supported: {', '.join(SUPPORTED_MODEL_TYPES)})")

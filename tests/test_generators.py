@@ -103,5 +103,5 @@ def test_a_missing_shard_or_weight_is_named(tiny_t5, tmp_path):
     with pytest.raises(CappyError, match="1 problem: missing decoder/block/0/layer/0/"
                                          "SelfAttention/k/kernel"):
         load_generator(str(folder))
-    with pytest.raises(CappyError, match="cannot load generator"):
+    with pytest.raises(CappyError, match="nowhere: folder not found"):
         load_generator(str(tmp_path / "nowhere"))

@@ -62,3 +62,50 @@ def test_both_builders_read_through_it(calls):
     assert list(pretraining_data.load_hub_examples(spec)) == [{"from": "parquet"}]
     assert calls[-1][2]["streaming"] is True
     assert calls[-1][2]["data_files"]["train"].endswith("/all/train/*.parquet")
+
+
+UNREACHABLE_LOAD = """
+import sys
+from cappy.errors import CappyError
+from cappy.checkpoints import load_cappy
+from cappy.generators import load_generator
+for load, name in ((load_cappy, "owner/some-cappy"), (load_generator, "owner/some-generator")):
+    try:
+        load(name)
+    except CappyError as error:
+        print(error)
+"""
+
+
+def test_an_unreachable_hub_is_one_line_without_retries(tmp_path):
+    """A hub id while the hub cannot be reached (here: a closed local port) and nothing
+    is cached: one line naming the hub and the way out, and none of the hub's retries."""
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "HF_ENDPOINT": "http://127.0.0.1:9", "HF_HOME": str(tmp_path / "hf"),
+           "JAX_PLATFORMS": "cpu"}
+    env.pop("HF_HUB_OFFLINE", None)
+    env.pop("TRANSFORMERS_OFFLINE", None)
+    done = subprocess.run([sys.executable, "-c", UNREACHABLE_LOAD], capture_output=True,
+                          text=True, env=env, timeout=300,
+                          cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    lines = done.stdout.strip().splitlines()
+    assert len(lines) == 2, done.stdout + done.stderr
+    for what, line in zip(("Cappy model 'owner/some-cappy'", "generator 'owner/some-generator'"),
+                          lines):
+        assert line.startswith(f"cannot load {what}: the hub (http://127.0.0.1:9) cannot be "
+                               "reached"), line
+        assert "HF_HUB_OFFLINE=1" in line and "local folder" in line
+    assert "Retrying" not in done.stderr
+
+
+def test_a_missing_local_folder_is_named(tmp_path):
+    from cappy.checkpoints import load_cappy
+    from cappy.errors import CappyError
+    from cappy.generators import load_generator
+
+    for load in (load_cappy, load_generator):
+        with pytest.raises(CappyError, match="no-such-folder: folder not found"):
+            load(str(tmp_path / "no-such-folder"))
