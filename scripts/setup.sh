@@ -5,11 +5,23 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON="${PYTHON:-python3}"
+new_enough='import sys; sys.exit(sys.version_info[:2] < (3, 11))'
+if ! "$PYTHON" -c "$new_enough" 2>/dev/null; then
+    echo "cappy needs Python 3.11 or newer; $PYTHON is $("$PYTHON" -V 2>&1 || echo missing)." \
+         "Run again with PYTHON=python3.11 (or python3.12)." >&2
+    exit 1
+fi
+if [ -e .venv ] && ! .venv/bin/python -c "$new_enough" 2>/dev/null; then
+    echo "rebuilding .venv: its interpreter is broken or older than 3.11"
+    rm -rf .venv
+fi
 if [ ! -x .venv/bin/python ]; then
     "$PYTHON" -m venv .venv
 fi
+echo "installing the locked requirements into .venv (a few minutes the first time) ..."
 .venv/bin/python -m pip install --quiet -r requirements.txt -c constraints.txt
 if [ "${CAPPY_TORCH:-0}" = "1" ]; then  # the optional PyTorch backend
+    echo "installing PyTorch (CPU) for the torch backend ..."
     .venv/bin/python -m pip install --quiet -r requirements-torch.txt -c constraints.txt
 fi
 if [ -n "${CAPPY_JAX:-}" ]; then

@@ -1,0 +1,51 @@
+"""scripts/setup.sh refuses an old Python in one line and rebuilds a broken .venv,
+before installing anything (checked on a copy of the script with stand-in
+interpreters: nothing is installed)."""
+
+import os
+import shutil
+import subprocess
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def fake_python(path, version, ok):
+    """An interpreter stand-in: `-V` prints `version`; the version check exits 0 if ok."""
+    path.write_text("#!/usr/bin/env bash\n"
+                    f'if [ "$1" = "-V" ]; then echo "Python {version}"; exit 0; fi\n'
+                    f'if [ "$1" = "-c" ]; then exit {0 if ok else 1}; fi\n'
+                    "exit 3\n")
+    path.chmod(0o755)
+    return path
+
+
+def copy_of_setup(tmp_path):
+    (tmp_path / "scripts").mkdir()
+    shutil.copy(os.path.join(REPO, "scripts", "setup.sh"), tmp_path / "scripts" / "setup.sh")
+    return tmp_path / "scripts" / "setup.sh"
+
+
+def test_an_old_python_is_refused_in_one_line(tmp_path):
+    script = copy_of_setup(tmp_path)
+    old = fake_python(tmp_path / "python3.10", "3.10.12", ok=False)
+    done = subprocess.run(["bash", str(script)], env={**os.environ, "PYTHON": str(old)},
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 1
+    assert done.stderr.strip().splitlines() == [
+        f"cappy needs Python 3.11 or newer; {old} is Python 3.10.12. Run again with "
+        "PYTHON=python3.11 (or python3.12)."]
+    assert not (tmp_path / ".venv").exists()
+
+
+def test_a_broken_venv_is_rebuilt(tmp_path):
+    script = copy_of_setup(tmp_path)
+    (tmp_path / ".venv" / "bin").mkdir(parents=True)
+    fake_python(tmp_path / ".venv" / "bin" / "python", "3.10.12", ok=False)
+    # A good interpreter whose `-m venv` fails: the script stops right after the rebuild
+    # decision, so nothing is installed.
+    good = fake_python(tmp_path / "python3.11", "3.11.9", ok=True)
+    done = subprocess.run(["bash", str(script)], env={**os.environ, "PYTHON": str(good)},
+                          capture_output=True, text=True, timeout=60)
+    assert "rebuilding .venv: its interpreter is broken or older than 3.11" in done.stdout
+    assert not (tmp_path / ".venv").exists()  # removed; the stand-in made no new one
+    assert done.returncode != 0
