@@ -25,7 +25,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from cappy.errors import exit_on_error  # noqa: E402
 from cappy.hosts import add_multihost_arguments  # noqa: E402
 from cappy.checkpoints import DTYPES, keep_torch_out_of_transformers  # noqa: E402
-from cappy.training import LR_SCHEDULES  # noqa: E402
+from cappy.finetune_data import LR_SCHEDULES  # noqa: E402
 
 
 def parse_args(argv=None):

@@ -16,6 +16,10 @@ import random
 from cappy.candidates import SAMPLES_KEY, all_candidates
 from cappy.rouge import rouge_l
 
+# The learning-rate schedules cappy.training offers: the release's as it ran ("paper")
+# and the one it meant ("corrected"). Here, light to import, for the scripts' --help.
+LR_SCHEDULES = ("paper", "corrected")
+
 
 def build_finetune_examples(rows, train_size, seed, src_key="instruction", tgt_key="response",
                             refs_key="references", label_key="label"):

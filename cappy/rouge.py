@@ -3,11 +3,12 @@ stemming, the best over a row's references."""
 
 import functools
 
-from rouge_score import rouge_scorer
-
 
 @functools.lru_cache(maxsize=1)
 def _scorer():
+    # Imported here: rouge-score brings nltk, about a second, which --help need not pay.
+    from rouge_score import rouge_scorer
+
     return rouge_scorer.RougeScorer(["rougeL"], use_stemmer=True)
 
 

@@ -37,8 +37,7 @@ import optax
 
 from cappy import packing, roberta
 from cappy.errors import CappyError
-
-LR_SCHEDULES = ("paper", "corrected")
+from cappy.finetune_data import LR_SCHEDULES
 CPU_TOKENS_PER_STEP = 2048
 
 
