@@ -106,16 +106,21 @@ def _chunks(rows, size):
         yield chunk
 
 
-def _count_lines(path):
-    if not os.path.isfile(path):
-        raise CappyError(f"{path}: file not found")
-    with open(path, "rb") as file:
-        return sum(1 for line in file if line.strip())
+def check_rows(path, check, skip_bad_rows):
+    """The whole input read once before any model loads, so that a bad row stops the run
+    at once (unless skipped); returns the number of good rows."""
+    return sum(1 for _ in good_rows(path, check, skip_bad_rows, {"bad": 0}))
+
+
+def check_output_folder(path):
+    folder = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(folder):
+        raise CappyError(f"{path}: its folder {folder} does not exist")
 
 
 # ---- commands -----------------------------------------------------------------------
 
-def stream_rows(args, check, process_chunk, chunk_size, desc):
+def stream_rows(args, check, process_chunk, chunk_size, desc, total):
     """Read valid rows in chunks, write process_chunk(chunk)'s rows atomically; count them."""
     import json
 
@@ -124,7 +129,6 @@ def stream_rows(args, check, process_chunk, chunk_size, desc):
     from cappy.io import atomic_open
 
     counter = {"bad": 0, "rows": 0}
-    total = _count_lines(args.input)
     rows = good_rows(args.input, check, args.skip_bad_rows, counter)
     with atomic_open(args.output) as out, tqdm.tqdm(total=total, desc=desc, unit="row") as bar:
         for chunk in _chunks(rows, chunk_size):
@@ -197,14 +201,16 @@ def main(argv=None):
     else:
         if os.path.abspath(args.input) == os.path.abspath(args.output):
             raise CappyError("--output must differ from --input")
+        check, process, chunk_size, desc = COMMANDS[args.command]
+        check_output_folder(args.output)
+        total = check_rows(args.input, check, args.skip_bad_rows)  # before the model loads
         from cappy.api import Cappy
 
         cappy = Cappy.from_pretrained(args.model_name_or_path, backend=args.backend,
                                       dtype=args.dtype, max_length=args.max_length,
                                       batch_size=args.batch_size, truncation=args.truncation)
-        check, process, chunk_size, desc = COMMANDS[args.command]
         counter = stream_rows(args, check, lambda chunk: process(cappy, chunk, args.batch_size),
-                              chunk_size, desc)
+                              chunk_size, desc, total)
         print(f"wrote {args.output}: {counter['rows']} rows"
               + (f", skipped {counter['bad']} bad rows" if counter["bad"] else ""))
     return 0

@@ -1,6 +1,7 @@
 """Cappy as a library and a command: backends, order, truncation, rerank, finetune, bad rows."""
 
 import json
+import os
 
 import numpy as np
 import pytest
@@ -8,6 +9,8 @@ import pytest
 from cappy import Cappy, cli
 from cappy.rouge import rouge_l
 from cappy.scoring import encode_pairs
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 torch = pytest.importorskip("torch")
 
@@ -140,6 +143,35 @@ def test_bad_rows_stop_with_one_line_or_are_skipped(tiny_scorer, tmp_path, capsy
                    "--output_dir", tmp_path / "ft") == 2
     assert "train.jsonl:1: field 'label': must be a number in [0, 1]" in capsys.readouterr().err
     assert not (tmp_path / "ft").exists()
+
+
+@pytest.mark.parametrize("command", ["score", "rerank"])
+def test_bad_input_is_reported_before_the_model_loads(command, tmp_path):
+    """A bad row at the end of the file, a missing input or a missing output folder stop
+    the command before JAX or the model is even imported."""
+    import subprocess
+    import sys
+
+    rows = [{"instruction": "a", "response": "b", "candidates": ["b"]}] * 3 + [{"x": 1}]
+    src = write_rows(tmp_path / "in.jsonl", rows)
+    cases = {(str(src), str(tmp_path / "out.jsonl")): f"error: {src}:4: field ",
+             (str(tmp_path / "missing.jsonl"), str(tmp_path / "out.jsonl")):
+                 f"error: {tmp_path / 'missing.jsonl'}: file not found",
+             (str(src), str(tmp_path / "no" / "out.jsonl")):
+                 f"error: {tmp_path / 'no' / 'out.jsonl'}: its folder {tmp_path / 'no'} does "
+                 "not exist"}
+    for (input_file, output_file), message in cases.items():
+        done = subprocess.run(
+            [sys.executable, "-X", "importtime", "-m", "cappy", command, "--model_name_or_path",
+             str(tmp_path / "no-model-needed"), "--input", input_file, "--output", output_file],
+            capture_output=True, text=True, timeout=120, cwd=REPO)
+        assert done.returncode == 2
+        lines = [line for line in done.stderr.splitlines() if not line.startswith("import time")]
+        assert len(lines) == 1 and lines[0].startswith(message), lines
+        imported = {line.rsplit("|", 1)[-1].strip() for line in done.stderr.splitlines()
+                    if line.startswith("import time:")}
+        assert "jax" not in imported
+    assert sorted(os.listdir(tmp_path)) == ["in.jsonl"]
 
 
 def test_finetune_then_reload_in_both_backends(tiny_scorer, tmp_path):
