@@ -105,3 +105,35 @@ def test_a_missing_shard_or_weight_is_named(tiny_t5, tmp_path):
         load_generator(str(folder))
     with pytest.raises(CappyError, match="nowhere: folder not found"):
         load_generator(str(tmp_path / "nowhere"))
+
+
+def test_a_flan_t5_that_transformers_5_saved_loads_with_its_logits(tmp_path):
+    """transformers 5 writes every T5 config with tie_word_embeddings true (v1.1 marked by
+    scale_decoder_outputs false) and keeps v1.1's own head in model.safetensors."""
+    torch = pytest.importorskip("torch")
+    from transformers import T5Config, T5ForConditionalGeneration
+
+    from cappy import t5
+    from cappy.tiny_models import make_generator_tokenizer
+
+    tokenizer = make_generator_tokenizer()
+    config = T5Config(vocab_size=len(tokenizer), d_model=32, d_kv=8, d_ff=64, num_layers=2,
+                      num_heads=4, feed_forward_proj="gated-gelu", tie_word_embeddings=False,
+                      pad_token_id=0, eos_token_id=1, decoder_start_token_id=0)
+    torch.manual_seed(0)
+    module = T5ForConditionalGeneration(config).eval()
+    module.lm_head.weight = torch.nn.Parameter(torch.randn_like(module.shared.weight))
+    module.save_pretrained(str(tmp_path / "flan"))
+    tokenizer.save_pretrained(str(tmp_path / "flan"))
+    generator = load_generator(str(tmp_path / "flan"))
+    assert not t5.is_v1_0(generator.config)
+    ids = np.array([[5, 6, 7, 8, 1], [9, 10, 1, 0, 0]])
+    mask = (np.arange(5) < np.array([[5], [3]])).astype(np.int64)
+    decoder = np.array([[0, 11, 12], [0, 13, 14]])
+    with torch.no_grad():
+        expected = module(input_ids=torch.as_tensor(ids), attention_mask=torch.as_tensor(mask),
+                          decoder_input_ids=torch.as_tensor(decoder)).logits.numpy()
+    params = generator.params
+    got = np.asarray(t5.decode(params, generator.config, decoder,
+                               t5.encode(params, generator.config, ids, mask), mask))
+    np.testing.assert_allclose(got, expected, atol=1e-4, rtol=0)
