@@ -41,16 +41,20 @@ from cappy.hosts import add_multihost_arguments  # noqa: E402
 
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--data_dir", required=True, help="folder with manifest.json and shards/")
-    p.add_argument("--output_dir", required=True)
+    p.add_argument("--output_dir", required=True,
+                   help="where checkpoints, log.jsonl and the final Cappy are written")
     p.add_argument("--model_name_or_path", default="roberta-large",
                    help="a RoBERTa-style checkpoint (new regression head) or a Cappy (continued)")
     p.add_argument("--dtype", default="float32", choices=DTYPES,
                    help="compute dtype; parameters and optimizer state stay float32")
     p.add_argument("--max_steps", type=int, required=True, help="optimizer updates in all")
-    p.add_argument("--per_device_batch_size", type=int, default=32)
-    p.add_argument("--accumulate_grad_batches", type=int, default=1)
+    p.add_argument("--per_device_batch_size", type=int, default=32,
+                   help="examples per device per micro-batch")
+    p.add_argument("--accumulate_grad_batches", type=int, default=1,
+                   help="micro-batches per optimizer update")
     p.add_argument("--learning_rate", type=float, default=1e-5, help="peak rate")
     p.add_argument("--warmup_steps", type=int, default=None,
                    help="linear warm-up from 0 (default: 10%% of --max_steps), then linear "
@@ -67,19 +71,22 @@ def parse_args(argv=None):
                    help="data order, dropout and the new head's initialisation")
     p.add_argument("--save_every", type=int, default=1000,
                    help="steps between checkpoints (0: only at the end or stop)")
-    p.add_argument("--keep_checkpoints", type=int, default=2)
+    p.add_argument("--keep_checkpoints", type=int, default=2,
+                   help="checkpoints kept on disk, newest first")
     p.add_argument("--eval_every", type=int, default=1000,
                    help="steps between evaluations on validation pairs (0: none)")
     p.add_argument("--eval_size", type=int, default=2000,
                    help="validation rows evaluated, sampled across all validation shards")
-    p.add_argument("--eval_per_device_batch_size", type=int, default=64)
+    p.add_argument("--eval_per_device_batch_size", type=int, default=64,
+                   help="validation pairs per device per batch")
     p.add_argument("--log_every", type=int, default=50, help="steps between log.jsonl rows")
     p.add_argument("--stop_after_steps", type=int, default=None,
                    help="checkpoint and exit after this step (the schedule still runs to "
                         "--max_steps); run again without it to continue")
     p.add_argument("--no_resume", action="store_true",
                    help="stop with an error if --output_dir already has checkpoints")
-    p.add_argument("--n_model_shards", type=int, default=1)
+    p.add_argument("--n_model_shards", type=int, default=1,
+                   help="devices each model copy is split over")
     p.add_argument("--quiet", dest="verbose", action="store_false", help="no progress bar")
     add_multihost_arguments(p)
     return p.parse_args(argv)

@@ -26,19 +26,26 @@ from cappy.checkpoints import DTYPES, keep_torch_out_of_transformers  # noqa: E4
 
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--data_file", default="./promptsource_test.jsonl")
-    p.add_argument("--sent0_key", default="instruction")
-    p.add_argument("--sent1_key", default="response")
-    p.add_argument("--model_name_or_path", default="btan2/cappy-large")
-    p.add_argument("--n_model_shards", type=int, default=1)
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--data_file", default="./promptsource_test.jsonl",
+                   help="the test set (scripts/build_promptsource_test_data.py writes it)")
+    p.add_argument("--sent0_key", default="instruction", help="the instruction's field")
+    p.add_argument("--sent1_key", default="response", help="the answer choices' field")
+    p.add_argument("--model_name_or_path", default="btan2/cappy-large",
+                   help="the Cappy: a hub id or a folder")
+    p.add_argument("--n_model_shards", type=int, default=1,
+                   help="devices each model copy is split over")
     p.add_argument("--per_device_batch_size", type=int, default=128,
                    help="pairs per device per batch, counted at max_length tokens each "
                         "(pairs are packed into rows up to that many tokens)")
-    p.add_argument("--max_length", type=int, default=512)
+    p.add_argument("--max_length", type=int, default=512,
+                   help="tokens per pair; longer pairs are cut by the checkpoint's truncation "
+                        "policy")
     p.add_argument("--dtype", default="float32", choices=DTYPES,
                    help="compute dtype (parameters and scores stay float32)")
-    p.add_argument("--jax_seed", type=int, default=42)
+    p.add_argument("--jax_seed", type=int, default=42,
+                   help="the deployer's seed (scoring draws nothing random)")
     p.add_argument("--per_template", action="store_true",
                    help="also print the accuracy of each template")
     p.add_argument("--output_file", default=None,

@@ -32,26 +32,31 @@ def parse_args(argv=None):
     from cappy.benchmark import GENERATOR_SHAPES, MODEL_SHAPES
     from cappy.checkpoints import DTYPES
 
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--model_size", default="tiny", choices=list(MODEL_SHAPES))
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--model_size", default="tiny", choices=list(MODEL_SHAPES),
+                   help="the random RoBERTa's shape (large: RoBERTa-large, Cappy's)")
     p.add_argument("--dtype", default="float32", choices=DTYPES,
                    help="compute dtype of the cappy path and the PyTorch peer "
                         "(the original path runs in float32, as released)")
     p.add_argument("--batch_size", type=int, default=32, help="scoring batch size")
-    p.add_argument("--max_length", type=int, default=512)
+    p.add_argument("--max_length", type=int, default=512, help="tokens per pair")
     p.add_argument("--n_prompts", type=int, default=360,
                    help="PromptSource-like prompts (4 answer choices each)")
     p.add_argument("--train_size", type=int, default=256,
                    help="finetuning examples per path (the paper: 102,400)")
-    p.add_argument("--per_device_train_batch_size", type=int, default=8)
-    p.add_argument("--accumulate_grad_batches", type=int, default=16)
+    p.add_argument("--per_device_train_batch_size", type=int, default=8,
+                   help="finetuning examples per device per micro-batch")
+    p.add_argument("--accumulate_grad_batches", type=int, default=16,
+                   help="micro-batches per optimizer update")
     p.add_argument("--dropout", type=float, default=0.1,
                    help="the model's dropout (RoBERTa's 0.1); 0 makes the two finetuning "
                         "paths compute the same updates")
     p.add_argument("--no_torch", action="store_true", help="skip the PyTorch peer")
     p.add_argument("--generation_size", default="tiny", choices=["none", *GENERATOR_SHAPES],
                    help="the FLAN-T5-shaped generator of the generation benchmark (none: skip)")
-    p.add_argument("--generation_instructions", type=int, default=24)
+    p.add_argument("--generation_instructions", type=int, default=24,
+                   help="BIG-Bench instructions the generation benchmark generates for")
     p.add_argument("--generation_only", action="store_true",
                    help="only the generation benchmark (a few minutes instead of ten)")
     p.add_argument("--output_file", default=None, help="also write the figures as JSON")

@@ -34,12 +34,15 @@ TASK, GENERATOR = "auto_categorization", "random-generator"
 def parse_args(argv=None):
     from cappy.benchmark import MODEL_SHAPES
 
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--model_size", default="tiny", choices=list(MODEL_SHAPES))
-    p.add_argument("--train_size", type=int, default=512)
-    p.add_argument("--max_length", type=int, default=512)
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--model_size", default="tiny", choices=list(MODEL_SHAPES),
+                   help="the random Cappy's shape")
+    p.add_argument("--train_size", type=int, default=512, help="training examples of the task")
+    p.add_argument("--max_length", type=int, default=512, help="tokens per pair")
     p.add_argument("--repeats", type=int, default=2, help="runs of each script, alternating")
-    p.add_argument("--work_dir", default=os.path.join("cache", "benchmark_processes"))
+    p.add_argument("--work_dir", default=os.path.join("cache", "benchmark_processes"),
+                   help="where the model, the candidates and the results are written")
     p.add_argument("--python", default=os.environ.get("CAPPY_ORIGINAL_PYTHON", sys.executable),
                    help="the interpreter for the original script, which needs transformers<5: "
                         "a venv of scripts/baselines/requirements-original.txt (default "

@@ -28,26 +28,33 @@ from cappy.bigbench_data import read_task_names  # noqa: E402
 
 
 def parse_args(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--model_name_or_path", default="google/flan-t5-small")
-    parser.add_argument("--data_dir", default="bigbench_data")
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser.add_argument("--model_name_or_path", default="google/flan-t5-small",
+                        help="the generator: a hub id or a folder (T5, GPT-2 or Llama-family)")
+    parser.add_argument("--data_dir", default="bigbench_data",
+                        help="the BIG-Bench task files (scripts/get_bigbench_data.py writes them)")
     parser.add_argument("--output_dir", default="bigbench_flan_gens",
                         help="candidates go to OUTPUT_DIR/{model folder name}/")
     parser.add_argument("--tasks", default=None,
                         help="comma-separated task names (default: subset_names.json)")
-    parser.add_argument("--splits", default="train,validation")
-    parser.add_argument("--src_key", default="instruction")
-    parser.add_argument("--tgt_key", default="response")
+    parser.add_argument("--splits", default="train,validation",
+                        help="comma-separated splits to generate for")
+    parser.add_argument("--src_key", default="instruction", help="the instruction's field")
+    parser.add_argument("--tgt_key", default="response",
+                        help="the response's field in the written candidates")
     parser.add_argument("--n_model_shards", type=int, default=1,
                         help="split the model over this many devices")
     parser.add_argument("--n_sample_gens", type=int, default=4,
                         help="samples per sampling decoding (beam search runs once)")
-    parser.add_argument("--per_device_batch_size", type=int, default=8)
-    parser.add_argument("--max_src_len", type=int, default=512)
-    parser.add_argument("--max_tgt_len", type=int, default=64)
+    parser.add_argument("--per_device_batch_size", type=int, default=8,
+                        help="instructions per device per batch")
+    parser.add_argument("--max_src_len", type=int, default=512, help="instruction tokens kept")
+    parser.add_argument("--max_tgt_len", type=int, default=64, help="most tokens a candidate has")
     parser.add_argument("--dtype", default="float16", choices=["float16", "bfloat16", "float32"],
                         help="generator weights' dtype (float16 as in the paper)")
-    parser.add_argument("--jax_seed", type=int, default=42)
+    parser.add_argument("--jax_seed", type=int, default=42,
+                        help="seed of every file's random stream")
     return parser.parse_args(argv)
 
 

@@ -34,8 +34,10 @@ def _names(text):
 
 
 def parse_args(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--output_dir", default="pretraining_data")
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0],
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser.add_argument("--output_dir", default="pretraining_data",
+                        help="where manifest.json and the shards are written")
     parser.add_argument("--datasets", default=None,
                         help="comma-separated names from --list_datasets (a dataset name "
                              "selects all its subsets; default: all 38)")
@@ -64,7 +66,8 @@ def parse_args(argv=None):
                         help="first N training examples of each dataset (T0: 500000; 0 = all)")
     parser.add_argument("--batch_examples", type=int, default=pd.DEFAULT_BATCH_EXAMPLES,
                         help="examples rendered (and sent to the generators) at once")
-    parser.add_argument("--seed", type=int, default=42)
+    parser.add_argument("--seed", type=int, default=42,
+                        help="seed of the mismatched targets and the sampled responses")
     parser.add_argument("--augment_models", default=None,
                         help="comma-separated generators (hub ids or folders; T5, GPT-2 or "
                              "Llama-family) whose sampled responses are added, labelled by "
@@ -77,13 +80,16 @@ def parse_args(argv=None):
                         help="samples per sampling decoding (beam search runs once)")
     parser.add_argument("--augment_batch_size", type=int, default=8,
                         help="generator batch size per device")
-    parser.add_argument("--augment_max_src_len", type=int, default=512)
-    parser.add_argument("--augment_max_tgt_len", type=int, default=64)
+    parser.add_argument("--augment_max_src_len", type=int, default=512,
+                        help="instruction tokens the augmenting generators keep")
+    parser.add_argument("--augment_max_tgt_len", type=int, default=64,
+                        help="most tokens of a sampled response")
     parser.add_argument("--augment_dtype", default="bfloat16",
-                        choices=["float32", "float16", "bfloat16"])
+                        choices=["float32", "float16", "bfloat16"],
+                        help="the augmenting generators' weights and compute dtype")
     parser.add_argument("--n_model_shards", type=int, default=1,
                         help="devices each generator is split over")
-    parser.add_argument("--no_progress", action="store_true")
+    parser.add_argument("--no_progress", action="store_true", help="no progress bars")
     return parser.parse_args(argv)
 
 

@@ -23,8 +23,9 @@ from cappy.promptsource_data import (HF_IDS, STORY_CLOZE_FILE, build_test_file, 
 
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--output_file", default="promptsource_test.jsonl")
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--output_file", default="promptsource_test.jsonl", help="the test set written")
     p.add_argument("--datasets", default=None,
                    help="comma-separated subset of anli_r1, anli_r2, anli_r3 (or anli), cb, rte, "
                         "story_cloze, wsc, wic, winogrande, winogender, crows_pairs (default: all)")

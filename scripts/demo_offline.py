@@ -21,8 +21,10 @@ from cappy.errors import exit_on_error  # noqa: E402
 
 @exit_on_error
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--output_dir", default="demo_run")
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser.add_argument("--output_dir", default="demo_run",
+                        help="where the demo's models, data and results go")
     args = parser.parse_args(argv)
     from cappy.demo import run_demo
 

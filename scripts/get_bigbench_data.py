@@ -17,17 +17,20 @@ from cappy.errors import exit_on_error  # noqa: E402
 
 
 def parse_args(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0],
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     parser.add_argument("--source", choices=["hub", "pypi"], default="hub",
                         help="tasksource/bigbench on the hub, or the bigbench==1.0.0 sdist "
                              "from PyPI (no tellmewhy)")
-    parser.add_argument("--output_dir", default="bigbench_data")
+    parser.add_argument("--output_dir", default="bigbench_data",
+                        help="where the task files are written")
     parser.add_argument("--tasks", default=None,
                         help="comma-separated subset of the 45 task names (default: all)")
     parser.add_argument("--bigbench_sdist", default=None,
                         help="a local bigbench-1.0.0.tar.gz (pypi source; default: "
                              "download it into --cache_dir once)")
-    parser.add_argument("--cache_dir", default="~/.cache/cappy")
+    parser.add_argument("--cache_dir", default="~/.cache/cappy",
+                        help="where the downloaded BIG-Bench source is kept")
     parser.add_argument("--max_train_rows", type=int, default=None,
                         help="keep only the first N train rows per task (for small samples)")
     parser.add_argument("--max_validation_rows", type=int, default=None,

@@ -21,10 +21,13 @@ MODELS = ("tiny-cappy", "tiny-t5", "tiny-gpt2")
 
 
 def parse_args(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--output_dir", default="demo_run/models")
-    parser.add_argument("--models", default=",".join(MODELS))
-    parser.add_argument("--overwrite", action="store_true")
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser.add_argument("--output_dir", default="demo_run/models",
+                        help="where the models are written")
+    parser.add_argument("--models", default=",".join(MODELS),
+                        help="comma-separated models to write")
+    parser.add_argument("--overwrite", action="store_true", help="replace models already there")
     return parser.parse_args(argv)
 
 

@@ -21,14 +21,18 @@ from cappy.errors import exit_on_error  # noqa: E402
 
 
 def parse_args(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--bigbench_data_dir", default="bigbench_data")
-    parser.add_argument("--bigbench_gen_dir", default="bigbench_flan_gens")
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser.add_argument("--bigbench_data_dir", default="bigbench_data",
+                        help="the BIG-Bench task files")
+    parser.add_argument("--bigbench_gen_dir", default="bigbench_flan_gens",
+                        help="folder of candidate folders, one per generator")
     parser.add_argument("--gen_models", default=None,
                         help="comma-separated generator folders (default: every folder found)")
-    parser.add_argument("--tgt_key", default="response")
-    parser.add_argument("--refs_key", default="references")
-    parser.add_argument("--output_file", default=None)
+    parser.add_argument("--tgt_key", default="response",
+                        help="the response's field in the candidates")
+    parser.add_argument("--refs_key", default="references", help="the references' field")
+    parser.add_argument("--output_file", default=None, help="also write the table as JSON")
     return parser.parse_args(argv)
 
 

@@ -29,8 +29,10 @@ PLOT_FORMATS = ("png", "pdf", "svg")
 
 
 def parse_args(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--results_dir", default="bigbench_cappy_results")
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser.add_argument("--results_dir", default="bigbench_cappy_results",
+                        help="where cappy_bigbench.py wrote its results")
     parser.add_argument("--bigbench_data_dir", default="bigbench_data",
                         help="folder of subset_names.json (default list: the paper's 45 tasks)")
     parser.add_argument("--gen_models", default=None,

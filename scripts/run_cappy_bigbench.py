@@ -30,16 +30,19 @@ def parse_args(argv=None):
     # allow_abbrev=False: a child's flag must never be taken for a prefix of ours.
     parser = argparse.ArgumentParser(
         description=__doc__.split("\n\n")[0], allow_abbrev=False,
-        epilog="Unknown flags are passed through to each cappy_bigbench.py run.")
+        epilog="Unknown flags are passed through to each cappy_bigbench.py run.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     parser.add_argument("--bigbench_data_dir", default="bigbench_data",
                         help="folder holding subset_names.json")
-    parser.add_argument("--bigbench_gen_dir", default="bigbench_flan_gens")
+    parser.add_argument("--bigbench_gen_dir", default="bigbench_flan_gens",
+                        help="folder of candidate folders, one per generator")
     parser.add_argument("--gen_models", default=None,
                         help="comma-separated generator folders (default: every FLAN-T5 "
                              "folder in --bigbench_gen_dir)")
     parser.add_argument("--tasks", default=None,
                         help="comma-separated tasks (default: all of subset_names.json)")
-    parser.add_argument("--results_dir", default="bigbench_cappy_results")
+    parser.add_argument("--results_dir", default="bigbench_cappy_results",
+                        help="where each cappy_bigbench.py run writes its result")
     parser.add_argument("--devices", default=None,
                         help="comma-separated GPU ids: one task per device in parallel")
     parser.add_argument("--overwrite", action="store_true",

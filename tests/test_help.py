@@ -25,3 +25,37 @@ def test_help_imports_nothing_heavy(command):
     imported = {line.rsplit("|", 1)[-1].strip() for line in done.stderr.splitlines()
                 if line.startswith("import time:")}
     assert not imported & HEAVY, sorted(imported & HEAVY)
+
+
+SCRIPTS_WITH_PARSE_ARGS = [command[0] for command in COMMANDS if command[0].endswith(".py")
+                          and "def parse_args(" in open(os.path.join(REPO, command[0])).read()]
+
+
+def test_the_scripts_are_found():
+    assert {"cappy_bigbench.py", "cappy_promptsource.py", "cappy_pretrain.py",
+            os.path.join("scripts", "bigbench_flan_generate.py")} <= set(SCRIPTS_WITH_PARSE_ARGS)
+
+
+@pytest.mark.parametrize("script", SCRIPTS_WITH_PARSE_ARGS)
+def test_every_flag_is_documented_with_its_default(script, monkeypatch):
+    import argparse
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(script[:-3], os.path.join(REPO, script))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    parsers = []
+
+    def capture(self, *args, **kwargs):
+        parsers.append(self)
+        raise SystemExit(0)
+
+    monkeypatch.setattr(argparse.ArgumentParser, "parse_args", capture)
+    monkeypatch.setattr(argparse.ArgumentParser, "parse_known_args", capture)
+    with pytest.raises(SystemExit):
+        module.parse_args([])
+    (parser,) = parsers
+    undocumented = [action.option_strings[0] for action in parser._actions
+                    if action.option_strings and action.dest != "help" and not action.help]
+    assert undocumented == []
+    assert "(default: " in parser.format_help()
