@@ -30,15 +30,20 @@ DEFAULT_MODEL = "btan2/cappy-large"
 
 
 def _common(parser):
-    parser.add_argument("--model_name_or_path", default=DEFAULT_MODEL)
+    parser.add_argument("--model_name_or_path", default=DEFAULT_MODEL,
+                        help="the Cappy: a hub id or a folder (default: %(default)s)")
     parser.add_argument("--max_length", type=int, default=None,
                         help="tokens per pair (default: 512, or what the model's position "
                              "table holds if fewer)")
     parser.add_argument("--batch_size", type=int, default=32,
                         help="pairs per device per batch, counted at max_length tokens each "
-                             "(pairs are packed into rows up to that many tokens)")
-    parser.add_argument("--backend", default="flax", choices=["flax", "torch"])
-    parser.add_argument("--dtype", default="float32", choices=DTYPES)
+                             "(pairs are packed into rows up to that many tokens; default: "
+                             "32, finetune: 8)")
+    parser.add_argument("--backend", default="flax", choices=["flax", "torch"],
+                        help="flax: cappy's own JAX model; torch: transformers' PyTorch model "
+                             "(default: %(default)s)")
+    parser.add_argument("--dtype", default="float32", choices=DTYPES,
+                        help="compute dtype; scores come out float32 (default: %(default)s)")
     parser.add_argument("--truncation", default=None, choices=TRUNCATIONS,
                         help="how pairs longer than max_length are cut (default: the policy "
                              "the checkpoint records, else longest_first, the original's)")
@@ -50,22 +55,35 @@ def build_parser():
     parser = argparse.ArgumentParser(prog="python -m cappy", description=__doc__.split("\n\n")[0])
     commands = parser.add_subparsers(dest="command", required=True)
     score = commands.add_parser("score", help="score (instruction, response) rows")
-    score.add_argument("--input", required=True)
-    score.add_argument("--output", required=True)
+    score.add_argument("--input", required=True, help='jsonl rows {"instruction", "response"}')
+    score.add_argument("--output", required=True, help='jsonl: each row plus its "score"')
     rerank = commands.add_parser("rerank", help="pick the best of each row's candidates")
-    rerank.add_argument("--input", required=True)
-    rerank.add_argument("--output", required=True)
+    rerank.add_argument("--input", required=True,
+                        help='jsonl rows {"instruction", "candidates": [...]} (and optionally '
+                             '"references")')
+    rerank.add_argument("--output", required=True,
+                        help='jsonl: each row plus "best" and "scores" (and ROUGE-L with '
+                             'references)')
     finetune = commands.add_parser("finetune", help="finetune Cappy on labelled rows")
-    finetune.add_argument("--train_file", required=True)
-    finetune.add_argument("--validation_file", default=None)
-    finetune.add_argument("--output_dir", required=True)
-    finetune.add_argument("--overwrite", action="store_true")
-    finetune.add_argument("--n_epochs", type=int, default=1)
-    finetune.add_argument("--accumulate_grad_batches", type=int, default=1)
-    finetune.add_argument("--learning_rate", type=float, default=2e-5)
-    finetune.add_argument("--warmup_rate", type=float, default=0.1)
-    finetune.add_argument("--weight_decay", type=float, default=0.0)
-    finetune.add_argument("--seed", type=int, default=11111)
+    finetune.add_argument("--train_file", required=True,
+                          help='jsonl rows {"instruction", "response", "label" in [0, 1]}')
+    finetune.add_argument("--validation_file", default=None,
+                          help="rows as --train_file, scored after training (default: none)")
+    finetune.add_argument("--output_dir", required=True, help="the finetuned Cappy's folder")
+    finetune.add_argument("--overwrite", action="store_true",
+                          help="replace --output_dir if it exists")
+    finetune.add_argument("--n_epochs", type=int, default=1,
+                          help="passes over the training rows (default: %(default)s)")
+    finetune.add_argument("--accumulate_grad_batches", type=int, default=1,
+                          help="batches per optimizer update (default: %(default)s)")
+    finetune.add_argument("--learning_rate", type=float, default=2e-5,
+                          help="peak rate (default: %(default)s)")
+    finetune.add_argument("--warmup_rate", type=float, default=0.1,
+                          help="share of the updates spent warming up (default: %(default)s)")
+    finetune.add_argument("--weight_decay", type=float, default=0.0,
+                          help="AdamW's weight decay (default: %(default)s)")
+    finetune.add_argument("--seed", type=int, default=11111,
+                          help="seed of the example order and dropout (default: %(default)s)")
     for sub in (score, rerank, finetune):
         _common(sub)
     finetune.set_defaults(batch_size=8)

@@ -59,3 +59,17 @@ def test_every_flag_is_documented_with_its_default(script, monkeypatch):
                     if action.option_strings and action.dest != "help" and not action.help]
     assert undocumented == []
     assert "(default: " in parser.format_help()
+
+
+def test_every_flag_of_the_cappy_command_is_documented():
+    import argparse
+
+    from cappy.cli import build_parser
+
+    parser = build_parser()
+    (commands,) = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+    assert set(commands.choices) == {"score", "rerank", "finetune"}
+    for name, sub in commands.choices.items():
+        undocumented = [a.option_strings[0] for a in sub._actions
+                        if a.option_strings and a.dest != "help" and not a.help]
+        assert undocumented == [], name
