@@ -34,8 +34,9 @@ def distinct_pairs(rows, src_key="instruction", tgt_key="response"):
     return list(seen)
 
 
-def run_task(args, log=print):
-    """Run one task as configured by `args` (cappy_bigbench.py's flags); return the result."""
+def run_task(args, log=print, rerun_hint="use --overwrite to run again"):
+    """Run one task as configured by `args` (cappy_bigbench.py's flags); return the result
+    (None when it exists already: `rerun_hint` tells how to redo it)."""
     import jax
 
     from cappy.checkpoints import load_cappy
@@ -46,7 +47,7 @@ def run_task(args, log=print):
     result_path, predictions_path = result_paths(args.results_dir, args.bigbench_gen_model,
                                                  args.bigbench_subset_name)
     if os.path.exists(result_path) and not args.overwrite:
-        log(f"skip: {result_path} exists (use --overwrite to run again)")
+        log(f"skip: {result_path} exists ({rerun_hint})")
         return None
     start = time.time()
     keys = dict(src_key=args.src_key, tgt_key=args.tgt_key, refs_key=args.refs_key)

@@ -214,6 +214,9 @@ def main(argv=None):
     if argv is None and (args.command == "finetune" or args.backend == "flax"):
         keep_torch_out_of_transformers()  # a process computing with JAX only
     if args.command == "finetune":
+        if args.backend != "flax":
+            raise CappyError("cappy finetune trains with JAX only; --backend torch is for score "
+                             "and rerank (the folder it saves loads in both backends)")
         summary = run_finetune(args)
         print(f"saved {args.output_dir}: {summary}")
     else:

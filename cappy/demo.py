@@ -63,7 +63,8 @@ def run_demo(output_dir="demo_run", log=print, tasks=None):
             "--results_dir", results_dir, "--quiet",
             *[str(part) for key, value in DEMO_CAPPY_SETTINGS.items()
               for part in (f"--{key}", value)]])
-        run_task(args, log=lambda message: log(f"      {message}"))
+        run_task(args, log=lambda message: log(f"      {message}"),
+                 rerun_hint=f"delete {output_dir} to run the demo again")
 
     log("[5/5] Cappy against the baselines")
     report = cappy_report(results_dir, tasks, [GENERATOR])

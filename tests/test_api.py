@@ -144,6 +144,12 @@ def test_bad_rows_stop_with_one_line_or_are_skipped(tiny_scorer, tmp_path, capsy
     assert "train.jsonl:1: field 'label': must be a number in [0, 1]" in capsys.readouterr().err
     assert not (tmp_path / "ft").exists()
 
+    # Finetuning has one backend; asking for the other is refused, not ignored.
+    assert run_cli("finetune", "--model_name_or_path", tiny_scorer, "--train_file", bad_label,
+                   "--output_dir", tmp_path / "ft", "--backend", "torch") == 2
+    assert "cappy finetune trains with JAX only" in capsys.readouterr().err
+    assert not (tmp_path / "ft").exists()
+
 
 @pytest.mark.parametrize("command", ["score", "rerank"])
 def test_bad_input_is_reported_before_the_model_loads(command, tmp_path):

@@ -27,5 +27,7 @@ def test_demo_runs_every_step_and_skips_finished_work(tmp_path, monkeypatch):
     again = []
     demo.run_demo(str(out), log=again.append, tasks=["tense"])
     assert "wrote" not in "\n".join(again)  # candidates were kept
-    assert any("skip:" in line for line in again)  # and the Cappy result too
+    skipped = [line for line in again if "skip:" in line]  # and the Cappy result too
+    assert skipped and all(f"delete {out} to run the demo again" in line
+                           and "--overwrite" not in line for line in skipped)
     assert os.path.getmtime(out / "bigbench_flan_gens" / "tiny-t5" / "tense_train.jsonl") == before

@@ -49,3 +49,13 @@ def test_a_broken_venv_is_rebuilt(tmp_path):
     assert "rebuilding .venv: its interpreter is broken or older than 3.11" in done.stdout
     assert not (tmp_path / ".venv").exists()  # removed; the stand-in made no new one
     assert done.returncode != 0
+
+
+def test_download_scripts_use_the_projects_interpreter():
+    """gdown is installed in .venv: the download scripts call that interpreter, not
+    whatever `python` is on the PATH."""
+    done = subprocess.run(["bash", "-c", 'source scripts/_gdrive.sh; echo "$CAPPY_PYTHON"'],
+                          cwd=REPO, capture_output=True, text=True, timeout=30)
+    venv_python = os.path.join(REPO, ".venv", "bin", "python")
+    expected = venv_python if os.access(venv_python, os.X_OK) else "python3"
+    assert done.stdout.strip() == expected
