@@ -18,7 +18,7 @@ the raw regression output (no sigmoid).
 
 import numpy as np
 
-from cappy.checkpoints import DTYPES
+from cappy.checkpoints import check_dtype
 from cappy.errors import CappyError
 
 BACKENDS = ("flax", "torch")
@@ -46,8 +46,7 @@ class Cappy:
 
         if backend not in BACKENDS:
             raise CappyError(f"backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
-        if dtype not in DTYPES:
-            raise CappyError(f"dtype must be one of {', '.join(DTYPES)}, got {dtype!r}")
+        check_dtype(dtype)
         if backend == "torch":
             try:
                 import torch  # noqa: F401

@@ -83,6 +83,12 @@ class CappyModel:
         return getattr(jnp, self.dtype)
 
 
+def check_dtype(dtype, name="dtype"):
+    if dtype not in DTYPES:
+        raise CappyError(f"{name} must be one of {', '.join(DTYPES)}, got {dtype!r}")
+    return dtype
+
+
 def check_truncation(truncation):
     if truncation not in TRUNCATIONS:
         raise CappyError(f"truncation must be one of {', '.join(TRUNCATIONS)}, got {truncation!r}")
@@ -275,11 +281,14 @@ def check_model_source(name_or_path, what):
             f"the local cache; unset it to download, or pass a local folder")
 
 
-def offline_error(message, error):
-    """`message` (check_model_source's) where a load failed for want of the hub or the
-    cache, else None: other failures keep their own words."""
-    text = str(error).lower()
-    return message if message and ("cache" in text or "offline" in text) else None
+def load_error(what, name_or_path, error, unreachable):
+    """The one line a failed load of `what` reports: check_model_source's `unreachable`
+    where the hub or the cache was wanting, else the error's own first line."""
+    text = str(error)
+    if unreachable and ("cache" in text.lower() or "offline" in text.lower()):
+        return unreachable
+    first_line = (text.strip().splitlines() or [type(error).__name__])[0]
+    return f"cannot load {what} {name_or_path!r}: {first_line}"
 
 
 def _hub_reachable(timeout=3.0):
@@ -361,8 +370,7 @@ def load_cappy(name_or_path, dtype="float32", truncation=None, new_head_seed=Non
 
     from cappy import roberta
 
-    if dtype not in DTYPES:
-        raise CappyError(f"dtype must be one of {', '.join(DTYPES)}, got {dtype!r}")
+    check_dtype(dtype)
     unreachable = check_model_source(name_or_path, "Cappy model")
     try:
         with quiet_transformers():
@@ -387,9 +395,7 @@ def load_cappy(name_or_path, dtype="float32", truncation=None, new_head_seed=Non
     except CappyError:
         raise
     except (OSError, ValueError, KeyError) as error:
-        first_line = (str(error).strip().splitlines() or [type(error).__name__])[0]
-        raise CappyError(offline_error(unreachable, error)
-                         or f"cannot load Cappy model {name_or_path!r}: {first_line}") from None
+        raise CappyError(load_error("Cappy model", name_or_path, error, unreachable)) from None
     recorded = getattr(config, TRUNCATION_KEY, None)
     model = CappyModel(config=config, params=params, dtype=dtype,
                        truncation=check_truncation(truncation or recorded or DEFAULT_TRUNCATION),

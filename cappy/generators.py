@@ -18,7 +18,6 @@ from cappy.errors import CappyError
 
 SEQ2SEQ_TYPES = ("t5", "mt5")
 SUPPORTED_MODEL_TYPES = SEQ2SEQ_TYPES + causal_lm.SUPPORTED_MODEL_TYPES
-DTYPES = ("float32", "float16", "bfloat16")
 # transformers' generation defaults where a generation config leaves a value unset
 # (transformers 5 keeps them None in the config and applies them in generate()):
 # plain sampling keeps the top 50 tokens, as the original's sampled candidates did.
@@ -66,11 +65,10 @@ def load_generator(name_or_path, dtype="float32"):
     """A Generator from a folder or hub id, weights cast to `dtype`."""
     from transformers import AutoConfig, AutoTokenizer, GenerationConfig
 
-    from cappy.checkpoints import (check_model_source, check_shapes, offline_error,
+    from cappy.checkpoints import (check_dtype, check_model_source, check_shapes, load_error,
                                    quiet_transformers, read_parameters)
 
-    if dtype not in DTYPES:
-        raise CappyError(f"--dtype must be one of {', '.join(DTYPES)}, got {dtype!r}")
+    check_dtype(dtype, "--dtype")
     unreachable = check_model_source(name_or_path, "generator")
     try:
         with quiet_transformers():
@@ -81,9 +79,7 @@ def load_generator(name_or_path, dtype="float32"):
             except OSError:  # no generation_config.json: the model config's values
                 generation = GenerationConfig.from_model_config(config)
     except (OSError, ValueError) as error:
-        first_line = (str(error).strip().splitlines() or [type(error).__name__])[0]
-        raise CappyError(offline_error(unreachable, error)
-                         or f"cannot load generator {name_or_path!r}: {first_line}") from None
+        raise CappyError(load_error("generator", name_or_path, error, unreachable)) from None
     if config.model_type not in SUPPORTED_MODEL_TYPES:
         raise CappyError(f"{name_or_path}: generators of model_type {config.model_type!r} are "
                          f"not supported (supported: {', '.join(SUPPORTED_MODEL_TYPES)})")
