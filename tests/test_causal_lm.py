@@ -153,8 +153,50 @@ def test_gpt2_generations_match_transformers_flax_generate_recorded_before_the_s
 
 
 def until_end(sequence, eos_id):
+    """The tokens up to and including the first end of sequence."""
     sequence = list(sequence)
     return sequence[:sequence.index(eos_id) + 1] if eos_id in sequence else sequence
+
+
+def assert_searches_match_pytorch(batches, compiled, beams, torch_generate, eos_id):
+    """Each compiled search's outputs on each (ids, mask) batch, token for token up to the
+    end of sequence, as torch_generate(ids, mask, num_beams) gives them. Returns the
+    output lengths seen and the beam search's (ids, mask, tokens) triples."""
+    lengths, beam_outputs = set(), []
+    for ids, mask in batches:
+        for name, search in compiled.items():
+            got = np.asarray(search(ids, mask))
+            expected = torch_generate(ids, mask, beams[name])
+            for row in range(len(ids)):
+                ours = until_end(got[row], eos_id)
+                assert ours == until_end(expected[row], eos_id), (name, row)
+                lengths.add(len(ours))
+                if beams[name] > 1:
+                    beam_outputs.append((ids[row], mask[row], ours))
+    return lengths, beam_outputs
+
+
+def candidate_log_likelihoods(config, params, outputs, width):
+    """(batch, sums): (prompt ids, prompt mask, response) triples batched as candidate
+    generation batches them (responses right-padded to `width`), and the responses'
+    log-likelihood sums as it computes them."""
+    from cappy.generation import _token_log_likelihoods
+    from cappy.generators import target_logits
+
+    labels = np.zeros((len(outputs), width), np.int32)
+    label_mask = np.zeros_like(labels)
+    for row, (_, _, response) in enumerate(outputs):
+        labels[row, :len(response)], label_mask[row, :len(response)] = response, 1
+    batch = {"input_ids": np.stack([o[0] for o in outputs]),
+             "attention_mask": np.stack([o[1] for o in outputs]),
+             "labels": labels, "label_mask": label_mask}
+    sums = _token_log_likelihoods(target_logits(as_generator(config, params), params, batch),
+                                  labels, label_mask)["log_likelihood_sum"]
+    return batch, np.asarray(sums)
+
+
+def summed_log_probs(log_probs, labels, label_mask):
+    return (np.take_along_axis(log_probs, labels[..., None], -1)[..., 0] * label_mask).sum(-1)
 
 
 def as_generator(config, params):
@@ -174,9 +216,6 @@ def test_searches_and_log_likelihoods_match_transformers_pytorch(case):
     block a step earlier); then the log-likelihood sums of the beam outputs, as
     candidate generation computes them, against PyTorch's within 1e-3."""
     torch = pytest.importorskip("torch")
-    from cappy.generation import _token_log_likelihoods
-    from cappy.generators import target_logits
-
     kind, overrides = CASES[case]
     config = config_of(kind, **overrides)
     params = seeded_parameters(causal_lm.parameter_shapes(config), 5, 0.3)
@@ -185,43 +224,29 @@ def test_searches_and_log_likelihoods_match_transformers_pytorch(case):
     embeddings[config.eos_token_id] *= 3.0
     reference = torch_model(config, params)
     width, max_new, min_new = 24, 24, 3
-    searches = {"greedy": (decoding.greedy_or_sample, 1),
-                "beam4": (functools.partial(decoding.beam_search, rules="pytorch"), 4)}
-    compiled = {name: jax.jit(lambda p, i, m, search=search: generate(p, config, i, m, search,
-                                                                      max_new, min_new))
-                for name, (search, _) in searches.items()}
+    searches = {"greedy": decoding.greedy_or_sample,
+                "beam4": functools.partial(decoding.beam_search, rules="pytorch")}
+    compiled = {name: jax.jit(lambda i, m, search=search: generate(params, config, i, m, search,
+                                                                   max_new, min_new))
+                for name, search in searches.items()}
+
+    def torch_generate(ids, mask, num_beams):
+        with torch.no_grad():
+            return reference.generate(
+                input_ids=torch.as_tensor(ids).long(), attention_mask=torch.as_tensor(mask).long(),
+                max_new_tokens=max_new, min_length=width + min_new + 1, num_beams=num_beams,
+                do_sample=False, early_stopping=False, length_penalty=1.0,
+                eos_token_id=config.eos_token_id,
+                pad_token_id=config.pad_token_id).numpy()[:, width:]
+
     rng = np.random.default_rng(12)
-    lengths, outputs = set(), []
-    for _ in range(3):
-        ids, mask = left_padded(rng, 8, width)
-        for name, (_, beams) in searches.items():
-            got = np.asarray(compiled[name](params, ids, mask))
-            with torch.no_grad():
-                expected = reference.generate(
-                    input_ids=torch.as_tensor(ids).long(),
-                    attention_mask=torch.as_tensor(mask).long(), max_new_tokens=max_new,
-                    min_length=width + min_new + 1, num_beams=beams, do_sample=False,
-                    early_stopping=False, length_penalty=1.0,
-                    eos_token_id=config.eos_token_id,
-                    pad_token_id=config.pad_token_id).numpy()[:, width:]
-            for row in range(len(ids)):
-                ours = until_end(got[row], config.eos_token_id)
-                assert ours == until_end(expected[row], config.eos_token_id), (name, row)
-                lengths.add(len(ours))
-                if name == "beam4":
-                    outputs.append((ids[row], mask[row], ours))
+    lengths, outputs = assert_searches_match_pytorch(
+        [left_padded(rng, 8, width) for _ in range(3)], compiled, {"greedy": 1, "beam4": 4},
+        torch_generate, config.eos_token_id)
     assert len(lengths) > 5  # the outputs end at many different lengths
 
-    labels = np.zeros((len(outputs), max_new), np.int32)
-    label_mask = np.zeros_like(labels)
-    for row, (_, _, response) in enumerate(outputs):
-        labels[row, :len(response)], label_mask[row, :len(response)] = response, 1
-    batch = {"input_ids": np.stack([o[0] for o in outputs]),
-             "attention_mask": np.stack([o[1] for o in outputs]),
-             "labels": labels, "label_mask": label_mask}
-    got = np.asarray(_token_log_likelihoods(
-        target_logits(as_generator(config, params), params, batch), labels,
-        label_mask)["log_likelihood_sum"])
+    batch, got = candidate_log_likelihoods(config, params, outputs, max_new)
+    labels, label_mask = batch["labels"], batch["label_mask"]
     ids = np.concatenate([batch["input_ids"], labels], axis=1)
     mask = np.concatenate([batch["attention_mask"], label_mask], axis=1)
     with torch.no_grad():
@@ -230,7 +255,6 @@ def test_searches_and_log_likelihoods_match_transformers_pytorch(case):
                            position_ids=torch.as_tensor(np.maximum(np.cumsum(mask, -1) - 1, 0))
                            .long()).logits
         log_probs = torch.log_softmax(logits[:, width - 1:-1], dim=-1).numpy()
-    expected = (np.take_along_axis(log_probs, labels[..., None], -1)[..., 0]
-                * label_mask).sum(-1)
+    expected = summed_log_probs(log_probs, labels, label_mask)
     assert np.std(expected) > 1.0
     np.testing.assert_allclose(got, expected, atol=1e-3, rtol=0)

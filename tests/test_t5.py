@@ -236,12 +236,6 @@ def test_no_end_of_sequence_until_past_the_minimum_length():
     assert decoding.suppress_eos_before(logits, 4, 3, 1)[:, 0].tolist() == [0.0] * 2
 
 
-def until_end(sequence, eos_id):
-    """The tokens up to and including the first end of sequence."""
-    sequence = list(sequence)
-    return sequence[:sequence.index(eos_id) + 1] if eos_id in sequence else sequence
-
-
 @pytest.mark.parametrize("variant", ["v1.1 gated gelu", "v1.0 relu tied"])
 def test_greedy_and_beam_search_match_transformers_pytorch_generate(variant):
     """Greedy and 4-beam search on 24 prompts of 3 to 32 tokens, in right-padded batches
@@ -249,8 +243,12 @@ def test_greedy_and_beam_search_match_transformers_pytorch_generate(variant):
     PyTorch lifts the minimum-length block one step earlier than the Flax generate()
     the original ran (tests: test_no_end_of_sequence_until_past_the_minimum_length),
     so it is told min_length 4 for cappy's 3; beam search runs with PyTorch's rules
-    (`decoding.beam_search`)."""
+    (`decoding.beam_search`). Then the log-likelihood sums of the beam outputs, as
+    candidate generation computes them, against PyTorch's within 1e-3."""
     torch = pytest.importorskip("torch")
+    from test_causal_lm import (assert_searches_match_pytorch, candidate_log_likelihoods,
+                                summed_log_probs)
+
     record, config, params = golden_t5()
     if variant == "v1.0 relu tied":
         from transformers import T5Config
@@ -261,32 +259,42 @@ def test_greedy_and_beam_search_match_transformers_pytorch_generate(variant):
         params = seeded_parameters(t5.parameter_shapes(config), 4, 0.5)
         params["shared"]["embedding"][config.eos_token_id] *= 8.0
     reference = torch_t5(config, params)
-    rng = np.random.default_rng(11)
-    searches = {"greedy": (functools.partial(decoding.greedy_or_sample), 1),
-                "beam4": (functools.partial(decoding.beam_search, rules="pytorch"), 4)}
-    compiled = {name: jax.jit(lambda p, i, m, search=search: t5_generate(p, config, i, m,
-                                                                         search))
-                for name, (search, _) in searches.items()}
-    lengths, outputs = set(), []
-    for _ in range(3):
+    searches = {"greedy": decoding.greedy_or_sample,
+                "beam4": functools.partial(decoding.beam_search, rules="pytorch")}
+    compiled = {name: jax.jit(lambda i, m, search=search: t5_generate(params, config, i, m,
+                                                                      search))
+                for name, search in searches.items()}
+
+    def torch_generate(ids, mask, num_beams):
+        with torch.no_grad():
+            return reference.generate(
+                input_ids=torch.as_tensor(ids).long(), attention_mask=torch.as_tensor(mask).long(),
+                max_length=64, min_length=4, num_beams=num_beams, do_sample=False,
+                early_stopping=False, length_penalty=1.0, decoder_start_token_id=0,
+                eos_token_id=1, pad_token_id=0).numpy()
+
+    def prompts(rng):
         ids, mask = padded(rng, 8, 32)
-        ids[:, 0] = np.maximum(ids[:, 0], 2)
         mask[:, :3] = 1  # at least 3 tokens
-        ids = np.where(mask == 1, np.maximum(ids, 2), 0).astype(np.int32)
-        for name, (_, beams) in searches.items():
-            got = np.asarray(compiled[name](params, ids, mask))
-            with torch.no_grad():
-                expected = reference.generate(
-                    input_ids=torch.as_tensor(ids).long(),
-                    attention_mask=torch.as_tensor(mask).long(), max_length=64, min_length=4,
-                    num_beams=beams, do_sample=False, early_stopping=False,
-                    length_penalty=1.0, decoder_start_token_id=0, eos_token_id=1,
-                    pad_token_id=0).numpy()
-            for row in range(len(ids)):
-                ours = until_end(got[row], config.eos_token_id)
-                assert ours == until_end(expected[row], config.eos_token_id), (name, row)
-                lengths.add(len(ours))
+        return np.where(mask == 1, np.maximum(ids, 2), 0).astype(np.int32), mask
+
+    rng = np.random.default_rng(11)
+    lengths, outputs = assert_searches_match_pytorch(
+        [prompts(rng) for _ in range(3)], compiled, {"greedy": 1, "beam4": 4}, torch_generate,
+        config.eos_token_id)
     assert len(lengths) > 5  # the outputs end at many different lengths
+
+    # Without the decoder start token: the targets candidate generation scores.
+    batch, got = candidate_log_likelihoods(
+        config, params, [(ids, mask, tokens[1:]) for ids, mask, tokens in outputs], 64)
+    with torch.no_grad():
+        logits = reference(input_ids=torch.as_tensor(batch["input_ids"]).long(),
+                           attention_mask=torch.as_tensor(batch["attention_mask"]).long(),
+                           labels=torch.as_tensor(batch["labels"]).long()).logits
+    expected = summed_log_probs(torch.log_softmax(logits, dim=-1).numpy(), batch["labels"],
+                                batch["label_mask"])
+    assert np.std(expected) > 1.0
+    np.testing.assert_allclose(got, expected, atol=1e-3, rtol=0)
 
 
 def test_per_row_sampling_settings_equal_each_setting_alone():
