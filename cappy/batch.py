@@ -256,13 +256,25 @@ def format_summary(jobs, skipped):
     return "\n".join(lines)
 
 
-def parse_devices(text):
-    if text is None:
+def parse_devices(text, cuda_idx=None):
+    """The CUDA_VISIBLE_DEVICES value of each parallel worker, or None (environment unchanged).
+
+    `--devices 0,1` makes one worker per GPU; `--cuda_idx 0,1` (the original runner's flag)
+    one worker that sees all of them.
+    """
+    if text is not None and cuda_idx is not None:
+        raise CappyError("--devices and --cuda_idx: give one (--devices runs one task per "
+                         "GPU in parallel, --cuda_idx one task at a time on those GPUs)")
+    if cuda_idx is not None:
+        text, flag = str(cuda_idx), "--cuda_idx"
+    elif text is None:
         return None
+    else:
+        flag = "--devices"
     devices = [d.strip() for d in text.split(",")]
     if not devices or any(not d for d in devices):
-        raise CappyError(f"--devices {text!r}: expected a comma-separated list such as 0,1,2,3")
-    return devices
+        raise CappyError(f"{flag} {text!r}: expected a comma-separated list such as 0,1,2,3")
+    return [",".join(devices)] if flag == "--cuda_idx" else devices
 
 
 def run_batch(args, extra, out=None):
@@ -272,7 +284,7 @@ def run_batch(args, extra, out=None):
     if not os.path.isfile(script):
         raise CappyError(f"{args.script}: script not found")
     check_passthrough(extra)
-    devices = parse_devices(args.devices)
+    devices = parse_devices(args.devices, getattr(args, "cuda_idx", None))
     tasks = select_tasks(read_task_names(args.bigbench_data_dir), args.tasks,
                          os.path.join(args.bigbench_data_dir, "subset_names.json"))
     models = select_gen_models(args.bigbench_gen_dir, args.gen_models)
@@ -288,15 +300,18 @@ def run_batch(args, extra, out=None):
         n = sum(1 for m, _, _ in skipped if m == model)
         if n:
             say(f"  {model}: {n} finished task(s) skipped")
+    if devices and len(devices) == 1:
+        where = f"one task at a time with CUDA_VISIBLE_DEVICES={devices[0]}"
+    elif devices:
+        where = f"{len(devices)} device(s) in parallel: {','.join(devices)}"
     if args.dry_run:
         if devices:
-            say(f"# would run one task at a time on each of devices {','.join(devices)} "
-                f"(CUDA_VISIBLE_DEVICES set per child)")
+            say(f"# would run on {where} (CUDA_VISIBLE_DEVICES set per child)")
         for job in jobs:
             say(f"{shlex.join(job.command)} > {shlex.quote(job.log_path)} 2>&1")
         return 0
     if devices:
-        say(f"running on {len(devices)} device(s) in parallel: {','.join(devices)}")
+        say(f"running on {where}")
     start = time.monotonic()
     runner = BatchRunner(jobs, devices=devices, out=out)
     try:

@@ -1,4 +1,5 @@
-"""The paper's published figures (percentages), shipped with the package."""
+"""Published figures shipped with the package: the paper's (percentages) and the original
+release's own per-task BIG-Bench results on one A10G GPU (fractions)."""
 
 import functools
 import json
@@ -6,6 +7,8 @@ import os
 import re
 
 PAPER_RESULTS = os.path.join(os.path.dirname(__file__), "data", "paper_results.json")
+ORIGINAL_A10G_RESULTS = os.path.join(os.path.dirname(__file__), "data",
+                                     "original_a10g_results.json")
 FLAN_T5_MODELS = ["flan-t5-small", "flan-t5-base", "flan-t5-large", "flan-t5-xl", "flan-t5-xxl"]
 
 
@@ -13,6 +16,22 @@ FLAN_T5_MODELS = ["flan-t5-small", "flan-t5-base", "flan-t5-large", "flan-t5-xl"
 def paper_results():
     with open(PAPER_RESULTS, encoding="utf-8") as file:
         return json.load(file)
+
+
+@functools.lru_cache(maxsize=1)
+def _original_a10g_results():
+    with open(ORIGINAL_A10G_RESULTS, encoding="utf-8") as file:
+        return json.load(file)["rougeL"]
+
+
+def original_a10g_rougel(task, model):
+    """The original release's Cappy ROUGE-L (x100) on one A10G for a task and generator, or None.
+
+    These are its `bigbench_cappy_results/{model}/{task}.json` files at full precision; their
+    mean over the 45 tasks is the README table's (and `bigbench_mean("cappy", model)`).
+    """
+    value = _original_a10g_results().get(model, {}).get(task)
+    return None if value is None else 100 * value
 
 
 def bigbench_tasks():

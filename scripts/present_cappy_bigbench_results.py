@@ -31,12 +31,15 @@ PLOT_FORMATS = ("png", "pdf", "svg")
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    parser.add_argument("--results_dir", default="bigbench_cappy_results",
-                        help="where cappy_bigbench.py wrote its results")
+    parser.add_argument("--results_dir", "--result_dir", dest="results_dir",
+                        default="bigbench_cappy_results",
+                        help="where cappy_bigbench.py wrote its results (--result_dir: the "
+                             "original's spelling)")
     parser.add_argument("--bigbench_data_dir", default="bigbench_data",
                         help="folder of subset_names.json (default list: the paper's 45 tasks)")
-    parser.add_argument("--gen_models", default=None,
-                        help="comma-separated generator folders (default: every folder found)")
+    parser.add_argument("--gen_models", "--gen_model_name", dest="gen_models", default=None,
+                        help="comma-separated generator folders (default: every folder found; "
+                             "--gen_model_name: the original's spelling, one generator)")
     parser.add_argument("--output_file", default=None, help="write the report as JSON")
     parser.add_argument("--plot", default=None, help="write the comparison figure (.png)")
     parser.add_argument("--baselines_file", default=None,

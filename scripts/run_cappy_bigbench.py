@@ -1,7 +1,7 @@
 """Run cappy_bigbench.py for every BIG-Bench task and generator, resumably.
 
     python scripts/run_cappy_bigbench.py [--gen_models flan-t5-xl,flan-t5-xxl] \
-        [--tasks codenames,gem] [--devices 0,1,2,3] [--dry_run] \
+        [--tasks codenames,gem] [--devices 0,1,2,3 | --cuda_idx 0] [--dry_run] \
         [any cappy_bigbench.py flag, e.g. --train_size 1024 --lr_schedule corrected]
 
 Tasks come from `{bigbench_data_dir}/subset_names.json`; generators default to
@@ -12,7 +12,8 @@ invalid one is run again with `--overwrite`. A failure never stops the batch:
 the summary lists each failure with its log, and the exit code is 1 if any
 task failed. `--devices 0,1,...` runs one task per GPU at a time, each child
 with `CUDA_VISIBLE_DEVICES` set to its device; without it tasks run one after
-another. Unknown flags are passed to every child unchanged.
+another; `--cuda_idx 0` (the original's flag) runs them one after another with
+`CUDA_VISIBLE_DEVICES=0`. Unknown flags are passed to every child unchanged.
 """
 
 import argparse
@@ -45,6 +46,10 @@ def parse_args(argv=None):
                         help="where each cappy_bigbench.py run writes its result")
     parser.add_argument("--devices", default=None,
                         help="comma-separated GPU ids: one task per device in parallel")
+    parser.add_argument("--cuda_idx", default=None,
+                        help="the original's flag: every task, one at a time, with "
+                             "CUDA_VISIBLE_DEVICES set to this value (such as 0, or 0,1 to "
+                             "give each task two GPUs)")
     parser.add_argument("--overwrite", action="store_true",
                         help="run finished tasks again too (passes --overwrite)")
     parser.add_argument("--dry_run", action="store_true",

@@ -33,15 +33,15 @@ def test_table_numbers(tmp_path):
     out = present("--bigbench_data_dir", DATA)
     assert out.returncode == 0, out.stderr
     lines = out.stdout.splitlines()
-    assert lines[0] == ("| task | flan-t5-small ours | flan-t5-small paper | flan-t5-small diff"
-                        " | flan-t5-xl ours | flan-t5-xl paper | flan-t5-xl diff"
-                        " | my-llm ours | my-llm paper | my-llm diff |")
+    assert lines[0] == ("| task | flan-t5-small ours | flan-t5-small A10G | flan-t5-small diff"
+                        " | flan-t5-xl ours | flan-t5-xl A10G | flan-t5-xl diff"
+                        " | my-llm ours | my-llm A10G | my-llm diff |")
     # By hand: 25.31 - 24.96 = +0.35 (small); 60.00 - 56.71 = +3.29 (xl).
     assert row(out.stdout, "auto_categorization") == (
         "| auto_categorization | 25.31 | 24.96 | +0.35 | 60.00 | 56.71 | +3.29 | - | - | - |")
     assert row(out.stdout, "codenames") == (
         "| codenames | 19.75 | 20.38 | -0.63 | 50.00 | 47.45 | +2.55 | 50.00 | - | - |")
-    # Unfinished (gem on small) and missing results show '-'; the paper's figure stays.
+    # Unfinished (gem on small) and missing results show '-'; the A10G figure stays.
     assert row(out.stdout, "gem") == (
         "| gem | - | 23.29 | - | 30.00 | 28.59 | +1.41 | - | - | - |")
     assert row(out.stdout, "object_counting") == (
@@ -50,9 +50,11 @@ def test_table_numbers(tmp_path):
     # published 23.6543; xl (60 + 50 + 30) / 3 = 46.67 against 33.2775.
     assert row(out.stdout, "Mean") == (
         "| Mean | 22.53 | 23.65 | -1.12 | 46.67 | 33.28 | +13.39 | 50.00 | - | - |")
-    # The paper's per-task figures over the same tasks: (24.96 + 20.38) / 2 = 22.67.
+    # The A10G per-task figures (full precision) over the same tasks: small
+    # (24.9566 + 20.3832) / 2 = 22.67; xl (56.7131 + 47.4510 + 28.5911) / 3 = 44.2517,
+    # so 46.6667 - 44.2517 = +2.41 (the rounded figures would give +2.42).
     assert row(out.stdout, "Mean, same tasks") == (
-        "| Mean, same tasks | 22.53 | 22.67 | -0.14 | 46.67 | 44.25 | +2.42 | 50.00 | - | - |")
+        "| Mean, same tasks | 22.53 | 22.67 | -0.14 | 46.67 | 44.25 | +2.41 | 50.00 | - | - |")
     assert row(out.stdout, "tasks averaged") == (
         "| tasks averaged | 2/4 tasks |  |  | 3/4 tasks |  |  | 1/4 tasks |  |  |")
 
@@ -88,6 +90,16 @@ def test_json_output_and_model_selection(tmp_path):
     assert not [f for f in os.listdir(tmp_path) if f.endswith(".tmp")]
 
 
+def test_original_spellings_result_dir_and_gen_model_name(tmp_path):
+    """The original README's `--gen_model_name flan-t5-xxl` and `--result_dir` mean ours."""
+    out = run_script(PRESENTER, "--result_dir", RESULTS, "--gen_model_name", "flan-t5-xl",
+                     "--bigbench_data_dir", DATA, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.splitlines()[0] == (
+        "| task | flan-t5-xl ours | flan-t5-xl A10G | flan-t5-xl diff |")
+    assert row(out.stdout, "Mean") == "| Mean | 46.67 | 33.28 | +13.39 |"
+
+
 def test_paper_task_list_when_no_subset_file(tmp_path):
     out_file = tmp_path / "report.json"
     out = present("--bigbench_data_dir", tmp_path / "absent", "--gen_models", "my-llm",
@@ -103,6 +115,17 @@ def test_paper_task_list_when_no_subset_file(tmp_path):
     assert out.returncode == 0, out.stderr
     assert json.loads(out_file.read_text())["flan-t5-xxl"]["mean"] is None
     assert row(out.stdout, "Mean") == "| Mean | - | 37.17 | - |"
+
+
+def test_original_a10g_figures_are_the_published_means():
+    """The shipped A10G files, averaged over the 45 tasks, give the original README's table."""
+    from cappy.paper import FLAN_T5_MODELS, bigbench_mean, bigbench_tasks, original_a10g_rougel
+
+    for model in FLAN_T5_MODELS:
+        values = [original_a10g_rougel(task, model) for task in bigbench_tasks()]
+        assert None not in values
+        assert sum(values) / len(values) == pytest.approx(bigbench_mean("cappy", model), abs=5e-5)
+    assert original_a10g_rougel("codenames", "my-llm") is None
 
 
 @pytest.mark.parametrize("with_baselines", [False, True])

@@ -177,6 +177,22 @@ def test_devices_run_in_parallel_one_task_per_device(setup):
     assert "summary: 4 done, 0 skipped (already finished), 0 failed" in out.stdout
 
 
+@pytest.mark.parametrize("cuda_idx", ["3", "0,1"])
+def test_cuda_idx_runs_one_task_at_a_time_with_those_gpus(setup, cuda_idx):
+    """The original runner's --cuda_idx: every child sees CUDA_VISIBLE_DEVICES=cuda_idx."""
+    fake, data, gens, results = setup
+    tasks = ["t1", "t2"]
+    write_tasks(data, tasks)
+    out = run_runner(setup, "--gen_models", "my-llm", "--cuda_idx", cuda_idx,
+                     env={"CUDA_VISIBLE_DEVICES": "7"})
+    assert out.returncode == 0, out.stdout + out.stderr
+    runs = sorted((result(results, "my-llm", t) for t in tasks), key=lambda r: r["start"])
+    assert [r["cuda"] for r in runs] == [cuda_idx, cuda_idx]
+    assert runs[1]["start"] >= runs[0]["end"]
+    assert f"running on one task at a time with CUDA_VISIBLE_DEVICES={cuda_idx}" in out.stdout
+    assert "--cuda_idx" not in " ".join(runs[0]["argv"])  # ours, not passed on
+
+
 def test_without_devices_environment_unchanged(setup):
     fake, data, gens, results = setup
     write_tasks(data, ["t1"])
@@ -204,6 +220,7 @@ def test_dry_run_launches_nothing(setup):
     (("--bigbench_subset_name", "alpha"), "--bigbench_subset_name is set for each task"),
     (("stray",), "unexpected argument 'stray'"),
     (("--devices", "0,,1"), "--devices"),
+    (("--devices", "0,1", "--cuda_idx", "0"), "--devices and --cuda_idx: give one"),
 ])
 def test_bad_input_is_one_line(setup, args, message):
     fake, data, gens, results = setup
