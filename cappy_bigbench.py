@@ -13,7 +13,7 @@ per task is in cappy/data/paper_results.json (mean over 45 tasks: 37.17 with
 FLAN-T5-XXL candidates). `--learning_rate 0` skips finetuning and reranks with
 the initial model. `--lr_schedule paper` (default) reproduces the published
 schedule; `--lr_schedule corrected` counts warm-up and decay in optimizer
-updates (see cappy/training.py and the README).
+updates (see cappy/engine/training.py and the README).
 """
 
 import argparse
@@ -22,10 +22,10 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from cappy.errors import exit_on_error  # noqa: E402
-from cappy.hosts import add_multihost_arguments  # noqa: E402
-from cappy.checkpoints import DTYPES, keep_torch_out_of_transformers  # noqa: E402
-from cappy.finetune_data import LR_SCHEDULES  # noqa: E402
+from cappy.engine.errors import exit_on_error  # noqa: E402
+from cappy.engine.hosts import add_multihost_arguments  # noqa: E402
+from cappy.engine.checkpoints import DTYPES, keep_torch_out_of_transformers  # noqa: E402
+from cappy.bigbench.examples import LR_SCHEDULES  # noqa: E402
 
 
 def parse_args(argv=None):
@@ -91,7 +91,7 @@ def main(argv=None):
     args = parse_args(argv)
     if argv is None:  # a process of its own, computing with JAX only: seconds less start-up
         keep_torch_out_of_transformers()
-    from cappy.bigbench_cappy import run_task
+    from cappy.bigbench.task import run_task
 
     run_task(args)
     return 0

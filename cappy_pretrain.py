@@ -35,9 +35,9 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from cappy.errors import exit_on_error  # noqa: E402
-from cappy.checkpoints import DTYPES, keep_torch_out_of_transformers  # noqa: E402
-from cappy.hosts import add_multihost_arguments  # noqa: E402
+from cappy.engine.errors import exit_on_error  # noqa: E402
+from cappy.engine.checkpoints import DTYPES, keep_torch_out_of_transformers  # noqa: E402
+from cappy.engine.hosts import add_multihost_arguments  # noqa: E402
 
 
 def parse_args(argv=None):
@@ -97,7 +97,7 @@ def main(argv=None):
     args = parse_args(argv)
     if argv is None:  # a process of its own, computing with JAX only: seconds less start-up
         keep_torch_out_of_transformers()
-    from cappy.pretraining import pretrain
+    from cappy.pretraining.train import pretrain
 
     pretrain(args)
     return 0

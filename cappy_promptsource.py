@@ -8,7 +8,7 @@ and prints the accuracy per dataset and their mean ("Average") as JSON, as the o
 release did, then a markdown table beside the paper's Table 1 (Cappy 0.36B: 56.6 on
 average). `--per_template` adds each template's accuracy; `--output_file` writes the
 JSON (with counts, problems and timings) and `<name>.predictions.jsonl` beside it.
-See cappy/promptsource_eval.py for the rules, cappy/promptsource_data.py for the data.
+See cappy/promptsource/evaluate.py for the rules, cappy/promptsource/data.py for the data.
 
 Size: the built file for all 11 datasets should hold about 220,000 rows (85,820
 prompts; from the published split sizes and the template counts, ANLI alone 144,000).
@@ -21,8 +21,8 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from cappy.errors import exit_on_error  # noqa: E402
-from cappy.checkpoints import DTYPES, keep_torch_out_of_transformers  # noqa: E402
+from cappy.engine.errors import exit_on_error  # noqa: E402
+from cappy.engine.checkpoints import DTYPES, keep_torch_out_of_transformers  # noqa: E402
 
 
 def parse_args(argv=None):
@@ -60,7 +60,7 @@ def main(argv=None):
     args = parse_args(argv)
     if argv is None:  # a process of its own, computing with JAX only: seconds less start-up
         keep_torch_out_of_transformers()
-    from cappy.promptsource_eval import run
+    from cappy.promptsource.evaluate import run
 
     run(args)
     return 0

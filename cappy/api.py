@@ -7,7 +7,7 @@
     cappy.rank("Is the sky blue?", ["no", "yes"])                  # [(candidate, score), ...] best first
     cappy.classify("Is the sky blue?", ["no", "yes"])              # the best choice
 
-Both backends read the checkpoint through one loader (`cappy.checkpoints`); the
+Both backends read the checkpoint through one loader (`cappy.engine.checkpoints`); the
 torch backend hands the same parameters to transformers' PyTorch model.
 Truncation (inputs longer than `max_length` tokens) follows the checkpoint's
 recorded policy, else the original release's `longest_first` (the longer side
@@ -18,8 +18,8 @@ the raw regression output (no sigmoid).
 
 import numpy as np
 
-from cappy.checkpoints import check_dtype
-from cappy.errors import CappyError
+from cappy.engine.checkpoints import check_dtype
+from cappy.engine.errors import CappyError
 
 BACKENDS = ("flax", "torch")
 
@@ -42,7 +42,7 @@ class Cappy:
         CPUs). `max_length` defaults to 512 tokens, or fewer when the model's
         position table holds fewer. `truncation` overrides the checkpoint's policy.
         """
-        from cappy.checkpoints import load_cappy
+        from cappy.engine.checkpoints import load_cappy
 
         if backend not in BACKENDS:
             raise CappyError(f"backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
@@ -55,17 +55,17 @@ class Cappy:
                                  "requirements-torch.txt") from None
         model, tokenizer = load_cappy(name_or_path, dtype=dtype, truncation=truncation)
         if max_length is None:
-            from cappy.roberta import longest_pair
+            from cappy.engine.roberta import longest_pair
 
             max_length = min(512, longest_pair(model.config))
         if backend == "torch":
-            from cappy.checkpoints import torch_model
-            from cappy.scoring import TorchPairScorer
+            from cappy.engine.checkpoints import torch_model
+            from cappy.engine.scoring import TorchPairScorer
 
             return cls(TorchPairScorer(torch_model(model), tokenizer, model.truncation,
                                        max_length=max_length, batch_size=batch_size), backend)
-        from cappy.redco_adapter import make_deployer
-        from cappy.scoring import PairScorer
+        from cappy.engine.redco_adapter import make_deployer
+        from cappy.engine.scoring import PairScorer
 
         scorer = PairScorer(model, tokenizer, make_deployer(0), max_length=max_length,
                             per_device_batch_size=batch_size)
@@ -88,7 +88,7 @@ class Cappy:
             self._set_batch_size(batch_size)
         if self.backend == "torch":
             return self._scorer.score(instructions, responses, progress=progress)
-        from cappy.redco_adapter import show_progress
+        from cappy.engine.redco_adapter import show_progress
 
         show_progress(self._scorer.deployer, progress)
         return self._scorer.score(instructions, responses, self._params)

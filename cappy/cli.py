@@ -22,9 +22,9 @@ import sys
 
 import numpy as np
 
-from cappy.errors import CappyError, exit_on_error, located
-from cappy.rows import check_candidates_row, check_labelled_row, check_pair_row
-from cappy.checkpoints import DTYPES, TRUNCATIONS, keep_torch_out_of_transformers
+from cappy.engine.errors import CappyError, exit_on_error, located
+from cappy.engine.rows import check_candidates_row, check_labelled_row, check_pair_row
+from cappy.engine.checkpoints import DTYPES, TRUNCATIONS, keep_torch_out_of_transformers
 
 DEFAULT_MODEL = "btan2/cappy-large"
 
@@ -92,7 +92,7 @@ def build_parser():
 
 def good_rows(path, check, skip_bad_rows, counter):
     """Yield valid rows of a jsonl file; stop at the first bad one unless skipping."""
-    from cappy.io import parse_jsonl_line
+    from cappy.engine.io import parse_jsonl_line
 
     if not os.path.isfile(path):
         raise CappyError(f"{path}: file not found")
@@ -144,7 +144,7 @@ def stream_rows(args, check, process_chunk, chunk_size, desc, total):
 
     import tqdm
 
-    from cappy.io import atomic_open
+    from cappy.engine.io import atomic_open
 
     counter = {"bad": 0, "rows": 0}
     rows = good_rows(args.input, check, args.skip_bad_rows, counter)
@@ -166,7 +166,7 @@ def score_rows(cappy, rows, batch_size=None):
 
 def rerank_rows(cappy, rows, batch_size=None):
     """Each row plus best, scores (and ROUGE-L of best and first with references)."""
-    from cappy.rouge import rouge_l
+    from cappy.engine.rouge import rouge_l
 
     instructions, responses = [], []
     for row in rows:
@@ -193,7 +193,7 @@ COMMANDS = {  # command -> (row check, chunk processor, rows per chunk, progress
 
 
 def run_finetune(args):
-    from cappy.finetuning import finetune_on_rows
+    from cappy.engine.finetuning import finetune_on_rows
 
     counter = {"bad": 0}
     train = list(good_rows(args.train_file, check_labelled_row, args.skip_bad_rows, counter))

@@ -5,14 +5,14 @@
 
 Runs, in one process on the same random weights and data, the original
 release's scoring (every pair padded to 512, duplicates scored again), the
-project's scoring (cappy.scoring.PairScorer), and optionally transformers'
+project's scoring (cappy.engine.scoring.PairScorer), and optionally transformers'
 PyTorch model with length-sorted dynamic padding; then the paper's finetuning
 recipe three ways: the original's loop with fixed padding, the same loop with
 bucketed padding (this project before packing), and the packed trainer. Prints
 pairs (examples) per second, the speed-up over the original, achieved FLOP/s on
 real tokens as a fraction of this machine's measured matrix-product peak, the
 share of computed positions that are real tokens, and the largest score
-difference from the original path. See cappy/benchmark.py for what each path
+difference from the original path. See benchmarks/harness.py for what each path
 does; the original paths use transformers 4's Flax classes where installed, else
 cappy's RoBERTa on the same padded rows. For whole processes, see
 scripts/benchmark_processes.py.
@@ -25,12 +25,12 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from cappy.errors import CappyError, exit_on_error  # noqa: E402
+from cappy.engine.errors import CappyError, exit_on_error  # noqa: E402
 
 
 def parse_args(argv=None):
-    from cappy.benchmark import GENERATOR_SHAPES, MODEL_SHAPES
-    from cappy.checkpoints import DTYPES
+    from benchmarks.harness import GENERATOR_SHAPES, MODEL_SHAPES
+    from cappy.engine.checkpoints import DTYPES
 
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
@@ -66,9 +66,9 @@ def parse_args(argv=None):
 @exit_on_error
 def main(argv=None):
     args = parse_args(argv)
-    from cappy import benchmark
-    from cappy.io import write_json
-    from cappy.checkpoints import quiet_transformers
+    from benchmarks import harness as benchmark
+    from cappy.engine.io import write_json
+    from cappy.engine.checkpoints import quiet_transformers
 
     command = "python " + " ".join(shlex.quote(a) for a in sys.argv)
     print(f"command: {command}", flush=True)

@@ -26,13 +26,13 @@ import time
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
-from cappy.errors import exit_on_error  # noqa: E402
+from cappy.engine.errors import exit_on_error  # noqa: E402
 
 TASK, GENERATOR = "auto_categorization", "random-generator"
 
 
 def parse_args(argv=None):
-    from cappy.benchmark import MODEL_SHAPES
+    from benchmarks.harness import MODEL_SHAPES
 
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
@@ -53,10 +53,10 @@ def parse_args(argv=None):
 
 def prepare(work_dir, model_size):
     """The random Cappy and the candidate files, built once; their paths."""
-    from cappy import benchmark
-    from cappy.checkpoints import save_cappy
-    from cappy.io import write_jsonl
-    from cappy.tiny_models import make_scorer_tokenizer, sample_texts
+    from benchmarks import harness as benchmark
+    from cappy.engine.checkpoints import save_cappy
+    from cappy.engine.io import write_jsonl
+    from cappy.engine.tiny_models import make_scorer_tokenizer, sample_texts
 
     model_dir = os.path.join(work_dir, f"cappy-{model_size}")
     gens_dir = os.path.join(work_dir, "gens")
@@ -127,7 +127,7 @@ def main(argv=None):
               f"{100 * report['rougeL'][name]:.2f} |")
     print(f"\ncappy is {report['speedup']:.2f}x the original (fastest run of each)")
     if args.output_file:
-        from cappy.io import write_json
+        from cappy.engine.io import write_json
 
         write_json(args.output_file, report)
     return 0

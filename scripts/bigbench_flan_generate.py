@@ -13,7 +13,7 @@ at most the file in progress; each file has its own random stream, so resuming
 gives the same candidates as an uninterrupted run.
 
 Generators: T5 / FLAN-T5 / mT5, GPT-2 and the Llama family (Llama 2 and 3, Mistral,
-Qwen2), computed by cappy's own code (cappy/t5.py, cappy/causal_lm.py). Weights are
+Qwen2), computed by cappy's own code (cappy/engine/t5.py, cappy/engine/causal_lm.py). Weights are
 cast to `--dtype` (float16 in the paper; use float32 on a CPU).
 """
 
@@ -23,8 +23,8 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from cappy.errors import CappyError, exit_on_error  # noqa: E402
-from cappy.bigbench_data import read_task_names  # noqa: E402
+from cappy.engine.errors import CappyError, exit_on_error  # noqa: E402
+from cappy.bigbench.data import read_task_names  # noqa: E402
 
 
 def parse_args(argv=None):
@@ -61,7 +61,7 @@ def parse_args(argv=None):
 @exit_on_error
 def main(argv=None):
     args = parse_args(argv)
-    from cappy.generation import (CandidateGenerator, generator_name,
+    from cappy.engine.generation import (CandidateGenerator, generator_name,
                                   plan_bigbench_generation, write_candidates)
 
     if args.tasks:

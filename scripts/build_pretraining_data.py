@@ -13,7 +13,7 @@ Small, to look at the rows (no generator, 1000 examples of two datasets):
 
 Writes `{output_dir}/shards/{train,validation}-NNNNN.jsonl` (rows `instruction`,
 `response`, `label`, `source`) and `{output_dir}/manifest.json`. An interrupted run
-resumes when the same command is run again. See cappy/pretraining_data.py for the
+resumes when the same command is run again. See cappy/pretraining/data.py for the
 datasets, the held-out evaluation data, the row kinds and the sharding rule.
 """
 
@@ -24,9 +24,9 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from cappy import pretraining_data as pd  # noqa: E402
-from cappy.errors import CappyError, exit_on_error  # noqa: E402
-from cappy.io import read_json  # noqa: E402
+from cappy.pretraining import data as pd  # noqa: E402
+from cappy.engine.errors import CappyError, exit_on_error  # noqa: E402
+from cappy.engine.io import read_json  # noqa: E402
 
 
 def _names(text):
@@ -94,7 +94,7 @@ def parse_args(argv=None):
 
 
 def list_datasets(specs, templates_dir):
-    from cappy.promptsource import load_templates
+    from cappy.promptsource.templates import load_templates
 
     width = max(len(spec.name) for spec in specs)
     total = 0

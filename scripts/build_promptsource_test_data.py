@@ -7,7 +7,7 @@ Writes `promptsource_test.jsonl` (the default --data_file of cappy_promptsource.
 row per answer choice, `{dataset_name, template_name, example_idx, instruction,
 response, label}`, and `promptsource_test.jsonl.templates.json` beside it (the templates
 used per dataset, example counts, what was skipped). Downloads the data from the Hugging
-Face Hub (dataset ids in cappy/promptsource_data.py). StoryCloze must be downloaded by
+Face Hub (dataset ids in cappy/promptsource/data.py). StoryCloze must be downloaded by
 hand; without --story_cloze_dir it is skipped, with a note.
 """
 
@@ -17,8 +17,8 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from cappy.errors import exit_on_error  # noqa: E402
-from cappy.promptsource_data import (HF_IDS, STORY_CLOZE_FILE, build_test_file,  # noqa: E402
+from cappy.engine.errors import exit_on_error  # noqa: E402
+from cappy.promptsource.data import (HF_IDS, STORY_CLOZE_FILE, build_test_file,  # noqa: E402
                                      parse_dataset_names, parse_hf_ids)
 
 

@@ -16,7 +16,7 @@ import sys
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from cappy.errors import exit_on_error  # noqa: E402
+from cappy.engine.errors import exit_on_error  # noqa: E402
 
 
 @exit_on_error
@@ -26,7 +26,7 @@ def main(argv=None):
     parser.add_argument("--output_dir", default="demo_run",
                         help="where the demo's models, data and results go")
     args = parser.parse_args(argv)
-    from cappy.demo import run_demo
+    from cappy.bigbench.demo import run_demo
 
     run_demo(args.output_dir)
     return 0

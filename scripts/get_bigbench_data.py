@@ -3,7 +3,7 @@
     python scripts/get_bigbench_data.py                  # from the Hugging Face hub
     python scripts/get_bigbench_data.py --source pypi    # offline, from the bigbench sdist
 
-See cappy/bigbench_data.py for the split rule and the output format.
+See cappy/bigbench/data.py for the split rule and the output format.
 """
 
 import argparse
@@ -12,8 +12,8 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from cappy.bigbench_data import build  # noqa: E402
-from cappy.errors import exit_on_error  # noqa: E402
+from cappy.bigbench.data import build  # noqa: E402
+from cappy.engine.errors import exit_on_error  # noqa: E402
 
 
 def parse_args(argv=None):

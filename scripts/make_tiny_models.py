@@ -15,7 +15,7 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from cappy.errors import exit_on_error  # noqa: E402
+from cappy.engine.errors import exit_on_error  # noqa: E402
 
 MODELS = ("tiny-cappy", "tiny-t5", "tiny-gpt2")
 
@@ -34,7 +34,7 @@ def parse_args(argv=None):
 @exit_on_error
 def main(argv=None):
     args = parse_args(argv)
-    from cappy.tiny_models import build_tiny_models
+    from cappy.engine.tiny_models import build_tiny_models
 
     for name, path in build_tiny_models(args.output_dir, args.models.split(","),
                                         overwrite=args.overwrite).items():

@@ -17,7 +17,7 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from cappy.errors import exit_on_error  # noqa: E402
+from cappy.engine.errors import exit_on_error  # noqa: E402
 
 
 def parse_args(argv=None):
@@ -39,8 +39,8 @@ def parse_args(argv=None):
 @exit_on_error
 def main(argv=None):
     args = parse_args(argv)
-    from cappy.reports import baseline_report, format_baseline_table
-    from cappy.io import write_json
+    from cappy.bigbench.tables import baseline_report, format_baseline_table
+    from cappy.engine.io import write_json
 
     models = [m for m in args.gen_models.split(",") if m] if args.gen_models else None
     report = baseline_report(args.bigbench_data_dir, args.bigbench_gen_dir, models,

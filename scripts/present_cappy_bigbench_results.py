@@ -23,7 +23,7 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from cappy.errors import CappyError, exit_on_error  # noqa: E402
+from cappy.engine.errors import CappyError, exit_on_error  # noqa: E402
 
 PLOT_FORMATS = ("png", "pdf", "svg")
 
@@ -50,8 +50,8 @@ def parse_args(argv=None):
 @exit_on_error
 def main(argv=None):
     args = parse_args(argv)
-    from cappy.io import write_json
-    from cappy.reports import (cappy_report, cappy_report_json, cappy_task_list,
+    from cappy.engine.io import write_json
+    from cappy.bigbench.tables import (cappy_report, cappy_report_json, cappy_task_list,
                                format_cappy_table, plot_cappy_comparison, read_baselines_file)
 
     if args.plot:

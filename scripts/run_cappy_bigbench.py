@@ -22,11 +22,11 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from cappy.errors import exit_on_error  # noqa: E402
+from cappy.engine.errors import exit_on_error  # noqa: E402
 
 
 def parse_args(argv=None):
-    from cappy.batch import DEFAULT_SCRIPT
+    from cappy.bigbench.runner import DEFAULT_SCRIPT
 
     # allow_abbrev=False: a child's flag must never be taken for a prefix of ours.
     parser = argparse.ArgumentParser(
@@ -62,7 +62,7 @@ def parse_args(argv=None):
 @exit_on_error
 def main(argv=None):
     args, extra = parse_args(argv)
-    from cappy.batch import run_batch
+    from cappy.bigbench.runner import run_batch
 
     return run_batch(args, extra)
 

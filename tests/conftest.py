@@ -18,7 +18,7 @@ sys.path.insert(0, REPO)
 # Compile time dominates tiny models on a CPU.
 jax.config.update("jax_disable_most_optimizations", True)
 
-from cappy import tiny_models  # noqa: E402
+from cappy.engine import tiny_models  # noqa: E402
 
 
 @pytest.fixture(scope="session")

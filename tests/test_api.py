@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 
 from cappy import Cappy, cli
-from cappy.rouge import rouge_l
-from cappy.scoring import encode_pairs
+from cappy.engine.rouge import rouge_l
+from cappy.engine.scoring import encode_pairs
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -223,7 +223,7 @@ def test_jax_backend_loads_weights_transformers_wrote(tiny_scorer, tmp_path, fla
 
     import torch
 
-    from cappy.checkpoints import load_cappy, torch_model
+    from cappy.engine.checkpoints import load_cappy, torch_model
 
     pt_only = tmp_path / "pt-only"
     shutil.copytree(tiny_scorer, pt_only)

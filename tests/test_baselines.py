@@ -5,7 +5,7 @@ import json
 import pytest
 from conftest import run_script
 
-from cappy.candidates import task_baselines
+from cappy.bigbench.candidates import task_baselines
 
 
 def cand(response, ll_sum, ll_mean):

@@ -8,8 +8,8 @@ import sys
 import numpy as np
 import pytest
 
-from cappy import benchmark
-from cappy.tiny_models import make_scorer_tokenizer, sample_texts
+from benchmarks import harness as benchmark
+from cappy.engine.tiny_models import make_scorer_tokenizer, sample_texts
 from conftest import run_script
 
 

@@ -1,4 +1,4 @@
-"""The BIG-Bench data builder (cappy/bigbench_data.py, scripts/get_bigbench_data.py).
+"""The BIG-Bench data builder (cappy/bigbench/data.py, scripts/get_bigbench_data.py).
 
 Most tests convert a small slice of the real bigbench 1.0.0 sdist
 (tests/data/bigbench_sdist_slice, packed into a .tar.gz here); one slow test checks
@@ -21,8 +21,8 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if REPO not in sys.path:
     sys.path.insert(0, REPO)
 
-from cappy import bigbench_data as bb  # noqa: E402
-from cappy.errors import CappyError  # noqa: E402
+from cappy.bigbench import data as bb  # noqa: E402
+from cappy.engine.errors import CappyError  # noqa: E402
 
 SLICE = os.path.join(REPO, "tests", "data", "bigbench_sdist_slice")
 SLICE_TASKS_DIR = os.path.join(SLICE, "bigbench-1.0.0", "bigbench", "benchmark_tasks")

@@ -8,10 +8,10 @@ import pytest
 from conftest import run_script
 
 import cappy_bigbench
-from cappy import bigbench_cappy
-from cappy.finetune_data import build_finetune_examples
-from cappy.rouge import rouge_l
-from cappy.training import learning_rate_schedule
+from cappy.bigbench import task as bigbench_cappy
+from cappy.bigbench.examples import build_finetune_examples
+from cappy.engine.rouge import rouge_l
+from cappy.engine.training import learning_rate_schedule
 
 
 def cand(text, ll=-1.0):
@@ -143,7 +143,7 @@ def test_crash_leaves_no_result_and_rerun_finishes(tiny_scorer, tmp_path, monkey
     args = cappy_bigbench.parse_args([str(a) for a in task_args(
         tmp_path, tiny_scorer, "--learning_rate", "0")])
 
-    from cappy import scoring
+    from cappy.engine import scoring
 
     def crash(*a, **k):
         raise RuntimeError("simulated crash while scoring")
@@ -163,10 +163,10 @@ def test_crash_leaves_no_result_and_rerun_finishes(tiny_scorer, tmp_path, monkey
 
 
 def test_scores_do_not_depend_on_batch_size_or_order(tiny_scorer):
-    from cappy import roberta
-    from cappy.checkpoints import load_cappy
-    from cappy.redco_adapter import make_deployer
-    from cappy.scoring import PairScorer
+    from cappy.engine import roberta
+    from cappy.engine.checkpoints import load_cappy
+    from cappy.engine.redco_adapter import make_deployer
+    from cappy.engine.scoring import PairScorer
 
     model, tokenizer = load_cappy(tiny_scorer)
     deployer = make_deployer(0)

@@ -1,4 +1,4 @@
-"""Cappy's own decoder-only generators (`cappy.causal_lm`): GPT-2 and the Llama family
+"""Cappy's own decoder-only generators (`cappy.engine.causal_lm`): GPT-2 and the Llama family
 against transformers' PyTorch models, the cache against whole sequences, and GPT-2
 generations against those transformers' Flax `generate()` made before the switch."""
 
@@ -11,9 +11,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from cappy import causal_lm, decoding
-from cappy.benchmark import seeded_parameters
-from cappy.checkpoints import torch_state
+from cappy.engine import causal_lm, decoding
+from benchmarks.harness import seeded_parameters
+from cappy.engine.checkpoints import torch_state
 
 GOLDEN = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data",
                       "generation_golden.json")
@@ -180,8 +180,8 @@ def candidate_log_likelihoods(config, params, outputs, width):
     """(batch, sums): (prompt ids, prompt mask, response) triples batched as candidate
     generation batches them (responses right-padded to `width`), and the responses'
     log-likelihood sums as it computes them."""
-    from cappy.generation import _token_log_likelihoods
-    from cappy.generators import target_logits
+    from cappy.engine.generation import _token_log_likelihoods
+    from cappy.engine.generators import target_logits
 
     labels = np.zeros((len(outputs), width), np.int32)
     label_mask = np.zeros_like(labels)
@@ -200,7 +200,7 @@ def summed_log_probs(log_probs, labels, label_mask):
 
 
 def as_generator(config, params):
-    from cappy.generators import Generator
+    from cappy.engine.generators import Generator
 
     return Generator(config=config, params=params, tokenizer=None, dtype="float32",
                      decoder_start_token_id=0, eos_token_id=config.eos_token_id,

@@ -9,10 +9,10 @@ import shutil
 import numpy as np
 import pytest
 
-from cappy.checkpoints import (flatten, load_cappy, read_state, save_cappy, torch_state,
+from cappy.engine.checkpoints import (flatten, load_cappy, read_state, save_cappy, torch_state,
                                unflatten)
-from cappy.errors import CappyError
-from cappy.tiny_models import make_scorer_tokenizer, sample_texts, tiny_scorer_config
+from cappy.engine.errors import CappyError
+from cappy.engine.tiny_models import make_scorer_tokenizer, sample_texts, tiny_scorer_config
 
 INSTRUCTIONS = ["Name a fruit.", "Is the sky blue? " * 30, "Sort: banana apple",
                 "Add two and three, then tell me how you did it. " * 4]
@@ -171,7 +171,7 @@ def test_truncation_policy_is_saved_and_used_again(tiny_scorer, tmp_path):
 
 
 def test_writing_is_atomic_and_never_overwrites(tiny_scorer, tmp_path, monkeypatch):
-    from cappy import checkpoints
+    from cappy.engine import checkpoints
 
     model, tokenizer = load_cappy(tiny_scorer)
     target = tmp_path / "out"

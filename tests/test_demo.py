@@ -3,7 +3,7 @@
 import json
 import os
 
-from cappy import demo
+from cappy.bigbench import demo
 
 
 def test_demo_runs_every_step_and_skips_finished_work(tmp_path, monkeypatch):

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 from conftest import run_script
 
-from cappy import generation
-from cappy.candidates import DECODINGS, read_candidate_file
+from cappy.engine import generation
+from cappy.bigbench.candidates import DECODINGS, read_candidate_file
 
 INSTRUCTIONS = [
     "Q: What is two plus three?\nA:",
@@ -34,7 +34,7 @@ def direct_log_likelihood(gen, instruction, response):
     """Log-likelihood of `response` with no batching, bucketing or padding at all."""
     import jax
 
-    from cappy import causal_lm, t5
+    from cappy.engine import causal_lm, t5
 
     generator = gen.generator
     params, config = generator.params, generator.config

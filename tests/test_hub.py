@@ -1,10 +1,10 @@
-"""One hub reader for every dataset the project loads (cappy.hub), checked with a
+"""One hub reader for every dataset the project loads (cappy.engine.hub), checked with a
 stand-in for datasets.load_dataset: no network."""
 
 import datasets
 import pytest
 
-from cappy import hub
+from cappy.engine import hub
 
 
 @pytest.fixture
@@ -52,7 +52,8 @@ def test_other_errors_and_pinned_revisions_are_not_redirected(calls):
 
 
 def test_both_builders_read_through_it(calls):
-    from cappy import pretraining_data, promptsource_data
+    from cappy.pretraining import data as pretraining_data
+    from cappy.promptsource import data as promptsource_data
 
     assert promptsource_data.load_hub_split("script/sg", "cb", "validation") == [
         {"from": "parquet"}]
@@ -66,9 +67,9 @@ def test_both_builders_read_through_it(calls):
 
 UNREACHABLE_LOAD = """
 import sys
-from cappy.errors import CappyError
-from cappy.checkpoints import load_cappy
-from cappy.generators import load_generator
+from cappy.engine.errors import CappyError
+from cappy.engine.checkpoints import load_cappy
+from cappy.engine.generators import load_generator
 for load, name in ((load_cappy, "owner/some-cappy"), (load_generator, "owner/some-generator")):
     try:
         load(name)
@@ -102,9 +103,9 @@ def test_an_unreachable_hub_is_one_line_without_retries(tmp_path):
 
 
 def test_a_missing_local_folder_is_named(tmp_path):
-    from cappy.checkpoints import load_cappy
-    from cappy.errors import CappyError
-    from cappy.generators import load_generator
+    from cappy.engine.checkpoints import load_cappy
+    from cappy.engine.errors import CappyError
+    from cappy.engine.generators import load_generator
 
     for load in (load_cappy, load_generator):
         with pytest.raises(CappyError, match="no-such-folder: folder not found"):

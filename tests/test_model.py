@@ -1,4 +1,4 @@
-"""Cappy's own RoBERTa (`cappy.roberta`) computes transformers' RoBERTa sequence
+"""Cappy's own RoBERTa (`cappy.engine.roberta`) computes transformers' RoBERTa sequence
 classifier: pinned scores, and logits and gradients against transformers'
 PyTorch model on the same parameters."""
 
@@ -9,8 +9,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from cappy import packing, roberta
-from cappy.checkpoints import CappyModel, flatten, torch_name
+from cappy.engine import packing, roberta
+from cappy.engine.checkpoints import CappyModel, flatten, torch_name
 
 
 def small_config(model_type="roberta", **overrides):
@@ -65,7 +65,7 @@ def golden_parameters(config):
     for path, shape in sorted(flatten(roberta.parameter_shapes(config)).items()):
         flat[path] = (rng.normal(0.0, 0.2, shape).astype(np.float32)
                       + (1.0 if path[-1] == "scale" else 0.0))
-    from cappy.checkpoints import unflatten
+    from cappy.engine.checkpoints import unflatten
 
     return unflatten(flat)
 
@@ -100,7 +100,7 @@ def torch():
 
 
 def reference(config, params, torch):
-    from cappy.checkpoints import torch_model
+    from cappy.engine.checkpoints import torch_model
 
     return torch_model(CappyModel(config=config, params=params))
 
@@ -157,7 +157,7 @@ def test_packed_pairs_score_what_each_scores_alone(widths, torch):
     rng = np.random.default_rng(len(widths))
     lengths = list(rng.integers(3, 65, 30)) + list(rng.integers(3, 7, 10))  # some rows fill up
     pairs = [{"input_ids": [0] + list(rng.integers(3, 300, n - 1))} for n in lengths]
-    from cappy.batching import pad_batch
+    from cappy.engine.padding import pad_batch
 
     ids, mask = pad_batch([p["input_ids"] for p in pairs], 64, 1)
     with torch.no_grad():

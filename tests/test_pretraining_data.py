@@ -1,4 +1,4 @@
-"""Pretraining data (cappy/pretraining_data.py, scripts/build_pretraining_data.py).
+"""Pretraining data (cappy/pretraining/data.py, scripts/build_pretraining_data.py).
 
 Two hand-made datasets with hand-written PromptSource templates
 (tests/data/pretraining/templates): a 2-class sentiment set whose templates have
@@ -18,8 +18,8 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if REPO not in sys.path:
     sys.path.insert(0, REPO)
 
-from cappy import pretraining_data as pd  # noqa: E402
-from cappy.errors import CappyError  # noqa: E402
+from cappy.pretraining import data as pd  # noqa: E402
+from cappy.engine.errors import CappyError  # noqa: E402
 
 TEMPLATES = os.path.join(REPO, "tests", "data", "pretraining", "templates")
 SENTIMENT = pd.DatasetSpec("tiny_sentiment", "sentiment", "local/tiny_sentiment")
@@ -100,7 +100,7 @@ def built(tmp_path_factory):
 
 
 def test_t0_mixture_table_is_complete_shipped_and_never_held_out():
-    from cappy.promptsource import load_templates
+    from cappy.promptsource.templates import load_templates
 
     specs = pd.T0_TRAINING_DATASETS
     assert len(specs) == 38 and len({spec.name for spec in specs}) == 38
@@ -304,7 +304,7 @@ def test_resume_after_a_crash_and_a_deleted_shard_is_byte_identical(built, tmp_p
     deleted = "shards/train-00001.jsonl"
     os.remove(os.path.join(out, deleted))
     kept = {f: os.stat(os.path.join(out, f)) for f in listed if f != deleted}
-    # what a killed process leaves: cappy.io's temporary file of an unfinished shard
+    # what a killed process leaves: cappy.engine.io's temporary file of an unfinished shard
     stale = os.path.join(out, pd.SHARDS_DIR, ".train-00009.jsonl.x1y2.tmp")
     with open(stale, "w") as file:
         file.write('{"half": ')
@@ -418,7 +418,7 @@ def test_augmented_rows_are_labelled_by_rouge_l(tmp_path, monkeypatch):
 def test_augmentation_with_a_tiny_t5_is_labelled_and_reproducible(tiny_t5, tmp_path):
     from rouge_score import rouge_scorer
 
-    from cappy.generation import CandidateGenerator
+    from cappy.engine.generation import CandidateGenerator
 
     generator = CandidateGenerator(tiny_t5, n_sample_gens=2, per_device_batch_size=4,
                                    max_src_len=32, max_tgt_len=8, dtype="float32",
@@ -456,7 +456,7 @@ def test_trec_classes_are_converted_by_name_for_the_shipped_templates():
     """CogComp/trec reordered and renamed its classes; the templates index the old order."""
     import datasets
 
-    from cappy.promptsource import load_templates, render
+    from cappy.promptsource.templates import load_templates, render
 
     coarse = ["ABBR", "ENTY", "DESC", "HUM", "LOC", "NUM"]
     fine = ["ABBR:abb", "ABBR:exp"] + [f"ENTY:{name}" for name in (

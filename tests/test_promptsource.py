@@ -17,10 +17,10 @@ import pytest
 from conftest import REPO, run_script
 
 import cappy_promptsource
-from cappy import promptsource as ps
-from cappy import promptsource_data as psd
-from cappy import promptsource_eval as pse
-from cappy.errors import CappyError
+from cappy.promptsource import templates as ps
+from cappy.promptsource import data as psd
+from cappy.promptsource import evaluate as pse
+from cappy.engine.errors import CappyError
 
 sys.path.insert(0, os.path.join(REPO, "scripts"))
 import build_promptsource_test_data  # noqa: E402

@@ -7,13 +7,13 @@ tests/test_training.py.)"""
 import numpy as np
 import pytest
 
-from cappy import packing, roberta
-from cappy.bigbench_cappy import rerank_rows
-from cappy.candidates import DECODINGS, all_candidates
-from cappy.checkpoints import load_cappy
-from cappy.redco_adapter import make_deployer
-from cappy.scoring import PairScorer, collate_pairs, encode_pairs
-from cappy.tiny_models import sample_texts
+from cappy.engine import packing, roberta
+from cappy.bigbench.task import rerank_rows
+from cappy.bigbench.candidates import DECODINGS, all_candidates
+from cappy.engine.checkpoints import load_cappy
+from cappy.engine.redco_adapter import make_deployer
+from cappy.engine.scoring import PairScorer, collate_pairs, encode_pairs
+from cappy.engine.tiny_models import sample_texts
 
 
 def test_pack_rows_places_every_pair_once_within_its_row():
@@ -118,7 +118,7 @@ def test_scorer_scores_each_distinct_pair_once(tiny, monkeypatch):
 def test_batch_tokens_follow_the_batch_size_capped_only_on_cpus(tiny, monkeypatch):
     """A packed batch holds per_device_batch_size x max_length tokens (the original's
     batch of padded pairs); only CPUs cap it at CPU_TOKENS_PER_BATCH."""
-    from cappy import scoring
+    from cappy.engine import scoring
 
     model, tokenizer = tiny
     deployer = make_deployer(0)
@@ -133,10 +133,10 @@ def test_batch_tokens_follow_the_batch_size_capped_only_on_cpus(tiny, monkeypatc
 
 SCORE_ON_DEVICES = """
 import json, sys
-from cappy.checkpoints import load_cappy
-from cappy.redco_adapter import make_deployer
-from cappy.scoring import PairScorer
-from cappy.tiny_models import sample_texts
+from cappy.engine.checkpoints import load_cappy
+from cappy.engine.redco_adapter import make_deployer
+from cappy.engine.scoring import PairScorer
+from cappy.engine.tiny_models import sample_texts
 model, tokenizer = load_cappy(sys.argv[1])
 deployer = make_deployer(0, int(sys.argv[2]))
 scorer = PairScorer(model, tokenizer, deployer, max_length=128, per_device_batch_size=1,

@@ -1,4 +1,4 @@
-"""Cappy's own T5 (`cappy.t5`) and decoding (`cappy.decoding`): logits against
+"""Cappy's own T5 (`cappy.engine.t5`) and decoding (`cappy.engine.decoding`): logits against
 transformers' PyTorch T5, the cache against whole sequences, and generations
 against those transformers' Flax `generate()` made before the switch."""
 
@@ -11,9 +11,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from cappy import decoding, t5
-from cappy.benchmark import seeded_parameters
-from cappy.checkpoints import torch_state
+from cappy.engine import decoding, t5
+from benchmarks.harness import seeded_parameters
+from cappy.engine.checkpoints import torch_state
 
 GOLDEN = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data",
                       "generation_golden.json")

@@ -8,11 +8,11 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from cappy import packing, roberta, training
-from cappy.checkpoints import load_cappy
-from cappy.redco_adapter import make_deployer, original_example_order
-from cappy.scoring import PairScorer, encode_examples
-from cappy.tiny_models import sample_texts
+from cappy.engine import packing, roberta, training
+from cappy.engine.checkpoints import load_cappy
+from cappy.engine.redco_adapter import make_deployer, original_example_order
+from cappy.engine.scoring import PairScorer, encode_examples
+from cappy.engine.tiny_models import sample_texts
 
 
 def labelled_examples(tokenizer, n, max_length, truncation="longest_first"):
@@ -26,10 +26,10 @@ def labelled_examples(tokenizer, n, max_length, truncation="longest_first"):
 
 def fixed_width_training(model, examples, seed, per_device_batch_size, accumulate,
                          learning_rate, max_length, schedule_mode):
-    """The original release's finetuning loop (`cappy.benchmark.original_training_loop`:
+    """The original release's finetuning loop (`benchmarks.harness.original_training_loop`:
     Redco's Trainer shuffling with the deployer's key, every pair padded to max_length,
     optax.MultiSteps) on cappy's model function; its final parameters."""
-    from cappy.benchmark import original_training_loop
+    from benchmarks.harness import original_training_loop
 
     def scores(params, batch, dropout_rng):
         return roberta.padded_scores(params, model.config, batch["input_ids"],
@@ -143,7 +143,7 @@ def test_bfloat16_training_keeps_float32_parameters(tiny_scorer):
 
 
 def test_too_few_examples_for_one_update(tiny_scorer):
-    from cappy.errors import CappyError
+    from cappy.engine.errors import CappyError
 
     model, tokenizer = load_cappy(tiny_scorer)
     with pytest.raises(CappyError, match="smaller than one optimizer update"):
@@ -167,9 +167,9 @@ import json, sys
 import jax, numpy as np
 sys.path.insert(0, sys.argv[3])
 from test_training import labelled_examples
-from cappy import training
-from cappy.checkpoints import flatten, load_cappy
-from cappy.redco_adapter import make_deployer
+from cappy.engine import training
+from cappy.engine.checkpoints import flatten, load_cappy
+from cappy.engine.redco_adapter import make_deployer
 model, tokenizer = load_cappy(sys.argv[1])
 model.config.hidden_dropout_prob = model.config.attention_probs_dropout_prob = 0.0
 deployer = make_deployer(5, int(sys.argv[2]))

@@ -11,7 +11,7 @@ to max_length in micro-batches of 8 accumulated 16 at a time by optax.MultiSteps
 under the release's schedule, then every validation candidate (17 per
 instruction, repeats included) scored in batches of 32 padded to max_length,
 and the best one's ROUGE-L. The training examples are built by the project's
-reproduction of the release's recipe (`cappy.finetune_data`), which costs
+reproduction of the release's recipe (`cappy.bigbench.examples`), which costs
 milliseconds. scripts/benchmark_processes.py times it against cappy_bigbench.py;
 it needs transformers<5, whose Flax classes it uses.
 """
@@ -54,10 +54,10 @@ def main(argv=None):
     from redco import Deployer, Predictor, Trainer
     from transformers import AutoTokenizer, FlaxAutoModelForSequenceClassification
 
-    from cappy.candidates import all_candidates, candidate_path, read_candidate_file
-    from cappy.finetune_data import build_finetune_examples
-    from cappy.io import write_json
-    from cappy.rouge import rouge_l
+    from cappy.bigbench.candidates import all_candidates, candidate_path, read_candidate_file
+    from cappy.bigbench.examples import build_finetune_examples
+    from cappy.engine.io import write_json
+    from cappy.engine.rouge import rouge_l
 
     start = time.time()
     deployer = Deployer(n_model_shards=args.n_model_shards, jax_seed=args.seed)

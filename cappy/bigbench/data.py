@@ -3,7 +3,7 @@
 Output, per task: ``{output_dir}/{task}_{train|validation}.jsonl`` with rows
 ``{"dataset", "example_idx", "instruction", "references"}`` (``example_idx`` counts
 0.. within each file), plus ``{output_dir}/subset_names.json``, the list of tasks
-written. Every file is written atomically (cappy.io), so a failure never leaves a
+written. Every file is written atomically (cappy.engine.io), so a failure never leaves a
 half-written file.
 
 Two sources give the same rows:
@@ -47,8 +47,8 @@ import tarfile
 import tempfile
 import zlib
 
-from cappy.errors import CappyError
-from cappy.io import atomic_open, read_json, write_jsonl
+from cappy.engine.errors import CappyError
+from cappy.engine.io import atomic_open, read_json, write_jsonl
 
 HUB_DATASET = "tasksource/bigbench"
 SDIST_NAME = "bigbench-1.0.0.tar.gz"
@@ -66,7 +66,8 @@ MIN_VALIDATION_EXAMPLES = 16
 # json_task.py: JsonTask's default random_seed, used for the choice permutation.
 FORMAT_SEED = 42
 
-_TASK_LIST_PATH = os.path.join(os.path.dirname(__file__), "data", "paper_results.json")
+_TASK_LIST_PATH = os.path.join(os.path.dirname(os.path.dirname(__file__)), "data",
+                               "paper_results.json")
 # Members of the sdist: <root>/bigbench/benchmark_tasks/<task>/[<subtask>/]task.json
 _TASK_JSON_RE = re.compile(r"^[^/]+/bigbench/benchmark_tasks/([^/]+)/(?:([^/]+)/)?task\.json$")
 _METADATA_RE = re.compile(r"^[^/]+/bigbench/benchmark_tasks/task_metadata\.json$")

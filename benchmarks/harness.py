@@ -6,15 +6,15 @@ Everything runs in one process on the same random weights and the same data:
   (under transformers 5, which has none, cappy's RoBERTa on the same rows: see
   `original_model_scores`), every pair padded to max_length, batches in input
   order, duplicates scored again (the release's path);
-- scoring, cappy: `cappy.scoring.PairScorer` (each distinct pair once, pairs
-  packed into rows of two widths, `cappy.roberta`);
+- scoring, cappy: `cappy.engine.scoring.PairScorer` (each distinct pair once, pairs
+  packed into rows of two widths, `cappy.engine.roberta`);
 - scoring, PyTorch peer (optional): transformers' PyTorch model, pairs sorted
   by length, each batch padded to its own longest pair;
 - finetuning, original: the release's loop (Redco's Trainer, the release's
   model as above, every pair padded to max_length, micro-batches of 8 accumulated 16 at a
   time by optax.MultiSteps); buckets: the same loop with each micro-batch padded
   to its power-of-two bucket (this project's path before packing); cappy: the
-  packed trainer (`cappy.training`) on the same optimizer updates. Each runs two
+  packed trainer (`cappy.engine.training`) on the same optimizer updates. Each runs two
   epochs: the first compiles, the second shows the speed a 102,400-example run
   lives at.
 
@@ -51,11 +51,11 @@ GENERATOR_SHAPES = {  # FLAN-T5-style (gated GELU, untied head): d_model, d_ff, 
 
 
 def make_model(size, tokenizer, dtype="float32", seed=0, dropout=0.1):
-    """A random RoBERTa scorer of a named shape for `tokenizer` (`cappy.checkpoints.CappyModel`)."""
+    """A random RoBERTa scorer of a named shape for `tokenizer` (`cappy.engine.checkpoints.CappyModel`)."""
     from transformers import RobertaConfig
 
-    from cappy import roberta
-    from cappy.checkpoints import CappyModel
+    from cappy.engine import roberta
+    from cappy.engine.checkpoints import CappyModel
 
     layers, hidden, heads, intermediate = MODEL_SHAPES[size]
     config = RobertaConfig(
@@ -76,12 +76,12 @@ def original_model_scores(model):
     transformers 5 has no Flax classes, so there it is cappy's own RoBERTa on the same
     padded rows (the same arithmetic but the last layer's, which it computes for the
     first token only: about 1/layers less work than the original did)."""
-    from cappy.checkpoints import quiet_transformers
+    from cappy.engine.checkpoints import quiet_transformers
 
     try:
         from transformers import FlaxRobertaForSequenceClassification
     except (ImportError, AttributeError):
-        from cappy import roberta
+        from cappy.engine import roberta
 
         def own(params, batch, dropout_rng):
             return roberta.padded_scores(params, model.config, batch["input_ids"],
@@ -98,7 +98,7 @@ def original_model_scores(model):
 
 
 def _token_pool(tokenizer):
-    from cappy.tiny_models import sample_texts
+    from cappy.engine.tiny_models import sample_texts
 
     ids = tokenizer(" ".join(sample_texts()), add_special_tokens=False)["input_ids"]
     return np.asarray(ids)
@@ -130,9 +130,9 @@ def bigbench_candidate_rows(task="auto_categorization", split="train", n_candida
     Candidates are the task's references drawn with replacement, so rows repeat
     candidates the way sampled generations do.
     """
-    from cappy.candidates import DECODINGS, SAMPLES_KEY
-    from cappy.io import read_jsonl
-    from cappy.tiny_models import SAMPLE_DIR
+    from cappy.bigbench.candidates import DECODINGS, SAMPLES_KEY
+    from cappy.engine.io import read_jsonl
+    from cappy.engine.tiny_models import SAMPLE_DIR
 
     rows = read_jsonl(os.path.join(SAMPLE_DIR, f"{task}_{split}.jsonl"))
     references = [ref for row in rows for ref in row["references"]]
@@ -183,7 +183,7 @@ def matmul_peak_flops(dtype="float32", repeats=5):
 # ---- scoring paths --------------------------------------------------------------------
 
 def _encode(tokenizer, pairs, max_length):
-    from cappy.scoring import encode_pairs
+    from cappy.engine.scoring import encode_pairs
 
     return encode_pairs(tokenizer, [p[0] for p in pairs], [p[1] for p in pairs], max_length,
                         "longest_first")
@@ -194,7 +194,7 @@ def original_scorer(model, tokenizer, batch_size, max_length):
     batches in input order, duplicates scored again. Returns score(pairs)."""
     import jax
 
-    from cappy.scoring import collate_pairs
+    from cappy.engine.scoring import collate_pairs
 
     scores_fn, _ = original_model_scores(model)
     forward = jax.jit(lambda params, batch: scores_fn(params, batch, None))
@@ -213,10 +213,10 @@ def original_scorer(model, tokenizer, batch_size, max_length):
 
 
 def cappy_scorer(model, tokenizer, batch_size, max_length):
-    """The project's scoring (cappy.scoring.PairScorer): each distinct pair once,
+    """The project's scoring (cappy.engine.scoring.PairScorer): each distinct pair once,
     pairs packed into rows. Returns score(pairs, params)."""
-    from cappy.redco_adapter import make_deployer
-    from cappy.scoring import PairScorer
+    from cappy.engine.redco_adapter import make_deployer
+    from cappy.engine.scoring import PairScorer
 
     scorer = PairScorer(model, tokenizer, make_deployer(0), max_length=max_length,
                         per_device_batch_size=batch_size)
@@ -235,7 +235,7 @@ def torch_peer(model, dtype):
         import torch
     except ImportError:
         return None
-    from cappy.checkpoints import torch_model
+    from cappy.engine.checkpoints import torch_model
 
     device = "cuda" if torch.cuda.is_available() else "cpu"
     return torch_model(model, dtype).to(device)
@@ -246,7 +246,7 @@ def torch_scorer(torch_model, tokenizer, batch_size, max_length):
     Returns score(pairs)."""
     import torch
 
-    from cappy.batching import length_sorted_order, pad_batch
+    from cappy.engine.padding import length_sorted_order, pad_batch
 
     device = next(torch_model.parameters()).device
 
@@ -271,7 +271,7 @@ def torch_scorer(torch_model, tokenizer, batch_size, max_length):
 def path_computed_positions(path_name, lengths, distinct_lengths, batch_size, max_length,
                             score):
     """Token positions a scoring path computes for these pairs (padding included)."""
-    from cappy import packing
+    from cappy.engine import packing
 
     if path_name == ORIGINAL:  # every pair, batches of batch_size x max_length
         return -(-len(lengths) // batch_size) * batch_size * max_length
@@ -287,8 +287,8 @@ def path_computed_positions(path_name, lengths, distinct_lengths, batch_size, ma
 
 def finetune_examples(tokenizer, rows, train_size, max_length, seed=11111):
     """The paper's finetuning examples for the rows, tokenized as cappy_bigbench.py does."""
-    from cappy.finetune_data import build_finetune_examples
-    from cappy.scoring import encode_examples
+    from cappy.bigbench.examples import build_finetune_examples
+    from cappy.engine.scoring import encode_examples
 
     examples, _ = build_finetune_examples(rows, train_size, seed)
     return encode_examples(tokenizer, examples, max_length, "longest_first")
@@ -306,8 +306,8 @@ def original_training_loop(params, scores_fn, train_size, seed, per_device_batch
     import optax
     from redco import Deployer, Trainer
 
-    from cappy.scoring import collate_pairs
-    from cappy.training import decay_mask, learning_rate_schedule
+    from cappy.engine.scoring import collate_pairs
+    from cappy.engine.training import decay_mask, learning_rate_schedule
 
     deployer = Deployer(jax_seed=seed, verbose=False)
     _, global_micro = deployer.get_local_global_micro_batch_size(per_device_batch_size)
@@ -330,9 +330,9 @@ def original_training_loop(params, scores_fn, train_size, seed, per_device_batch
 def training_positions(path_name, examples, seed, global_micro, accumulate, max_length,
                        trainer=None):
     """Token positions one epoch of a finetuning path computes."""
-    from cappy.batching import bucket_length
-    from cappy.redco_adapter import original_example_order
-    from cappy.training import original_updates, pack_update, plan_steps, rows_per_step_for
+    from cappy.engine.padding import bucket_length
+    from cappy.engine.redco_adapter import original_example_order
+    from cappy.engine.training import original_updates, pack_update, plan_steps, rows_per_step_for
 
     n_micro = len(examples) // global_micro
     if path_name == ORIGINAL:
@@ -358,8 +358,8 @@ def train_twice(path_name, model, tokenizer, examples, per_device_batch_size, ac
     updates every path shares; s1, s2, computed positions of an epoch)."""
     import jax
 
-    from cappy.redco_adapter import make_deployer
-    from cappy.training import finetune_trainer, original_updates, train_updates
+    from cappy.engine.redco_adapter import make_deployer
+    from cappy.engine.training import finetune_trainer, original_updates, train_updates
 
     seconds = []
     if path_name == CAPPY:
@@ -420,8 +420,8 @@ def run_benchmark(model_size="tiny", dtype="float32", batch_size=32, max_length=
     """Run every measurement; return a JSON-ready dict of figures."""
     import jax
 
-    from cappy.candidates import all_candidates
-    from cappy.tiny_models import make_scorer_tokenizer, sample_texts
+    from cappy.bigbench.candidates import all_candidates
+    from cappy.engine.tiny_models import make_scorer_tokenizer, sample_texts
 
     tokenizer = make_scorer_tokenizer(sample_texts())
     model = make_model(model_size, tokenizer, dtype, dropout=dropout)
@@ -476,7 +476,7 @@ def run_benchmark(model_size="tiny", dtype="float32", batch_size=32, max_length=
 
     per_update = per_device_train_batch * jax.device_count() * accumulate
     if train_size < per_update:
-        from cappy.errors import CappyError
+        from cappy.engine.errors import CappyError
 
         raise CappyError(f"--train_size {train_size} is less than one optimizer update "
                          f"({per_update} examples)")
@@ -520,7 +520,7 @@ def seeded_parameters(shapes, seed, std, norm_names=("scale", "weight")):
     with `std`, biases small, norm scales near one. The same tree gives the same
     numbers whichever code built the tree, so two implementations can be compared
     on identical weights."""
-    from cappy.checkpoints import flatten, unflatten
+    from cappy.engine.checkpoints import flatten, unflatten
 
     rng = np.random.default_rng(seed)
     flat = {}
@@ -551,8 +551,8 @@ def save_seeded_generator(folder, size, tokenizer, seed=0, eos_boost=3.0):
     so candidates end at varied lengths as a trained model's do), saved with its
     tokenizer to `folder`. The weights are those the benchmark used before the switch
     from transformers' Flax T5 (the same tree, the same draws)."""
-    from cappy import t5
-    from cappy.tiny_models import save_generator
+    from cappy.engine import t5
+    from cappy.engine.tiny_models import save_generator
 
     config = t5_generator_config(size, tokenizer)
     params = seeded_parameters(t5.parameter_shapes(config), seed,
@@ -568,9 +568,9 @@ def run_generation_benchmark(size="tiny", n_instructions=24, per_device_batch_si
     the shipped BIG-Bench sample's instructions; called twice, the first compiling."""
     import tempfile
 
-    from cappy.generation import CandidateGenerator
-    from cappy.io import read_jsonl
-    from cappy.tiny_models import SAMPLE_DIR, make_generator_tokenizer, sample_texts
+    from cappy.engine.generation import CandidateGenerator
+    from cappy.engine.io import read_jsonl
+    from cappy.engine.tiny_models import SAMPLE_DIR, make_generator_tokenizer, sample_texts
 
     rows = []
     for name in sorted(os.listdir(SAMPLE_DIR)):

@@ -6,9 +6,9 @@ each sampling decoding, 17 candidates in all with the defaults (DESIGN section
 generator: the log-likelihood of the candidate's tokens (with the closing
 end-of-sequence token), summed and averaged over tokens.
 
-The generators are cappy's own (`cappy.generators`): T5 / FLAN-T5, GPT-2 and the
+The generators are cappy's own (`cappy.engine.generators`): T5 / FLAN-T5, GPT-2 and the
 Llama family (Llama 2 and 3, Mistral, Qwen2), decoded with transformers'
-semantics (`cappy.decoding`). Redco's Deployer spreads batches over the local
+semantics (`cappy.engine.decoding`). Redco's Deployer spreads batches over the local
 devices, or splits the model over `n_model_shards` devices; batches are sorted
 by length and padded to a few fixed bucket widths.
 """
@@ -20,11 +20,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from cappy import decoding
-from cappy.batching import bucket_length, length_sorted_order, pad_batch
-from cappy.candidates import DECODINGS, DETERMINISTIC_DECODINGS, LOG_LIKELIHOOD_KEYS
-from cappy.errors import CappyError
-from cappy.generators import load_generator, search_functions, target_logits
+from cappy.engine import decoding
+from cappy.engine.padding import bucket_length, length_sorted_order, pad_batch
+from cappy.bigbench.candidates import DECODINGS, DETERMINISTIC_DECODINGS, LOG_LIKELIHOOD_KEYS
+from cappy.engine.errors import CappyError
+from cappy.engine.generators import load_generator, search_functions, target_logits
 
 MIN_NEW_TOKENS = 3
 
@@ -55,7 +55,7 @@ class CandidateGenerator:
         from flax.core.frozen_dict import freeze
         from flax.jax_utils import replicate
 
-        from cappy.redco_adapter import make_deployer, placement
+        from cappy.engine.redco_adapter import make_deployer, placement
 
         if n_sample_gens < 1:
             raise CappyError(f"--n_sample_gens must be at least 1, got {n_sample_gens}")
@@ -162,7 +162,7 @@ class CandidateGenerator:
         return texts if self.is_seq2seq else [text.strip() for text in texts]
 
     def _predictor(self, name):
-        from cappy.redco_adapter import make_predictor
+        from cappy.engine.redco_adapter import make_predictor
 
         if name not in self._predictors:
             if name == "log_likelihood":
@@ -201,7 +201,7 @@ class CandidateGenerator:
         Each output file gets its own stream, so a resumed run writes exactly
         what an uninterrupted one would have.
         """
-        from cappy.redco_adapter import reseed
+        from cappy.engine.redco_adapter import reseed
 
         reseed(self.deployer, jax.random.fold_in(jax.random.PRNGKey(seed),
                                                  zlib.crc32(name.encode("utf-8"))))
@@ -277,7 +277,7 @@ def plan_bigbench_generation(data_dir, output_dir, tasks, splits, src_key="instr
     Returns [(task, split, rows, out_path)] for the files still to write and the
     list of (task, split, out_path) already finished (skipped on a re-run).
     """
-    from cappy.io import read_jsonl
+    from cappy.engine.io import read_jsonl
 
     todo, done = [], []
     for task in tasks:
@@ -295,7 +295,7 @@ def plan_bigbench_generation(data_dir, output_dir, tasks, splits, src_key="instr
 def write_candidates(generator, rows, out_path, seed, src_key="instruction",
                      tgt_key="response", desc=None):
     """Generate candidates for `rows` and write rows + `flan_samples` atomically."""
-    from cappy.io import write_jsonl
+    from cappy.engine.io import write_jsonl
 
     generator.reseed(seed, os.path.basename(out_path))
     candidates = generator.generate([row[src_key] for row in rows],

@@ -1,5 +1,5 @@
 """Cappy as a scorer: encode (instruction, response) pairs and score them, packed
-into rows (`cappy.packing`) through Cappy's own forward pass (`cappy.roberta`).
+into rows (`cappy.engine.packing`) through Cappy's own forward pass (`cappy.engine.roberta`).
 
 A score is the raw regression output `logits[..., 0]` (no sigmoid, no
 clipping), returned in float32 and in input order.
@@ -8,9 +8,9 @@ clipping), returned in float32 and in input order.
 import jax
 import numpy as np
 
-from cappy import packing, roberta
-from cappy.batching import bucket_length, length_sorted_order, pad_batch
-from cappy.checkpoints import DTYPES, TRUNCATIONS, check_truncation  # noqa: F401 (re-exported)
+from cappy.engine import packing, roberta
+from cappy.engine.padding import bucket_length, length_sorted_order, pad_batch
+from cappy.engine.checkpoints import DTYPES, TRUNCATIONS, check_truncation  # noqa: F401 (re-exported)
 
 
 def encode_pairs(tokenizer, instructions, responses, max_length, truncation):
@@ -81,7 +81,7 @@ class PairScorer:
     """Scores pairs with a Cappy over the deployer's devices (Redco's Predictor).
 
     Each distinct pair is scored once; pairs are packed into rows of two widths
-    (`cappy.packing`), each attending only to its own tokens, so a pair gets the
+    (`cappy.engine.packing`), each attending only to its own tokens, so a pair gets the
     score it gets alone. A batch holds `per_device_batch_size * max_length`
     tokens per device (the original's batch of padded pairs) in packed rows; on
     CPUs at most CPU_TOKENS_PER_BATCH, which keeps a batch's activations in
@@ -93,7 +93,7 @@ class PairScorer:
 
     def __init__(self, model, tokenizer, deployer, max_length=512, per_device_batch_size=32,
                  params_sharding_rules=None, truncation=None):
-        from cappy.redco_adapter import make_predictor
+        from cappy.engine.redco_adapter import make_predictor
 
         roberta.check_max_length(model.config, max_length, model.source)
         self.model, self.tokenizer, self.deployer = model, tokenizer, deployer
@@ -126,7 +126,7 @@ class PairScorer:
 
         `params` default to the model's; `placement` is passed to Redco
         (`params_replicated` / `params_sharded`) when they already live on the
-        devices (`cappy.training.Trainer.placement()`).
+        devices (`cappy.engine.training.Trainer.placement()`).
         """
         if len(instructions) != len(responses):
             raise ValueError("instructions and responses differ in length")
@@ -161,7 +161,7 @@ class PairScorer:
 
 class TorchPairScorer:
     """The same scoring with transformers' PyTorch model on the same parameters
-    (`cappy.checkpoints.torch_model`, one device): the same encoding and
+    (`cappy.engine.checkpoints.torch_model`, one device): the same encoding and
     truncation, length-sorted batches padded to their bucket width."""
 
     def __init__(self, module, tokenizer, truncation, max_length=512, batch_size=32,

@@ -1,5 +1,5 @@
 """The generators candidate generation runs, loaded without transformers' model classes:
-T5 and FLAN-T5 (`cappy.t5`), GPT-2 and the Llama family (`cappy.causal_lm`).
+T5 and FLAN-T5 (`cappy.engine.t5`), GPT-2 and the Llama family (`cappy.engine.causal_lm`).
 
 A generator is a folder or hub id with `config.json`, a tokenizer, and weights in
 `model.safetensors` or `flax_model.msgpack` (or `pytorch_model.bin` with torch),
@@ -13,8 +13,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from cappy import causal_lm, t5
-from cappy.errors import CappyError
+from cappy.engine import causal_lm, t5
+from cappy.engine.errors import CappyError
 
 SEQ2SEQ_TYPES = ("t5", "mt5")
 SUPPORTED_MODEL_TYPES = SEQ2SEQ_TYPES + causal_lm.SUPPORTED_MODEL_TYPES
@@ -65,7 +65,7 @@ def load_generator(name_or_path, dtype="float32"):
     """A Generator from a folder or hub id, weights cast to `dtype`."""
     from transformers import AutoConfig, AutoTokenizer, GenerationConfig
 
-    from cappy.checkpoints import (check_dtype, check_model_source, check_shapes, load_error,
+    from cappy.engine.checkpoints import (check_dtype, check_model_source, check_shapes, load_error,
                                    quiet_transformers, read_parameters)
 
     check_dtype(dtype, "--dtype")
@@ -119,7 +119,7 @@ def _setting(generation, key):
 
 
 def _unflatten(flat):
-    from cappy.checkpoints import unflatten
+    from cappy.engine.checkpoints import unflatten
 
     return unflatten(flat)
 
@@ -127,7 +127,7 @@ def _unflatten(flat):
 # ---- what decoding and scoring need ----------------------------------------------------
 
 def search_functions(generator, input_ids, attention_mask, max_new_tokens):
-    """(prefill, step, prompt, max_length) for `cappy.decoding` on a batch of sources:
+    """(prefill, step, prompt, max_length) for `cappy.engine.decoding` on a batch of sources:
     a seq2seq model decodes from its start token up to max_new_tokens in all (the
     original's max_length); a decoder-only model continues its left-padded prompt by
     up to max_new_tokens."""

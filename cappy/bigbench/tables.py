@@ -2,11 +2,11 @@
 
 import os
 
-from cappy.bigbench_data import read_task_names
-from cappy.candidates import (BASELINE_LABELS, BASELINE_ROWS, candidate_path,
+from cappy.bigbench.data import read_task_names
+from cappy.bigbench.candidates import (BASELINE_LABELS, BASELINE_ROWS, candidate_path,
                               read_candidate_file, task_baselines)
-from cappy.errors import CappyError
-from cappy.io import read_json
+from cappy.engine.errors import CappyError
+from cappy.engine.io import read_json
 from cappy.paper import bigbench_mean, model_order, original_a10g_rougel
 
 
@@ -99,7 +99,7 @@ def cappy_report(results_dir, tasks, models=None):
     unfinished/invalid one); `unfinished` is the part of it whose file exists.
     `n_tasks` is the number of tasks averaged.
     """
-    from cappy.batch import read_result, result_file
+    from cappy.bigbench.runner import read_result, result_file
 
     report = {}
     for model in model_order(models) if models else _result_folders(results_dir):
@@ -221,7 +221,7 @@ def plot_cappy_comparison(report, path, baselines=None):
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from cappy.io import atomic_open
+    from cappy.engine.io import atomic_open
     from cappy.paper import FLAN_T5_MODELS
 
     baselines = baselines or {}

@@ -3,12 +3,12 @@ head, as pure functions of (parameters, config, inputs).
 
 The parameters are the checkpoint's own tree, in the names of `flax_model.msgpack`
 (`roberta/embeddings/...`, `roberta/encoder/layer/N/...`, `classifier/dense`,
-`classifier/out_proj`); `cappy.checkpoints` reads and writes them, and maps them
+`classifier/out_proj`); `cappy.engine.checkpoints` reads and writes them, and maps them
 to and from PyTorch's names. The semantics are transformers' RoBERTa sequence
 classifier (tests compare logits and gradients with its PyTorch model within
 1e-5), computed with less work:
 
-- packed rows (`cappy.packing`): several pairs share a row, each attending only
+- packed rows (`cappy.engine.packing`): several pairs share a row, each attending only
   to its own tokens and numbering its positions from the start, so a pair scores
   what it scores alone, padded;
 - the last layer only for each pair's first token, whose state the head reads:
@@ -63,7 +63,7 @@ def longest_pair(config):
 
 
 def check_max_length(config, max_length, source="the model"):
-    from cappy.errors import CappyError
+    from cappy.engine.errors import CappyError
 
     if max_length > longest_pair(config):
         raise CappyError(f"--max_length {max_length} is more than {source}'s position table "
@@ -262,7 +262,7 @@ def _layer(x, params, config, dtype, rows, kept, mask, dropout):
 def packed_scores(params, config, batch, dtype=jnp.float32, dropout_rng=None):
     """`logits[..., 0]` of RoBERTa's sequence classifier for every packed pair.
 
-    `batch` (`cappy.packing.collate_packed_rows`) holds [rows, width] arrays:
+    `batch` (`cappy.engine.packing.collate_packed_rows`) holds [rows, width] arrays:
     `input_ids`, `segment_ids` (the pairs of a row numbered from 1, 0 for
     padding), `position_ids` (RoBERTa's, pad_token_id + 1 onwards within each
     pair), optionally `token_type_ids`, and `first_tokens` [rows, slots], the

@@ -12,7 +12,7 @@ step runs and what each writes.
 import os
 import time
 
-from cappy.tiny_models import SAMPLE_DIR, build_tiny_models
+from cappy.engine.tiny_models import SAMPLE_DIR, build_tiny_models
 
 GENERATOR = "tiny-t5"
 # Small enough for two CPU cores; same code paths as the paper's settings.
@@ -25,11 +25,11 @@ DEMO_CAPPY_SETTINGS = {"train_size": 512, "per_device_batch_size": 8,
 
 def run_demo(output_dir="demo_run", log=print, tasks=None):
     import cappy_bigbench
-    from cappy.bigbench_cappy import run_task
-    from cappy.generation import CandidateGenerator, plan_bigbench_generation, write_candidates
-    from cappy.bigbench_data import read_task_names
-    from cappy.io import write_json
-    from cappy.reports import (baseline_report, cappy_report, format_baseline_table,
+    from cappy.bigbench.task import run_task
+    from cappy.engine.generation import CandidateGenerator, plan_bigbench_generation, write_candidates
+    from cappy.bigbench.data import read_task_names
+    from cappy.engine.io import write_json
+    from cappy.bigbench.tables import (baseline_report, cappy_report, format_baseline_table,
                                format_cappy_table, plot_cappy_comparison)
 
     start = time.time()

@@ -1,7 +1,7 @@
 """Pretraining Cappy: MSE regression of a RoBERTa-style encoder on a stream of
 (instruction, response, label) pairs, as the paper did on about 160 million
 PromptSource pairs (never released), with cappy's packed trainer
-(`cappy.training`) on one device, several, or several hosts. The backbone is any
+(`cappy.engine.training`) on one device, several, or several hosts. The backbone is any
 RoBERTa-style checkpoint (a fresh one-output head, initialised from the seed) or
 a Cappy (its head kept).
 
@@ -39,7 +39,7 @@ import time
 
 import numpy as np
 
-from cappy.errors import CappyError, located
+from cappy.engine.errors import CappyError, located
 
 SPLITS = ("train", "validation")
 CHECKPOINT_PATTERN = re.compile(r"^step-(\d+)$")
@@ -54,7 +54,7 @@ TRAJECTORY_SETTINGS = ("seed", "shuffle_buffer", "interleave_shards", "max_lengt
 # ---- data -----------------------------------------------------------------------
 
 def _manifest_shards(data_dir, manifest_path):
-    from cappy.io import read_json
+    from cappy.engine.io import read_json
 
     manifest = read_json(manifest_path)
     listed = manifest.get("shards") if isinstance(manifest, dict) else None
@@ -107,8 +107,8 @@ def find_shards(data_dir):
 
 def parse_pair(path, line_number, text):
     """{"instruction", "response", "label"} of one row; a located error if it is bad."""
-    from cappy.rows import check_labelled_row
-    from cappy.io import parse_jsonl_line
+    from cappy.engine.rows import check_labelled_row
+    from cappy.engine.io import parse_jsonl_line
 
     row = parse_jsonl_line(path, line_number, text)
     problem = check_labelled_row(row)
@@ -240,7 +240,7 @@ def list_checkpoints(output_dir):
 
 
 def read_checkpoint_info(path):
-    from cappy.io import read_json
+    from cappy.engine.io import read_json
 
     return read_json(os.path.join(path, "info.json"))
 
@@ -258,8 +258,8 @@ def save_training_checkpoint(trainer, output_dir, step, info, keep):
     """Write `checkpoints/step-{step}` beside, rename it into place, drop old ones."""
     import jax
 
-    from cappy.io import write_json
-    from cappy.training import save_state
+    from cappy.engine.io import write_json
+    from cappy.engine.training import save_state
 
     final = os.path.join(checkpoints_dir(output_dir), f"step-{step}")
     staging = f"{final}.partial"
@@ -290,7 +290,7 @@ def append_log(path, row):
 
 def trim_log(path, last_step):
     """Keep the log rows up to `last_step` (None: none); drop a torn last line."""
-    from cappy.io import write_jsonl
+    from cappy.engine.io import write_jsonl
 
     if not os.path.isfile(path):
         return
@@ -377,7 +377,7 @@ def _resume_point(args, checkpoints, settings, train_shards):
 
 def _make_trainer(args, deployer, model, tokenizer, optimizer, resume_from):
     """The Trainer, on the backbone's parameters or on a checkpoint's (with its optimizer state)."""
-    from cappy.training import Trainer, restore_state, tokens_per_step
+    from cappy.engine.training import Trainer, restore_state, tokens_per_step
 
     rules = deployer.get_sharding_rules(model.params)
     params = opt_state = None
@@ -410,11 +410,11 @@ def pretrain(args, log=print):
     import jax
     from tqdm import tqdm
 
-    from cappy.checkpoints import load_cappy, save_cappy
-    from cappy.hosts import multihost_kwargs
-    from cappy.redco_adapter import make_deployer
-    from cappy.scoring import PairScorer, encode_examples
-    from cappy.training import make_optimizer, warmup_then_linear_decay
+    from cappy.engine.checkpoints import load_cappy, save_cappy
+    from cappy.engine.hosts import multihost_kwargs
+    from cappy.engine.redco_adapter import make_deployer
+    from cappy.engine.scoring import PairScorer, encode_examples
+    from cappy.engine.training import make_optimizer, warmup_then_linear_decay
 
     deployer = make_deployer(args.seed, args.n_model_shards, **multihost_kwargs(args))
     leader = jax.process_index() == 0

@@ -17,11 +17,11 @@ import sys
 import threading
 import time
 
-from cappy.bigbench_data import read_task_names
-from cappy.errors import CappyError
+from cappy.bigbench.data import read_task_names
+from cappy.engine.errors import CappyError
 from cappy.paper import FLAN_T5_MODELS
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 DEFAULT_SCRIPT = os.path.join(REPO, "cappy_bigbench.py")
 # Flags the runner sets for each child from --gen_models and --tasks.
 PER_TASK_FLAGS = ("--bigbench_gen_model", "--bigbench_subset_name")
@@ -29,7 +29,7 @@ PER_TASK_FLAGS = ("--bigbench_gen_model", "--bigbench_subset_name")
 
 def result_file(results_dir, model, task):
     """The result file cappy_bigbench.py writes for one generator and task."""
-    from cappy.bigbench_cappy import result_paths
+    from cappy.bigbench.task import result_paths
 
     return result_paths(results_dir, model, task)[0]
 

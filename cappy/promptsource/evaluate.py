@@ -27,8 +27,8 @@ import time
 
 import numpy as np
 
-from cappy.errors import CappyError, located
-from cappy.io import iter_jsonl, write_json, write_jsonl
+from cappy.engine.errors import CappyError, located
+from cappy.engine.io import iter_jsonl, write_json, write_jsonl
 from cappy.paper import promptsource_row, promptsource_table
 
 KEY_FIELDS = ("dataset_name", "template_name", "example_idx")
@@ -215,9 +215,9 @@ def run(args, log=print, warn=None):
 
     import jax
 
-    from cappy.checkpoints import load_cappy
-    from cappy.redco_adapter import make_deployer
-    from cappy.scoring import PairScorer
+    from cappy.engine.checkpoints import load_cappy
+    from cappy.engine.redco_adapter import make_deployer
+    from cappy.engine.scoring import PairScorer
 
     deployer = make_deployer(args.jax_seed, args.n_model_shards, args.verbose)
     model, tokenizer = load_cappy(args.model_name_or_path, dtype=getattr(args, "dtype", "float32"))

@@ -13,11 +13,11 @@ import time
 
 import numpy as np
 
-from cappy.candidates import all_candidates, candidate_path, read_candidate_file
-from cappy.finetune_data import build_finetune_examples
-from cappy.io import write_json, write_jsonl
-from cappy.hosts import multihost_kwargs
-from cappy.rouge import rouge_l
+from cappy.bigbench.candidates import all_candidates, candidate_path, read_candidate_file
+from cappy.bigbench.examples import build_finetune_examples
+from cappy.engine.io import write_json, write_jsonl
+from cappy.engine.hosts import multihost_kwargs
+from cappy.engine.rouge import rouge_l
 
 
 def result_paths(results_dir, gen_model, task):
@@ -39,10 +39,10 @@ def run_task(args, log=print, rerun_hint="use --overwrite to run again"):
     (None when it exists already: `rerun_hint` tells how to redo it)."""
     import jax
 
-    from cappy.checkpoints import load_cappy
-    from cappy.redco_adapter import make_deployer
-    from cappy.scoring import PairScorer, encode_examples
-    from cappy.training import finetune, n_optimizer_updates
+    from cappy.engine.checkpoints import load_cappy
+    from cappy.engine.redco_adapter import make_deployer
+    from cappy.engine.scoring import PairScorer, encode_examples
+    from cappy.engine.training import finetune, n_optimizer_updates
 
     result_path, predictions_path = result_paths(args.results_dir, args.bigbench_gen_model,
                                                  args.bigbench_subset_name)

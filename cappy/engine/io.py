@@ -9,7 +9,7 @@ import json
 import os
 import tempfile
 
-from cappy.errors import CappyError, located
+from cappy.engine.errors import CappyError, located
 
 _TYPE_NAMES = {str: "a string", int: "an integer", float: "a number",
                list: "a list", dict: "an object", bool: "a boolean"}

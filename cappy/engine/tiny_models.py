@@ -88,9 +88,9 @@ def tiny_scorer_config(tokenizer, hidden_size=32, num_layers=2, num_heads=2, max
 def make_tiny_scorer(path, texts=(), hidden_size=32, num_layers=2, num_heads=2,
                      max_position=514, seed=0):
     """Save a random RoBERTa regression scorer (num_labels=1) and its tokenizer to `path`,
-    written as the project writes every checkpoint (`cappy.checkpoints.save_cappy`)."""
-    from cappy import roberta
-    from cappy.checkpoints import CappyModel, save_cappy
+    written as the project writes every checkpoint (`cappy.engine.checkpoints.save_cappy`)."""
+    from cappy.engine import roberta
+    from cappy.engine.checkpoints import CappyModel, save_cappy
 
     tokenizer = make_scorer_tokenizer(texts)
     config = tiny_scorer_config(tokenizer, hidden_size, num_layers, num_heads, max_position)
@@ -104,7 +104,7 @@ def save_generator(params, config, tokenizer, path):
     generation config, tokenizer."""
     from transformers import GenerationConfig
 
-    from cappy.checkpoints import write_weights
+    from cappy.engine.checkpoints import write_weights
 
     os.makedirs(path, exist_ok=True)
     write_weights(params, path)
@@ -119,7 +119,7 @@ def make_tiny_seq2seq(path, texts=(), d_model=32, num_layers=2, num_heads=2, see
     tokenizer to `path`."""
     from transformers import T5Config
 
-    from cappy import t5
+    from cappy.engine import t5
 
     tokenizer = make_generator_tokenizer(texts)
     config = T5Config(
@@ -135,7 +135,7 @@ def make_tiny_causal_lm(path, texts=(), n_embd=32, n_layer=2, n_head=2, seed=0):
     """Save a random GPT-2 decoder-only generator and its tokenizer to `path`."""
     from transformers import GPT2Config
 
-    from cappy import causal_lm
+    from cappy.engine import causal_lm
 
     tokenizer = make_generator_tokenizer(texts, append_eos=False)
     config = GPT2Config(
@@ -144,7 +144,7 @@ def make_tiny_causal_lm(path, texts=(), n_embd=32, n_layer=2, n_head=2, seed=0):
     return save_generator(causal_lm.init_params(config, seed), config, tokenizer, path)
 
 
-SAMPLE_DIR = os.path.join(os.path.dirname(__file__), "data", "bigbench_sample")
+SAMPLE_DIR = os.path.join(os.path.dirname(os.path.dirname(__file__)), "data", "bigbench_sample")
 BUILDERS = {"tiny-cappy": make_tiny_scorer, "tiny-t5": make_tiny_seq2seq,
             "tiny-gpt2": make_tiny_causal_lm}
 
@@ -166,7 +166,7 @@ def sample_texts(sample_dir=SAMPLE_DIR):
 
 def build_tiny_models(output_dir, names=tuple(BUILDERS), overwrite=False):
     """Build the named tiny models under `output_dir`; keep finished ones unless overwrite."""
-    from cappy.errors import CappyError
+    from cappy.engine.errors import CappyError
 
     unknown = [n for n in names if n not in BUILDERS]
     if unknown:

@@ -37,9 +37,9 @@ import tarfile
 import jinja2
 import yaml
 
-from cappy.errors import CappyError
+from cappy.engine.errors import CappyError
 
-TEMPLATES_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data",
+TEMPLATES_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "data",
                              "promptsource_templates")
 TEMPLATE_FILENAME = "templates.yaml"
 SEPARATOR = "|||"

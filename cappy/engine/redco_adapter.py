@@ -3,7 +3,7 @@
 Redco's Deployer sets up JAX's multi-process runtime, the (dp, mp) device mesh
 and the parameters' sharding rules, and places parameters on the devices; its
 Predictor runs scoring and generation batches over the devices. Training steps
-are cappy's own (`cappy.training`): an optimizer update of packed rows takes a
+are cappy's own (`cappy.engine.training`): an optimizer update of packed rows takes a
 varying number of device steps, which Redco's Trainer (one fixed micro-batch
 per step) cannot express. The few places that depend on Redco's internals or
 on how its Trainer behaved are here, so that a change in Redco is mended here.
@@ -11,11 +11,11 @@ on how its Trainer behaved are here, so that a change in Redco is mended here.
 
 import jax
 
-from cappy.errors import CappyError
+from cappy.engine.errors import CappyError
 
 
 def make_deployer(seed, n_model_shards=1, verbose=False, **multihost):
-    """Redco's Deployer; `multihost` takes cappy.hosts.multihost_kwargs(args)."""
+    """Redco's Deployer; `multihost` takes cappy.engine.hosts.multihost_kwargs(args)."""
     from redco import Deployer
 
     try:

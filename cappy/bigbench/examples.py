@@ -13,10 +13,10 @@ so the same seed gives the same examples.
 
 import random
 
-from cappy.candidates import SAMPLES_KEY, all_candidates
-from cappy.rouge import rouge_l
+from cappy.bigbench.candidates import SAMPLES_KEY, all_candidates
+from cappy.engine.rouge import rouge_l
 
-# The learning-rate schedules cappy.training offers: the release's as it ran ("paper")
+# The learning-rate schedules cappy.engine.training offers: the release's as it ran ("paper")
 # and the one it meant ("corrected"). Here, light to import, for the scripts' --help.
 LR_SCHEDULES = ("paper", "corrected")
 

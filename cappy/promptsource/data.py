@@ -48,9 +48,9 @@ import os
 
 import tqdm
 
-from cappy import promptsource
-from cappy.errors import CappyError
-from cappy.io import atomic_open, write_json
+from cappy.promptsource import templates as promptsource
+from cappy.engine.errors import CappyError
+from cappy.engine.io import atomic_open, write_json
 
 STORY_CLOZE_FILE = "cloze_test_val__spring2016 - cloze_test_ALL_val.csv"
 STORY_CLOZE_COLUMNS = {  # CSV column -> field name of the templates (HF's story_cloze)
@@ -188,10 +188,10 @@ def read_story_cloze_csv(story_cloze_dir):
 
 
 def load_hub_split(repo, config, split):
-    """One split of a Hub dataset as a list of dicts (see cappy.hub)."""
+    """One split of a Hub dataset as a list of dicts (see cappy.engine.hub)."""
     import datasets
 
-    from cappy.hub import load_hub_dataset
+    from cappy.engine.hub import load_hub_dataset
 
     where = f"{repo}" + (f" ({config})" if config else "") + f" split {split}"
     try:

@@ -12,7 +12,7 @@ softmax in float32.
 
 `encode` and `decode` compute whole sequences (log-likelihoods of candidates);
 `init_cache` and `decode_step` compute one decoder position at a time against a
-key/value cache (`cappy.decoding`).
+key/value cache (`cappy.engine.decoding`).
 """
 
 import math

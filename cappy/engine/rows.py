@@ -1,5 +1,5 @@
 """Checks of user-supplied jsonl rows: each returns None, or (field, problem) for
-a one-line `file:line: field 'x': problem` error (`cappy.errors.located`)."""
+a one-line `file:line: field 'x': problem` error (`cappy.engine.errors.located`)."""
 
 
 def _is_text(value):

@@ -11,9 +11,9 @@ candidates in decoding order (the first maximum wins).
 import math
 import os
 
-from cappy.errors import located
-from cappy.io import iter_jsonl
-from cappy.rouge import mean_rouge_l
+from cappy.engine.errors import located
+from cappy.engine.io import iter_jsonl
+from cappy.engine.rouge import mean_rouge_l
 
 # Decoding name -> generate() arguments. Unset arguments keep transformers'
 # defaults, as in the original release (so plain "sampling" keeps the default

@@ -2,7 +2,7 @@
 into rows, one optimizer update at a time, on one device, several, or several hosts.
 
 An optimizer update takes a set of examples (the original's 8 per device x 16
-accumulation steps). They are packed into rows (`cappy.packing`: each pair attends
+accumulation steps). They are packed into rows (`cappy.engine.packing`: each pair attends
 only to its own tokens, with its own positions), the rows are spread over the
 devices and computed in as few device steps as their token budget allows, and
 the gradient of the update's mean squared error is accumulated over those steps
@@ -35,9 +35,9 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from cappy import packing, roberta
-from cappy.errors import CappyError
-from cappy.finetune_data import LR_SCHEDULES
+from cappy.engine import packing, roberta
+from cappy.engine.errors import CappyError
+from cappy.bigbench.examples import LR_SCHEDULES
 CPU_TOKENS_PER_STEP = 2048
 
 
@@ -273,7 +273,7 @@ class Trainer:
         return _gather(self.opt_state)
 
     def scoring_params(self):
-        """(params, placement) to hand to `cappy.scoring.PairScorer.score`: on a model-
+        """(params, placement) to hand to `cappy.engine.scoring.PairScorer.score`: on a model-
         sharded mesh the parameters as they lie; else a host copy, which Redco's
         Predictor replicates itself."""
         if self.deployer.mesh is None:
@@ -338,10 +338,10 @@ def _gather(tree):
 
 def original_updates(examples, seed, per_update):
     """The examples of each optimizer update, as the original release formed them: in its
-    seeded order (`cappy.redco_adapter.original_example_order`), `per_update` at a time;
+    seeded order (`cappy.engine.redco_adapter.original_example_order`), `per_update` at a time;
     a last, incomplete update is left out, as the original's accumulation never
     applied it."""
-    from cappy.redco_adapter import original_example_order
+    from cappy.engine.redco_adapter import original_example_order
 
     order = original_example_order(seed, len(examples))
     return [[examples[i] for i in order[start:start + per_update]]

@@ -10,7 +10,7 @@ Prompts are left-padded: each row's positions count its real tokens from 0, and
 padding is never attended.
 
 `forward` computes whole sequences (log-likelihoods); `prefill` fills a key/value
-cache with the prompt and `step` extends it one token at a time (`cappy.decoding`).
+cache with the prompt and `step` extends it one token at a time (`cappy.engine.decoding`).
 """
 
 import jax

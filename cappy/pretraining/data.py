@@ -60,10 +60,10 @@ once per instruction:
   (kind `mismatch`), drawn with a seeded generator from the targets of the shard's
   current batch and of its last `mismatch_pool` earlier examples;
 - with `augment_models`: responses sampled from each generator (T5, GPT-2 or a
-  Llama-family model, through `cappy.generation.CandidateGenerator`; the paper used
+  Llama-family model, through `cappy.engine.generation.CandidateGenerator`; the paper used
   BART0 and T0-3B) with `augment_decodings` (`augment_samples` samples of each sampling
   decoding, beam search once), labelled with the ROUGE-L F-measure against the gold
-  response (`cappy.rouge.rouge_l`); empty responses and repeats are skipped (kind
+  response (`cappy.engine.rouge.rouge_l`); empty responses and repeats are skipped (kind
   `augment/<model folder name>`).
 
 A row is `{"instruction", "response", "label", "source"}` with source
@@ -91,7 +91,7 @@ are refused (use a new output folder). Memory holds one shard's rows and one bat
 examples, however large the data.
 
 Rows of one example sit together and shards follow the dataset order, so a trainer
-should read shards in a shuffled order through a shuffle buffer (cappy/pretraining.py
+should read shards in a shuffled order through a shuffle buffer (cappy/pretraining/train.py
 does).
 
 Manifest: `{"format", "complete", "settings", "shards": {split: [{"file", "rows",
@@ -114,8 +114,8 @@ import json
 import os
 import random
 
-from cappy.errors import CappyError
-from cappy.io import atomic_open, read_json, write_json
+from cappy.engine.errors import CappyError
+from cappy.engine.io import atomic_open, read_json, write_json
 
 SPLITS = ("train", "validation")
 MANIFEST_NAME = "manifest.json"
@@ -396,8 +396,8 @@ def relabel_example(example, maps):
 
 def load_hub_examples(spec):
     """Stream the examples of `spec` from the Hugging Face hub (datasets streaming;
-    a repository with only a loading script through its parquet export, cappy.hub)."""
-    from cappy.hub import load_hub_dataset
+    a repository with only a loading script through its parquet export, cappy.engine.hub)."""
+    from cappy.engine.hub import load_hub_dataset
 
     try:
         stream = load_hub_dataset(spec.hf_path, spec.hf_config, spec.hf_split, streaming=True,
@@ -421,7 +421,7 @@ def load_hub_examples(spec):
 
 def adapt_example(spec, example):
     """Rename fields for the templates: `spec.renames`, then `-` to `_` as T0 does."""
-    from cappy.promptsource import hyphens_to_underscores
+    from cappy.promptsource.templates import hyphens_to_underscores
 
     example = dict(example)
     for hub_field, template_field in spec.renames:
@@ -460,14 +460,14 @@ def label_bucket(label):
 
 
 def augment_kind(model_name_or_path):
-    from cappy.generation import generator_name
+    from cappy.engine.generation import generator_name
 
     return AUGMENT_PREFIX + generator_name(model_name_or_path)
 
 
 def sample_responses(generator, instructions, decodings, n_samples):
     """For each instruction, the generator's responses: each decoding of `decodings`
-    (`cappy.candidates.DECODINGS`) `n_samples` times, beam search once, in that order.
+    (`cappy.bigbench.candidates.DECODINGS`) `n_samples` times, beam search once, in that order.
 
     CandidateGenerator's sampling without its log-likelihood pass (not needed for labels).
     """
@@ -531,7 +531,7 @@ class BuildSettings:
     n_model_shards: int = 1
 
     def check(self):
-        from cappy.candidates import DECODINGS
+        from cappy.bigbench.candidates import DECODINGS
 
         for name in ("shard_size", "batch_examples", "mismatch_pool", "augment_samples",
                      "augment_batch_size", "n_model_shards"):
@@ -597,7 +597,7 @@ class _DatasetBuilder:
         self.generators = generators  # [(kind, generator)], loaded on first use
 
     def _render(self, example, example_rows):
-        from cappy.promptsource import render
+        from cappy.promptsource.templates import render
 
         prompts = []
         for template in self.templates:
@@ -655,7 +655,7 @@ class _DatasetBuilder:
                     self.settings.augment_samples)))
         shard.batch_count += 1
 
-        from cappy.rouge import rouge_l
+        from cappy.engine.rouge import rouge_l
 
         for pair_index, (position, template, prompt) in enumerate(pairs):
             rows = per_example[position]
@@ -728,7 +728,7 @@ def _summarize(manifest):
 
 
 def _remove_stale_temporaries(output_dir):
-    # A run killed while writing leaves cappy.io's hidden temporary files behind.
+    # A run killed while writing leaves cappy.engine.io's hidden temporary files behind.
     for pattern in (os.path.join(output_dir, SHARDS_DIR, ".*.tmp"),
                     os.path.join(output_dir, f".{MANIFEST_NAME}.*.tmp")):
         for path in glob.glob(pattern):
@@ -862,7 +862,7 @@ class _SplitStream:
 
 
 def _default_generator_loader(model, settings):
-    from cappy.generation import CandidateGenerator
+    from cappy.engine.generation import CandidateGenerator
 
     return CandidateGenerator(
         model, n_model_shards=settings.n_model_shards, n_sample_gens=settings.augment_samples,
@@ -879,11 +879,11 @@ def build_pretraining_data(output_dir, settings=None, datasets=None, specs=None,
     `datasets`: comma-separated names (default: every dataset of `specs`, itself
     defaulting to T0's mixture). `loader(spec)` yields a dataset's examples (default:
     the hub, streamed); `generator_loader(model, settings)` makes a generator
-    (default: cappy.generation.CandidateGenerator). Tests pass their own.
+    (default: cappy.engine.generation.CandidateGenerator). Tests pass their own.
     """
     from tqdm import tqdm
 
-    from cappy.promptsource import load_templates
+    from cappy.promptsource.templates import load_templates
 
     settings = settings or BuildSettings()
     settings.check()

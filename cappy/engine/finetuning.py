@@ -2,7 +2,7 @@
 
 Same trainer as cappy_bigbench.py (packed rows, AdamW, MSE on logits[..., 0],
 float32 parameters), with the schedule counted in optimizer updates. The
-checkpoint folder (`cappy.checkpoints.save_cappy`) holds the weights as
+checkpoint folder (`cappy.engine.checkpoints.save_cappy`) holds the weights as
 `model.safetensors` (PyTorch names) and `flax_model.msgpack`, and records the
 truncation policy the model was trained with, which loading it again uses.
 """
@@ -11,16 +11,16 @@ import time
 
 import numpy as np
 
-from cappy.checkpoints import check_output_dir, save_cappy
+from cappy.engine.checkpoints import check_output_dir, save_cappy
 
 
 def finetune_on_rows(args, train_rows, validation_rows=None):
     """Train on rows as configured by `python -m cappy finetune`'s flags; save; summarize."""
-    from cappy.checkpoints import load_cappy
-    from cappy.redco_adapter import make_deployer
-    from cappy.roberta import longest_pair
-    from cappy.scoring import PairScorer, encode_examples
-    from cappy.training import finetune
+    from cappy.engine.checkpoints import load_cappy
+    from cappy.engine.redco_adapter import make_deployer
+    from cappy.engine.roberta import longest_pair
+    from cappy.engine.scoring import PairScorer, encode_examples
+    from cappy.engine.training import finetune
 
     check_output_dir(args.output_dir, args.overwrite)  # before training, not after
     start = time.time()

@@ -10,7 +10,7 @@ weights in any of these files (the first one present is read):
   included), single or sharded (`flax_model.msgpack.index.json`);
 - `pytorch_model.bin`, single or sharded (needs torch).
 
-Parameters are kept in the names of `flax_model.msgpack` (`cappy.roberta`), in
+Parameters are kept in the names of `flax_model.msgpack` (`cappy.engine.roberta`), in
 float32 on the host. A folder the project writes holds `model.safetensors` in
 PyTorch's names (transformers' `AutoModelForSequenceClassification` loads it),
 `flax_model.msgpack` (transformers 4's Flax classes load it), `config.json` and
@@ -30,7 +30,7 @@ import shutil
 
 import numpy as np
 
-from cappy.errors import CappyError
+from cappy.engine.errors import CappyError
 
 TRUNCATIONS = ("longest_first", "instruction_first")
 DEFAULT_TRUNCATION = "longest_first"  # the original release's: every published Cappy's
@@ -322,7 +322,7 @@ def _fit_parameters(name_or_path, config, new_head_seed, read_head):
     """(parameter tree, the file read, whether the head is new) of a scorer, checked
     against its config; a missing or mismatched head is initialised only with
     `new_head_seed` (and never read when `read_head` is False)."""
-    from cappy import roberta
+    from cappy.engine import roberta
 
     shapes = roberta.parameter_shapes(config)
     found, weights_file = read_parameters(name_or_path, shapes)
@@ -368,7 +368,7 @@ def load_cappy(name_or_path, dtype="float32", truncation=None, new_head_seed=Non
     """
     from transformers import AutoConfig, AutoTokenizer
 
-    from cappy import roberta
+    from cappy.engine import roberta
 
     check_dtype(dtype)
     unreachable = check_model_source(name_or_path, "Cappy model")
@@ -437,7 +437,7 @@ def save_cappy(model, tokenizer, params, output_dir, summary=None, summary_name=
     the model was trained with), the tokenizer and, when given, `summary` (how
     the model was made) as `summary_name`.
     """
-    from cappy.io import write_json
+    from cappy.engine.io import write_json
 
     check_output_dir(output_dir, overwrite)
     staging = f"{output_dir.rstrip(os.sep)}.partial-{os.getpid()}"

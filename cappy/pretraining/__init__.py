@@ -1,0 +1,1 @@
+"""Pretraining Cappy: building the pair shards, and training on them."""
