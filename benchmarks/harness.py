@@ -130,7 +130,8 @@ def bigbench_candidate_rows(task="auto_categorization", split="train", n_candida
     Candidates are the task's references drawn with replacement, so rows repeat
     candidates the way sampled generations do.
     """
-    from cappy.bigbench.candidates import DECODINGS, SAMPLES_KEY
+    from cappy.bigbench.candidates import SAMPLES_KEY
+    from cappy.engine.recipes import DECODINGS
     from cappy.engine.io import read_jsonl
     from cappy.engine.tiny_models import SAMPLE_DIR
 

@@ -61,8 +61,8 @@ def parse_args(argv=None):
 @exit_on_error
 def main(argv=None):
     args = parse_args(argv)
-    from cappy.engine.generation import (CandidateGenerator, generator_name,
-                                  plan_bigbench_generation, write_candidates)
+    from cappy.bigbench.candidates import plan_bigbench_generation, write_candidates
+    from cappy.engine.generation import CandidateGenerator, generator_name
 
     if args.tasks:
         tasks = [t for t in args.tasks.split(",") if t]

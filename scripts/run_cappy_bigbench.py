@@ -26,8 +26,6 @@ from cappy.engine.errors import exit_on_error  # noqa: E402
 
 
 def parse_args(argv=None):
-    from cappy.bigbench.runner import DEFAULT_SCRIPT
-
     # allow_abbrev=False: a child's flag must never be taken for a prefix of ours.
     parser = argparse.ArgumentParser(
         description=__doc__.split("\n\n")[0], allow_abbrev=False,
@@ -54,8 +52,9 @@ def parse_args(argv=None):
                         help="run finished tasks again too (passes --overwrite)")
     parser.add_argument("--dry_run", action="store_true",
                         help="print the commands without running them")
-    parser.add_argument("--script", default=DEFAULT_SCRIPT,
-                        help="the per-task script (default: the repo's cappy_bigbench.py)")
+    parser.add_argument("--script", default=None,
+                        help="a per-task script to run instead of cappy_bigbench.py's command "
+                             "(python -m cappy.bigbench.task)")
     return parser.parse_known_args(argv)
 
 

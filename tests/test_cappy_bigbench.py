@@ -7,8 +7,7 @@ import numpy as np
 import pytest
 from conftest import run_script
 
-import cappy_bigbench
-from cappy.bigbench import task as bigbench_cappy
+from cappy.bigbench import task
 from cappy.bigbench.examples import build_finetune_examples
 from cappy.engine.rouge import rouge_l
 from cappy.engine.training import learning_rate_schedule
@@ -85,9 +84,9 @@ def test_paper_schedule_never_decays_and_corrected_does():
 def test_rerank_ties_go_to_the_earliest_candidate():
     r = row("q", ["b"], ["a", "b", "c", "b", "d", "e"])
     scores = {("q", t): s for t, s in {"a": 0.1, "b": 0.9, "c": 0.9, "d": 0.9, "e": 0.2}.items()}
-    assert bigbench_cappy.rerank_rows([r], scores) == [("b", pytest.approx(0.9))]
+    assert task.rerank_rows([r], scores) == [("b", pytest.approx(0.9))]
     flat = {k: 0.5 for k in scores}
-    assert bigbench_cappy.rerank_rows([r], flat)[0][0] == "a"
+    assert task.rerank_rows([r], flat)[0][0] == "a"
 
 
 def write_candidates(folder, task):
@@ -140,7 +139,7 @@ def test_end_to_end_result_files_and_skip(tiny_scorer, tmp_path):
 
 def test_crash_leaves_no_result_and_rerun_finishes(tiny_scorer, tmp_path, monkeypatch):
     write_candidates(tmp_path / "gens" / "gen", "toy")
-    args = cappy_bigbench.parse_args([str(a) for a in task_args(
+    args = task.parse_args([str(a) for a in task_args(
         tmp_path, tiny_scorer, "--learning_rate", "0")])
 
     from cappy.engine import scoring
@@ -150,13 +149,13 @@ def test_crash_leaves_no_result_and_rerun_finishes(tiny_scorer, tmp_path, monkey
 
     monkeypatch.setattr(scoring.PairScorer, "score", crash)
     with pytest.raises(RuntimeError):
-        bigbench_cappy.run_task(args, log=lambda *_: None)
+        task.run_task(args, log=lambda *_: None)
     folder = tmp_path / "results" / "gen"
     assert not folder.exists() or os.listdir(folder) == []
     monkeypatch.undo()
 
     # learning_rate 0: no training, the initial model reranks.
-    result = bigbench_cappy.run_task(args, log=lambda *_: None)
+    result = task.run_task(args, log=lambda *_: None)
     assert result["counts"]["optimizer_updates"] == 0
     assert result["timings_s"]["train"] < 5
     assert (folder / "toy.json").exists()

@@ -9,7 +9,9 @@ import pytest
 from conftest import run_script
 
 from cappy.engine import generation
-from cappy.bigbench.candidates import DECODINGS, read_candidate_file
+from cappy.bigbench import candidates
+from cappy.bigbench.candidates import read_candidate_file
+from cappy.engine.recipes import DECODINGS
 
 INSTRUCTIONS = [
     "Q: What is two plus three?\nA:",
@@ -102,7 +104,7 @@ def test_resume_after_crash_matches_uninterrupted_run(t5_generator, tmp_path, mo
     for task in ("task_a", "task_b"):
         write_task(str(data), task)
     out1, out2 = str(tmp_path / "resumed"), str(tmp_path / "straight")
-    todo, done = generation.plan_bigbench_generation(str(data), out1, ["task_a", "task_b"],
+    todo, done = candidates.plan_bigbench_generation(str(data), out1, ["task_a", "task_b"],
                                                      ["train", "validation"])
     assert len(todo) == 4 and not done
 
@@ -118,20 +120,20 @@ def test_resume_after_crash_matches_uninterrupted_run(t5_generator, tmp_path, mo
     monkeypatch.setattr(t5_generator, "generate", crash_on_third)
     with pytest.raises(RuntimeError):
         for task, split, rows, path in todo:
-            generation.write_candidates(t5_generator, rows, path, seed=42)
+            candidates.write_candidates(t5_generator, rows, path, seed=42)
     monkeypatch.setattr(t5_generator, "generate", real_generate)
     assert sorted(os.listdir(out1)) == ["task_a_train.jsonl", "task_a_validation.jsonl"]
 
-    todo, done = generation.plan_bigbench_generation(str(data), out1, ["task_a", "task_b"],
+    todo, done = candidates.plan_bigbench_generation(str(data), out1, ["task_a", "task_b"],
                                                      ["train", "validation"])
     assert [(t, s) for t, s, _ in done] == [("task_a", "train"), ("task_a", "validation")]
     for task, split, rows, path in todo:
-        generation.write_candidates(t5_generator, rows, path, seed=42)
+        candidates.write_candidates(t5_generator, rows, path, seed=42)
 
-    todo, _ = generation.plan_bigbench_generation(str(data), out2, ["task_a", "task_b"],
+    todo, _ = candidates.plan_bigbench_generation(str(data), out2, ["task_a", "task_b"],
                                                   ["train", "validation"])
     for task, split, rows, path in todo:
-        generation.write_candidates(t5_generator, rows, path, seed=42)
+        candidates.write_candidates(t5_generator, rows, path, seed=42)
     for name in sorted(os.listdir(out2)):
         with open(os.path.join(out1, name)) as a, open(os.path.join(out2, name)) as b:
             assert a.read() == b.read(), name

@@ -27,23 +27,32 @@ def test_help_imports_nothing_heavy(command):
     assert not imported & HEAVY, sorted(imported & HEAVY)
 
 
+# Scripts that build their own parser, and package modules behind thin scripts.
 SCRIPTS_WITH_PARSE_ARGS = [command[0] for command in COMMANDS if command[0].endswith(".py")
                           and "def parse_args(" in open(os.path.join(REPO, command[0])).read()]
+MODULES_WITH_PARSE_ARGS = ["cappy.bigbench.task"]
 
 
 def test_the_scripts_are_found():
-    assert {"cappy_bigbench.py", "cappy_promptsource.py", "cappy_pretrain.py",
+    assert {"cappy_promptsource.py", "cappy_pretrain.py",
             os.path.join("scripts", "bigbench_flan_generate.py")} <= set(SCRIPTS_WITH_PARSE_ARGS)
+    # cappy_bigbench.py is a thin wrapper over the package's command
+    assert "from cappy.bigbench.task import main" in open(
+        os.path.join(REPO, "cappy_bigbench.py")).read()
 
 
-@pytest.mark.parametrize("script", SCRIPTS_WITH_PARSE_ARGS)
+@pytest.mark.parametrize("script", SCRIPTS_WITH_PARSE_ARGS + MODULES_WITH_PARSE_ARGS)
 def test_every_flag_is_documented_with_its_default(script, monkeypatch):
     import argparse
+    import importlib
     import importlib.util
 
-    spec = importlib.util.spec_from_file_location(script[:-3], os.path.join(REPO, script))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    if script.endswith(".py"):
+        spec = importlib.util.spec_from_file_location(script[:-3], os.path.join(REPO, script))
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+    else:
+        module = importlib.import_module(script)
     parsers = []
 
     def capture(self, *args, **kwargs):

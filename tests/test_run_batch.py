@@ -8,7 +8,7 @@ import textwrap
 import pytest
 from conftest import run_script
 
-from cappy.bigbench.runner import read_result
+from cappy.bigbench.results import read_result
 
 RUNNER = "scripts/run_cappy_bigbench.py"
 

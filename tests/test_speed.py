@@ -9,7 +9,8 @@ import pytest
 
 from cappy.engine import packing, roberta
 from cappy.bigbench.task import rerank_rows
-from cappy.bigbench.candidates import DECODINGS, all_candidates
+from cappy.bigbench.candidates import all_candidates
+from cappy.engine.recipes import DECODINGS
 from cappy.engine.checkpoints import load_cappy
 from cappy.engine.redco_adapter import make_deployer
 from cappy.engine.scoring import PairScorer, collate_pairs, encode_pairs

@@ -12,21 +12,10 @@ import math
 import os
 
 from cappy.engine.errors import located
-from cappy.engine.io import iter_jsonl
+from cappy.engine.io import iter_jsonl, read_jsonl, write_jsonl
+from cappy.engine.recipes import DECODINGS, LOG_LIKELIHOOD_KEYS
 from cappy.engine.rouge import mean_rouge_l
 
-# Decoding name -> generate() arguments. Unset arguments keep transformers'
-# defaults, as in the original release (so plain "sampling" keeps the default
-# top_k of 50 from the generation config).
-DECODINGS = {
-    "beam4": {"num_beams": 4},
-    "sampling": {"do_sample": True},
-    "temp0.9": {"do_sample": True, "temperature": 0.9},
-    "topk40": {"do_sample": True, "top_k": 40},
-    "topp0.95": {"do_sample": True, "top_p": 0.95},
-}
-DETERMINISTIC_DECODINGS = ("beam4",)  # generated once, not n_sample_gens times
-LOG_LIKELIHOOD_KEYS = ("log_likelihood_sum", "log_likelihood_mean")
 SAMPLES_KEY = "flan_samples"
 SELF_SCORE_ROWS = {"self_score_sum": "log_likelihood_sum",
                    "self_score_mean": "log_likelihood_mean"}
@@ -103,3 +92,40 @@ def task_baselines(rows, tgt_key="response", refs_key="references"):
 
 def candidate_path(gen_dir, model, task, split):
     return os.path.join(gen_dir, model, f"{task}_{split}.jsonl")
+
+
+# --- writing candidate files (scripts/bigbench_flan_generate.py, the demo) ---
+
+
+def plan_bigbench_generation(data_dir, output_dir, tasks, splits, src_key="instruction"):
+    """Check every input up front (before a model is loaded) and list the work.
+
+    Returns [(task, split, rows, out_path)] for the files still to write and the
+    list of (task, split, out_path) already finished (skipped on a re-run).
+    """
+    todo, done = [], []
+    for task in tasks:
+        for split in splits:
+            in_path = os.path.join(data_dir, f"{task}_{split}.jsonl")
+            out_path = os.path.join(output_dir, f"{task}_{split}.jsonl")
+            if os.path.exists(out_path):
+                done.append((task, split, out_path))
+                continue
+            rows = read_jsonl(in_path, schema={src_key: str})
+            todo.append((task, split, rows, out_path))
+    return todo, done
+
+
+def write_candidates(generator, rows, out_path, seed, src_key="instruction",
+                     tgt_key="response", desc=None):
+    """Generate candidates for `rows` and write rows + `flan_samples` atomically."""
+    generator.reseed(seed, os.path.basename(out_path))
+    candidates = generator.generate([row[src_key] for row in rows],
+                                    desc=desc or os.path.basename(out_path))
+    out_rows = []
+    for row, by_decoding in zip(rows, candidates):
+        samples = {name: [{tgt_key: c["response"],
+                           **{key: c[key] for key in LOG_LIKELIHOOD_KEYS}} for c in cands]
+                   for name, cands in by_decoding.items()}
+        out_rows.append({**row, SAMPLES_KEY: samples})
+    write_jsonl(out_path, out_rows)

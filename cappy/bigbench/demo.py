@@ -24,9 +24,9 @@ DEMO_CAPPY_SETTINGS = {"train_size": 512, "per_device_batch_size": 8,
 
 
 def run_demo(output_dir="demo_run", log=print, tasks=None):
-    import cappy_bigbench
-    from cappy.bigbench.task import run_task
-    from cappy.engine.generation import CandidateGenerator, plan_bigbench_generation, write_candidates
+    from cappy.bigbench.task import parse_args, run_task
+    from cappy.bigbench.candidates import plan_bigbench_generation, write_candidates
+    from cappy.engine.generation import CandidateGenerator
     from cappy.bigbench.data import read_task_names
     from cappy.engine.io import write_json
     from cappy.bigbench.tables import (baseline_report, cappy_report, format_baseline_table,
@@ -57,7 +57,7 @@ def run_demo(output_dir="demo_run", log=print, tasks=None):
 
     log("[4/5] finetune the tiny Cappy on each task, rerank the validation candidates")
     for task in tasks:
-        args = cappy_bigbench.parse_args([
+        args = parse_args([
             "--model_name_or_path", models["tiny-cappy"], "--bigbench_gen_dir", gen_dir,
             "--bigbench_gen_model", GENERATOR, "--bigbench_subset_name", task,
             "--results_dir", results_dir, "--quiet",

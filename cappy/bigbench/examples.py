@@ -16,10 +16,6 @@ import random
 from cappy.bigbench.candidates import SAMPLES_KEY, all_candidates
 from cappy.engine.rouge import rouge_l
 
-# The learning-rate schedules cappy.engine.training offers: the release's as it ran ("paper")
-# and the one it meant ("corrected"). Here, light to import, for the scripts' --help.
-LR_SCHEDULES = ("paper", "corrected")
-
 
 def build_finetune_examples(rows, train_size, seed, src_key="instruction", tgt_key="response",
                             refs_key="references", label_key="label"):

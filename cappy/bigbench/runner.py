@@ -7,8 +7,6 @@ placeholder such as the original code's `running...`, a truncated file, a missin
 key) is unfinished: it is run again, with `--overwrite`, and never averaged.
 """
 
-import json
-import math
 import os
 import queue
 import shlex
@@ -18,52 +16,18 @@ import threading
 import time
 
 from cappy.bigbench.data import read_task_names
+from cappy.bigbench.results import log_file, read_result, result_file
 from cappy.engine.errors import CappyError
 from cappy.paper import FLAN_T5_MODELS
 
-REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-DEFAULT_SCRIPT = os.path.join(REPO, "cappy_bigbench.py")
+# The child of each (generator, task): cappy_bigbench.py's command, run as a module so
+# that an installed copy needs no checkout.
+TASK_MODULE = "cappy.bigbench.task"
+# The folder that holds the cappy package, put on each child's PYTHONPATH so that the
+# child imports the same cappy as the runner, installed or not.
+PACKAGE_PARENT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 # Flags the runner sets for each child from --gen_models and --tasks.
 PER_TASK_FLAGS = ("--bigbench_gen_model", "--bigbench_subset_name")
-
-
-def result_file(results_dir, model, task):
-    """The result file cappy_bigbench.py writes for one generator and task."""
-    from cappy.bigbench.task import result_paths
-
-    return result_paths(results_dir, model, task)[0]
-
-
-def log_file(results_dir, model, task):
-    return os.path.join(results_dir, model, f"{task}.log")
-
-
-def read_result(path):
-    """("done", rougeL fraction), ("missing", None) or ("unfinished", reason).
-
-    Never raises for a bad file: a result is done only if it is a JSON object
-    with a finite numeric `rougeL`.
-    """
-    if not os.path.exists(path):
-        return "missing", None
-    try:
-        with open(path, encoding="utf-8") as file:
-            text = file.read()
-    except (OSError, UnicodeDecodeError) as error:
-        return "unfinished", f"unreadable ({error.__class__.__name__})"
-    if not text.strip():
-        return "unfinished", "empty file"
-    try:
-        result = json.loads(text)
-    except ValueError:
-        first = text.strip().splitlines()[0][:40]
-        return "unfinished", f"not JSON ({first!r})"
-    if not isinstance(result, dict) or "rougeL" not in result:
-        return "unfinished", "no 'rougeL' field"
-    value = result["rougeL"]
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        return "unfinished", f"'rougeL' is not a number ({value!r})"
-    return "done", float(value)
 
 
 def select_tasks(all_tasks, wanted, source):
@@ -122,8 +86,14 @@ class Job:
         return f"[{self.index}/{self.total}] {self.model} {self.task}"
 
 
-def plan_jobs(script, gen_dir, results_dir, models, tasks, extra, overwrite=False):
-    """(jobs to launch, [(model, task, rougeL)] already done and skipped)."""
+def child_command(script=None):
+    """The command line of one task, before its flags: `script` (a path) or the task module."""
+    return [sys.executable, script] if script else [sys.executable, "-m", TASK_MODULE]
+
+
+def plan_jobs(child, gen_dir, results_dir, models, tasks, extra, overwrite=False):
+    """(jobs to launch, [(model, task, rougeL)] already done and skipped); `child` is
+    `child_command()`'s list."""
     todo, skipped = [], []
     for model in models:
         for task in tasks:
@@ -132,7 +102,7 @@ def plan_jobs(script, gen_dir, results_dir, models, tasks, extra, overwrite=Fals
             if state == "done" and not overwrite:
                 skipped.append((model, task, value))
                 continue
-            command = [sys.executable, script, "--bigbench_gen_dir", gen_dir,
+            command = [*child, "--bigbench_gen_dir", gen_dir,
                        "--bigbench_gen_model", model, "--bigbench_subset_name", task,
                        "--results_dir", results_dir, *extra]
             if state != "missing":  # a stale or finished file the child would skip on
@@ -199,6 +169,8 @@ class BatchRunner:
     def _run_one(self, job, device):
         job.device = device
         env = dict(os.environ, PYTHONUNBUFFERED="1")
+        env["PYTHONPATH"] = os.pathsep.join(
+            [PACKAGE_PARENT] + [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p])
         prefix = ""
         if device is not None:
             env["CUDA_VISIBLE_DEVICES"] = device
@@ -280,15 +252,15 @@ def parse_devices(text, cuda_idx=None):
 def run_batch(args, extra, out=None):
     """The runner's main: plan, skip what is done, run the rest, summarise; return exit code."""
     out = out or sys.stdout
-    script = os.path.abspath(args.script)
-    if not os.path.isfile(script):
+    if args.script and not os.path.isfile(args.script):
         raise CappyError(f"{args.script}: script not found")
+    child = child_command(os.path.abspath(args.script) if args.script else None)
     check_passthrough(extra)
     devices = parse_devices(args.devices, getattr(args, "cuda_idx", None))
     tasks = select_tasks(read_task_names(args.bigbench_data_dir), args.tasks,
                          os.path.join(args.bigbench_data_dir, "subset_names.json"))
     models = select_gen_models(args.bigbench_gen_dir, args.gen_models)
-    jobs, skipped = plan_jobs(script, args.bigbench_gen_dir, args.results_dir, models, tasks,
+    jobs, skipped = plan_jobs(child, args.bigbench_gen_dir, args.results_dir, models, tasks,
                               extra, overwrite=args.overwrite)
 
     def say(text):

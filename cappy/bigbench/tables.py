@@ -99,7 +99,7 @@ def cappy_report(results_dir, tasks, models=None):
     unfinished/invalid one); `unfinished` is the part of it whose file exists.
     `n_tasks` is the number of tasks averaged.
     """
-    from cappy.bigbench.runner import read_result, result_file
+    from cappy.bigbench.results import read_result, result_file
 
     report = {}
     for model in model_order(models) if models else _result_folders(results_dir):

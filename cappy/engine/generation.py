@@ -22,9 +22,9 @@ import numpy as np
 
 from cappy.engine import decoding
 from cappy.engine.padding import bucket_length, length_sorted_order, pad_batch
-from cappy.bigbench.candidates import DECODINGS, DETERMINISTIC_DECODINGS, LOG_LIKELIHOOD_KEYS
 from cappy.engine.errors import CappyError
 from cappy.engine.generators import load_generator, search_functions, target_logits
+from cappy.engine.recipes import DECODINGS, DETERMINISTIC_DECODINGS, LOG_LIKELIHOOD_KEYS
 
 MIN_NEW_TOKENS = 3
 
@@ -269,41 +269,3 @@ class CandidateGenerator:
                        for run in runs]
                 for name, runs in responses.items()})
         return candidates
-
-
-def plan_bigbench_generation(data_dir, output_dir, tasks, splits, src_key="instruction"):
-    """Check every input up front (before a model is loaded) and list the work.
-
-    Returns [(task, split, rows, out_path)] for the files still to write and the
-    list of (task, split, out_path) already finished (skipped on a re-run).
-    """
-    from cappy.engine.io import read_jsonl
-
-    todo, done = [], []
-    for task in tasks:
-        for split in splits:
-            in_path = os.path.join(data_dir, f"{task}_{split}.jsonl")
-            out_path = os.path.join(output_dir, f"{task}_{split}.jsonl")
-            if os.path.exists(out_path):
-                done.append((task, split, out_path))
-                continue
-            rows = read_jsonl(in_path, schema={src_key: str})
-            todo.append((task, split, rows, out_path))
-    return todo, done
-
-
-def write_candidates(generator, rows, out_path, seed, src_key="instruction",
-                     tgt_key="response", desc=None):
-    """Generate candidates for `rows` and write rows + `flan_samples` atomically."""
-    from cappy.engine.io import write_jsonl
-
-    generator.reseed(seed, os.path.basename(out_path))
-    candidates = generator.generate([row[src_key] for row in rows],
-                                    desc=desc or os.path.basename(out_path))
-    out_rows = []
-    for row, by_decoding in zip(rows, candidates):
-        samples = {name: [{tgt_key: c["response"],
-                           **{key: c[key] for key in LOG_LIKELIHOOD_KEYS}} for c in cands]
-                   for name, cands in by_decoding.items()}
-        out_rows.append({**row, "flan_samples": samples})
-    write_jsonl(out_path, out_rows)

@@ -37,7 +37,7 @@ import optax
 
 from cappy.engine import packing, roberta
 from cappy.engine.errors import CappyError
-from cappy.bigbench.examples import LR_SCHEDULES
+from cappy.engine.recipes import LR_SCHEDULES
 CPU_TOKENS_PER_STEP = 2048
 
 

@@ -467,7 +467,7 @@ def augment_kind(model_name_or_path):
 
 def sample_responses(generator, instructions, decodings, n_samples):
     """For each instruction, the generator's responses: each decoding of `decodings`
-    (`cappy.bigbench.candidates.DECODINGS`) `n_samples` times, beam search once, in that order.
+    (`cappy.engine.recipes.DECODINGS`) `n_samples` times, beam search once, in that order.
 
     CandidateGenerator's sampling without its log-likelihood pass (not needed for labels).
     """
@@ -531,7 +531,7 @@ class BuildSettings:
     n_model_shards: int = 1
 
     def check(self):
-        from cappy.bigbench.candidates import DECODINGS
+        from cappy.engine.recipes import DECODINGS
 
         for name in ("shard_size", "batch_examples", "mismatch_pool", "augment_samples",
                      "augment_batch_size", "n_model_shards"):
