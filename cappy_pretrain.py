@@ -30,14 +30,11 @@ are ours, and no full-scale run has been timed with this script.
 """
 
 import argparse
-import os
 import sys
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-
-from cappy.engine.errors import exit_on_error  # noqa: E402
-from cappy.engine.checkpoints import DTYPES, keep_torch_out_of_transformers  # noqa: E402
-from cappy.engine.hosts import add_multihost_arguments  # noqa: E402
+from cappy.engine.errors import exit_on_error
+from cappy.engine.checkpoints import DTYPES, keep_torch_out_of_transformers
+from cappy.engine.hosts import add_multihost_arguments
 
 
 def parse_args(argv=None):

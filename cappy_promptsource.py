@@ -16,13 +16,10 @@ Its run time with cappy-large has not been measured in this repository.
 """
 
 import argparse
-import os
 import sys
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-
-from cappy.engine.errors import exit_on_error  # noqa: E402
-from cappy.engine.checkpoints import DTYPES, keep_torch_out_of_transformers  # noqa: E402
+from cappy.engine.errors import exit_on_error
+from cappy.engine.checkpoints import DTYPES, keep_torch_out_of_transformers
 
 
 def parse_args(argv=None):

@@ -1,8 +1,8 @@
-"""`python -m cappy score|rerank|finetune`: Cappy on jsonl files, streamed.
+"""`cappy score|rerank|finetune` (or `python -m cappy ...`): Cappy on jsonl files, streamed.
 
-    python -m cappy score    --input pairs.jsonl --output scored.jsonl
-    python -m cappy rerank   --input candidates.jsonl --output best.jsonl
-    python -m cappy finetune --train_file labelled.jsonl --output_dir my-cappy
+    cappy score    --input pairs.jsonl --output scored.jsonl
+    cappy rerank   --input candidates.jsonl --output best.jsonl
+    cappy finetune --train_file labelled.jsonl --output_dir my-cappy
 
 score:    rows {"instruction", "response"}      -> the row plus "score"
 rerank:   rows {"instruction", "candidates": [...]} (from any generator) -> the row plus
@@ -51,8 +51,14 @@ def _common(parser):
                         help="skip and count malformed rows instead of stopping")
 
 
+def program_name():
+    """`python -m cappy` when run so, else the installed command's name (`cappy`)."""
+    name = os.path.basename(sys.argv[0]) if sys.argv and sys.argv[0] else ""
+    return "python -m cappy" if name in ("", "__main__.py", "-c") else name
+
+
 def build_parser():
-    parser = argparse.ArgumentParser(prog="python -m cappy", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog=program_name(), description=__doc__.split("\n\n")[0])
     commands = parser.add_subparsers(dest="command", required=True)
     score = commands.add_parser("score", help="score (instruction, response) rows")
     score.add_argument("--input", required=True, help='jsonl rows {"instruction", "response"}')

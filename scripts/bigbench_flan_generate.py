@@ -21,10 +21,8 @@ import argparse
 import os
 import sys
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-from cappy.engine.errors import CappyError, exit_on_error  # noqa: E402
-from cappy.bigbench.data import read_task_names  # noqa: E402
+from cappy.engine.errors import CappyError, exit_on_error
+from cappy.bigbench.data import read_task_names
 
 
 def parse_args(argv=None):

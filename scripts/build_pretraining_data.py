@@ -19,14 +19,10 @@ datasets, the held-out evaluation data, the row kinds and the sharding rule.
 
 import argparse
 import json
-import os
-import sys
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-from cappy.pretraining import data as pd  # noqa: E402
-from cappy.engine.errors import CappyError, exit_on_error  # noqa: E402
-from cappy.engine.io import read_json  # noqa: E402
+from cappy.pretraining import data as pd
+from cappy.engine.errors import CappyError, exit_on_error
+from cappy.engine.io import read_json
 
 
 def _names(text):

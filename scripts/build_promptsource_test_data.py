@@ -12,13 +12,10 @@ hand; without --story_cloze_dir it is skipped, with a note.
 """
 
 import argparse
-import os
 import sys
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-from cappy.engine.errors import exit_on_error  # noqa: E402
-from cappy.promptsource.data import (HF_IDS, STORY_CLOZE_FILE, build_test_file,  # noqa: E402
+from cappy.engine.errors import exit_on_error
+from cappy.promptsource.data import (HF_IDS, STORY_CLOZE_FILE, build_test_file,
                                      parse_dataset_names, parse_hf_ids)
 
 

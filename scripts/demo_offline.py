@@ -13,10 +13,9 @@ import argparse
 import os
 import sys
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from cappy.engine.errors import exit_on_error  # noqa: E402
+from cappy.engine.errors import exit_on_error
 
 
 @exit_on_error

@@ -7,13 +7,9 @@ See cappy/bigbench/data.py for the split rule and the output format.
 """
 
 import argparse
-import os
-import sys
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-from cappy.bigbench.data import build  # noqa: E402
-from cappy.engine.errors import exit_on_error  # noqa: E402
+from cappy.bigbench.data import build
+from cappy.engine.errors import exit_on_error
 
 
 def parse_args(argv=None):

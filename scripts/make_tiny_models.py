@@ -10,12 +10,9 @@ folders are kept unless --overwrite.
 """
 
 import argparse
-import os
 import sys
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-from cappy.engine.errors import exit_on_error  # noqa: E402
+from cappy.engine.errors import exit_on_error
 
 MODELS = ("tiny-cappy", "tiny-t5", "tiny-gpt2")
 

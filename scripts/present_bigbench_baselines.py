@@ -12,12 +12,9 @@ are listed and left out of the mean. `--output_file` writes
 """
 
 import argparse
-import os
 import sys
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-from cappy.engine.errors import exit_on_error  # noqa: E402
+from cappy.engine.errors import exit_on_error
 
 
 def parse_args(argv=None):

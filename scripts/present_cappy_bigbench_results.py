@@ -21,9 +21,7 @@ import argparse
 import os
 import sys
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-from cappy.engine.errors import CappyError, exit_on_error  # noqa: E402
+from cappy.engine.errors import CappyError, exit_on_error
 
 PLOT_FORMATS = ("png", "pdf", "svg")
 

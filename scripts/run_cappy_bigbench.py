@@ -17,12 +17,9 @@ another; `--cuda_idx 0` (the original's flag) runs them one after another with
 """
 
 import argparse
-import os
 import sys
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-from cappy.engine.errors import exit_on_error  # noqa: E402
+from cappy.engine.errors import exit_on_error
 
 
 def parse_args(argv=None):

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Create ./.venv and install the pinned requirements (CPU). Safe to run twice.
+# Create ./.venv and install cappy into it, editable, with the locked requirements (CPU).
+# Safe to run twice.
 # For NVIDIA GPUs, set CAPPY_JAX="jax[cuda13]==0.10.2" (or cuda12) first; for TPUs "jax[tpu]==0.10.2".
 # CAPPY_TORCH=1 also installs PyTorch for Cappy's torch backend (requirements-torch.txt).
 set -euo pipefail
@@ -18,8 +19,8 @@ fi
 if [ ! -x .venv/bin/python ]; then
     "$PYTHON" -m venv .venv
 fi
-echo "installing the locked requirements into .venv (a few minutes the first time) ..."
-.venv/bin/python -m pip install --quiet -r requirements.txt -c constraints.txt
+echo "installing cappy (editable) and its locked requirements into .venv (a few minutes the first time) ..."
+.venv/bin/python -m pip install --quiet -e ".[test]" -c constraints.txt
 if [ "${CAPPY_TORCH:-0}" = "1" ]; then  # the optional PyTorch backend
     echo "installing PyTorch (CPU) for the torch backend ..."
     .venv/bin/python -m pip install --quiet -r requirements-torch.txt -c constraints.txt
