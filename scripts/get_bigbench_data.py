@@ -1,4 +1,4 @@
-"""Build the 45 BIG-Bench generative tasks as jsonl (DESIGN section 3).
+"""Build the 45 BIG-Bench generative tasks as jsonl (docs/DESIGN.md section 3).
 
     python scripts/get_bigbench_data.py                  # from the Hugging Face hub
     python scripts/get_bigbench_data.py --source pypi    # offline, from the bigbench sdist

@@ -2,7 +2,7 @@
 
 A candidate file (`bigbench_flan_gens/{model}/{task}_{split}.jsonl`) holds the
 data row plus `flan_samples` = {decoding: [{"response", "log_likelihood_sum",
-"log_likelihood_mean"}, ...]}. Baselines on the validation split (DESIGN
+"log_likelihood_mean"}, ...]}. Baselines on the validation split (docs/DESIGN.md
 section 3): each decoding's first sample, and "self-score": the candidate with
 the highest log-likelihood sum (or mean) under the generator, over all
 candidates in decoding order (the first maximum wins).

@@ -1,4 +1,4 @@
-"""Build the BIG-Bench generative task data (DESIGN section 3).
+"""Build the BIG-Bench generative task data (docs/DESIGN.md section 3).
 
 Output, per task: ``{output_dir}/{task}_{train|validation}.jsonl`` with rows
 ``{"dataset", "example_idx", "instruction", "references"}`` (``example_idx`` counts

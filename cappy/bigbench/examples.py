@@ -1,4 +1,4 @@
-"""Cappy's finetuning examples for one BIG-Bench task (DESIGN section 3).
+"""Cappy's finetuning examples for one BIG-Bench task (docs/DESIGN.md section 3).
 
 From the training split's candidate rows, in this order:
 1. every gold reference of every instruction, label 1.0;

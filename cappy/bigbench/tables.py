@@ -166,11 +166,11 @@ def format_cappy_table(report, tasks):
         count_cells += [f"{report[model]['n_tasks']}/{report[model]['total_tasks']} tasks", "", ""]
     lines.append("| tasks averaged | " + " | ".join(count_cells) + " |")
     lines.append("\nA10G: the original release's own run on one A10G GPU (its "
-                 "bigbench_cappy_results files); its mean over 45 tasks is the original README's "
-                 "table. The paper's own figures came from TPUs and, by that README, differ "
-                 "from these by at most 0.8. Mean: ours over the finished tasks. Mean, same tasks: the A10G figures "
-                 "averaged over the tasks we finished (the fair comparison while tasks are "
-                 "missing).")
+                 "bigbench_cappy_results files); its mean over 45 tasks is the original "
+                 "README's table. The paper's own figures came from TPUs and, by that README, "
+                 "differ from these by at most 0.8. Mean: ours over the finished tasks. Mean, "
+                 "same tasks: the A10G figures averaged over the tasks we finished (the fair "
+                 "comparison while tasks are missing).")
     for model in models:
         entry = report[model]
         lines.append(f"\n{model}: {entry['n_tasks']}/{entry['total_tasks']} tasks")

@@ -1,7 +1,7 @@
 """Candidate responses from a generator LLM, with their log-likelihoods.
 
 For each instruction: one beam search (4 beams) and `n_sample_gens` samples of
-each sampling decoding, 17 candidates in all with the defaults (DESIGN section
+each sampling decoding, 17 candidates in all with the defaults (docs/DESIGN.md section
 3), then every distinct (instruction, candidate) pair is scored once under the
 generator: the log-likelihood of the candidate's tokens (with the closing
 end-of-sequence token), summed and averaged over tokens.
@@ -47,7 +47,7 @@ def _token_log_likelihoods(logits, labels, label_mask):
 
 
 class CandidateGenerator:
-    """Generates the candidates of DESIGN section 3 for lists of instructions."""
+    """Generates the candidates of docs/DESIGN.md section 3 for lists of instructions."""
 
     def __init__(self, model_name_or_path, n_model_shards=1, n_sample_gens=4,
                  per_device_batch_size=8, max_src_len=512, max_tgt_len=64,

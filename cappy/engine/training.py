@@ -17,7 +17,7 @@ updates in advance, uses one row count per row width for the whole run
 (`rows_per_step_for`); pretraining rounds each update's steps to quarter
 buckets, so at most four shapes per width.
 
-The learning-rate schedule comes in two modes (DESIGN section 4):
+The learning-rate schedule comes in two modes (docs/DESIGN.md section 4):
 
 - `paper` (default) reproduces the published runs: the linear warm-up/decay is
   sized in micro-batches (train_size / global batch, 10% warm-up) but the

@@ -1,4 +1,4 @@
-"""Cappy's pretraining data, rebuilt from T0's training mixture (DESIGN section 1).
+"""Cappy's pretraining data, rebuilt from T0's training mixture (docs/DESIGN.md section 1).
 
 The paper pretrains RoBERTa-large into Cappy on about 160 million labelled
 (instruction, response) pairs from "39 PromptSource datasets used to train T0"; the
@@ -33,7 +33,7 @@ cache; no 0.2.3 template has that name.) The `templates.yaml` files are shipped 
 at the promptsource-0.2.3 sdist instead. Examples: the Hugging Face train split,
 capped at T0's 500,000 examples per dataset (`max_examples_per_dataset`).
 
-Held out: the evaluation datasets of DESIGN section 2 (ANLI, CB, RTE, WiC, WSC,
+Held out: the evaluation datasets of docs/DESIGN.md section 2 (ANLI, CB, RTE, WiC, WSC,
 WinoGender = super_glue/axg, Winogrande, StoryCloze, Crows-Pairs), plus the same data
 under other names (glue/rte, winograd_wsc, winogender), can never be selected:
 `check_not_held_out` raises for them, for the table and for user overrides alike.
@@ -233,7 +233,7 @@ T0_TRAINING_DATASETS = (
     DatasetSpec("paws/labeled_final", _PARA, "google-research-datasets/paws", "labeled_final"),
 )
 
-# The evaluation data (DESIGN section 2) under every name it goes by:
+# The evaluation data (docs/DESIGN.md section 2) under every name it goes by:
 # (dataset, subset or None for all subsets) -> the evaluation task it is.
 HELD_OUT = {
     ("anli", None): "ANLI",
