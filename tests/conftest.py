@@ -46,3 +46,16 @@ def run_script(script, *args, env=None, timeout=600, python_flags=()):
                            *map(str, args)],
                           capture_output=True, text=True, cwd=REPO, env=full_env,
                           timeout=timeout)
+
+
+def promptsource_rows(n_examples=3):
+    """A tiny PromptSource test file's rows: CB (3 choices) and RTE (2), one template."""
+    rows = []
+    for dataset, n_choices in (("super_glue/cb", 3), ("super_glue/rte", 2)):
+        for example_idx in range(n_examples):
+            for choice in range(n_choices):
+                rows.append({"dataset_name": dataset, "template_name": "t", "example_idx":
+                             example_idx, "instruction": f"Premise {example_idx}. True?",
+                             "response": ["yes", "no", "maybe"][choice],
+                             "label": int(choice == example_idx % n_choices)})
+    return rows

@@ -17,6 +17,8 @@ import subprocess
 import sys
 import zipfile
 
+from conftest import promptsource_rows
+
 from cappy.engine.tiny_models import SAMPLE_DIR
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -38,18 +40,6 @@ BIGBENCH = [
     "python scripts/present_bigbench_baselines.py",
     "python scripts/present_cappy_bigbench_results.py --gen_model_name flan-t5-xxl",
 ]
-
-
-def promptsource_rows():
-    rows = []
-    for dataset, n_choices in (("super_glue/cb", 3), ("super_glue/rte", 2)):
-        for example_idx in range(2):
-            for choice in range(n_choices):
-                rows.append({"dataset_name": dataset, "template_name": "t", "example_idx":
-                             example_idx, "instruction": f"Premise {example_idx}. True?",
-                             "response": ["yes", "no", "maybe"][choice],
-                             "label": int(choice == example_idx % n_choices)})
-    return rows
 
 
 def run(command, cwd, n_devices=1):
@@ -76,7 +66,7 @@ def test_original_readme_commands_run_as_written(tmp_path, tiny_scorer, tiny_t5)
     os.symlink(tiny_t5, work / "google" / "flan-t5-xl")
 
     # Table 1: the test file is "downloaded" (already there), then evaluated.
-    rows = promptsource_rows()
+    rows = promptsource_rows(n_examples=2)
     (work / "promptsource_test.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     assert "already present" in run(PROMPTSOURCE[0], work)
     out = run(PROMPTSOURCE[1], work)

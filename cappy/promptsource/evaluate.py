@@ -266,3 +266,28 @@ def run(args, log=print, warn=None):
 def predictions_path(output_file):
     stem = output_file[:-len(".json")] if output_file.endswith(".json") else output_file
     return f"{stem}.predictions.jsonl"
+
+
+def saved_table(results_file):
+    """The Table 1 comparison of a finished run, from its results file (--output_file)."""
+    from cappy.engine.io import read_json
+
+    result = read_json(results_file)
+    accuracy = result.get("accuracy") if isinstance(result, dict) else None
+    if not isinstance(accuracy, dict) or "Average" not in accuracy:
+        raise CappyError(f"{results_file}: not a results file of cappy_promptsource.py "
+                         f"(no 'accuracy' with an 'Average')")
+    return format_paper_table(accuracy)
+
+
+if __name__ == "__main__":  # python -m cappy.promptsource.evaluate RESULTS_FILE
+    from cappy.engine.errors import exit_on_error
+
+    @exit_on_error
+    def _print_saved_table():
+        if len(sys.argv) != 2:
+            raise CappyError("usage: python -m cappy.promptsource.evaluate RESULTS_FILE")
+        print(saved_table(sys.argv[1]))
+        return 0
+
+    sys.exit(_print_saved_table())
