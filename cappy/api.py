@@ -20,6 +20,7 @@ import numpy as np
 
 from cappy.engine.checkpoints import check_dtype
 from cappy.engine.errors import CappyError
+from cappy.engine.ranking import ranked_order
 
 BACKENDS = ("flax", "torch")
 
@@ -105,7 +106,7 @@ class Cappy:
         """[(candidate, score)] best first; equal scores keep the candidates' order."""
         candidates = list(candidates)
         scores = self.score([instruction] * len(candidates), candidates, batch_size)
-        order = np.argsort(-scores, kind="stable")
+        order = ranked_order(scores)
         return [(candidates[i], float(scores[i])) for i in order]
 
     def classify(self, instruction, choices, batch_size=None):

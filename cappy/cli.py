@@ -20,9 +20,8 @@ import argparse
 import os
 import sys
 
-import numpy as np
-
 from cappy.engine.errors import CappyError, exit_on_error, located
+from cappy.engine.ranking import best_index
 from cappy.engine.rows import check_candidates_row, check_labelled_row, check_pair_row
 from cappy.engine.checkpoints import DTYPES, TRUNCATIONS, keep_torch_out_of_transformers
 
@@ -183,7 +182,7 @@ def rerank_rows(cappy, rows, batch_size=None):
     for row in rows:
         row_scores = [float(s) for s in scores[start:start + len(row["candidates"])]]
         start += len(row["candidates"])
-        best = row["candidates"][int(np.argmax(row_scores))]  # ties: the earliest
+        best = row["candidates"][best_index(row_scores)]
         result = {**row, "best": best, "scores": row_scores}
         if "references" in row:
             result["rougeL_best"] = rouge_l(best, row["references"])

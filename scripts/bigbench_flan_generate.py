@@ -22,6 +22,7 @@ import os
 import sys
 
 from cappy.engine.errors import CappyError, exit_on_error
+from cappy.engine.flags import comma_list
 from cappy.bigbench.data import read_task_names
 
 
@@ -63,10 +64,10 @@ def main(argv=None):
     from cappy.engine.generation import CandidateGenerator, generator_name
 
     if args.tasks:
-        tasks = [t for t in args.tasks.split(",") if t]
+        tasks = comma_list(args.tasks, "--tasks")
     else:
         tasks = read_task_names(args.data_dir)
-    splits = [s for s in args.splits.split(",") if s]
+    splits = comma_list(args.splits, "--splits")
     unknown = sorted(set(splits) - {"train", "validation"})
     if unknown:
         raise CappyError(f"--splits: unknown split(s) {', '.join(unknown)}")

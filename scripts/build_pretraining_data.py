@@ -22,11 +22,8 @@ import json
 
 from cappy.pretraining import data as pd
 from cappy.engine.errors import CappyError, exit_on_error
+from cappy.engine.flags import comma_list
 from cappy.engine.io import read_json
-
-
-def _names(text):
-    return tuple(name.strip() for name in (text or "").split(",") if name.strip())
 
 
 def parse_args(argv=None):
@@ -120,8 +117,8 @@ def main(argv=None):
         validation_fraction=args.validation_fraction, n_mismatched=args.n_mismatched,
         mismatch_pool=args.mismatch_pool,
         max_examples_per_dataset=args.max_examples_per_dataset or None,
-        batch_examples=args.batch_examples, augment_models=_names(args.augment_models),
-        augment_decodings=_names(args.augment_decodings),
+        batch_examples=args.batch_examples, augment_models=tuple(comma_list(args.augment_models) or ()),
+        augment_decodings=tuple(comma_list(args.augment_decodings) or ()),
         augment_samples=args.augment_samples, augment_batch_size=args.augment_batch_size,
         augment_max_src_len=args.augment_max_src_len,
         augment_max_tgt_len=args.augment_max_tgt_len, augment_dtype=args.augment_dtype,

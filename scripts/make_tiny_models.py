@@ -13,6 +13,7 @@ import argparse
 import sys
 
 from cappy.engine.errors import exit_on_error
+from cappy.engine.flags import comma_list
 
 MODELS = ("tiny-cappy", "tiny-t5", "tiny-gpt2")
 
@@ -33,7 +34,7 @@ def main(argv=None):
     args = parse_args(argv)
     from cappy.engine.tiny_models import build_tiny_models
 
-    for name, path in build_tiny_models(args.output_dir, args.models.split(","),
+    for name, path in build_tiny_models(args.output_dir, comma_list(args.models, "--models"),
                                         overwrite=args.overwrite).items():
         print(f"{name}: {path}")
     return 0

@@ -15,6 +15,7 @@ import argparse
 import sys
 
 from cappy.engine.errors import exit_on_error
+from cappy.engine.flags import comma_list
 
 
 def parse_args(argv=None):
@@ -39,7 +40,7 @@ def main(argv=None):
     from cappy.bigbench.tables import baseline_report, format_baseline_table
     from cappy.engine.io import write_json
 
-    models = [m for m in args.gen_models.split(",") if m] if args.gen_models else None
+    models = comma_list(args.gen_models, "--gen_models")
     report = baseline_report(args.bigbench_data_dir, args.bigbench_gen_dir, models,
                              tgt_key=args.tgt_key, refs_key=args.refs_key)
     print(format_baseline_table(report))

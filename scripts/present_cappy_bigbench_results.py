@@ -22,6 +22,7 @@ import os
 import sys
 
 from cappy.engine.errors import CappyError, exit_on_error
+from cappy.engine.flags import comma_list
 
 PLOT_FORMATS = ("png", "pdf", "svg")
 
@@ -58,7 +59,7 @@ def main(argv=None):
             raise CappyError(f"--plot {args.plot}: file name must end in "
                              f"{', '.join('.' + f for f in PLOT_FORMATS)}")
     baselines = read_baselines_file(args.baselines_file) if args.baselines_file else None
-    models = [m for m in args.gen_models.split(",") if m] if args.gen_models else None
+    models = comma_list(args.gen_models, "--gen_models")
     tasks = cappy_task_list(args.bigbench_data_dir)
     report = cappy_report(args.results_dir, tasks, models)
     print(format_cappy_table(report, tasks))

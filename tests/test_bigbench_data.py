@@ -460,7 +460,7 @@ def install_fake_hub(monkeypatch, configs):
 
 def paper_configs():
     configs = {name: fake_config(first_row_choices=None, name=name)
-               for name in bb.all_task_names()}
+               for name in bb.bigbench_tasks()}
     # the paper's mixed task: free-text rows first, multiple-choice rows after
     configs["minute_mysteries_qa"] = fake_config(first_row_choices=False,
                                                  name="minute_mysteries_qa")
@@ -474,10 +474,10 @@ def test_hub_source_keeps_exactly_the_paper_tasks(monkeypatch, tmp_path, capsys)
     install_fake_hub(monkeypatch, paper_configs())
     out = tmp_path / "out"
     sizes = bb.build("hub", str(out), progress=False)
-    assert [task for task, _, _ in sizes] == bb.all_task_names()
+    assert [task for task, _, _ in sizes] == bb.bigbench_tasks()
     assert all((n_train, n_val) == (3, 2) for _, n_train, n_val in sizes)
     with open(out / "subset_names.json") as file:
-        assert json.load(file) == bb.all_task_names()
+        assert json.load(file) == bb.bigbench_tasks()
     assert read_rows(out / "tense_validation.jsonl")[1] == {
         "dataset": "tense", "example_idx": 1, "instruction": "tense input 101",
         "references": ["tense target 101"]}
@@ -509,12 +509,12 @@ def test_hub_source_with_a_subset_loads_only_those(monkeypatch, tmp_path):
 
 def test_committed_subset_names_and_sample():
     with open(os.path.join(REPO, "bigbench_data", "subset_names.json")) as file:
-        assert json.load(file) == bb.all_task_names()
-    assert len(bb.all_task_names()) == 45
+        assert json.load(file) == bb.bigbench_tasks()
+    assert len(bb.bigbench_tasks()) == 45
     sample = os.path.join(REPO, "cappy", "data", "bigbench_sample")
     with open(os.path.join(sample, "subset_names.json")) as file:
         tasks = json.load(file)
-    assert len(tasks) == 3 and set(tasks) <= set(bb.all_task_names())
+    assert len(tasks) == 3 and set(tasks) <= set(bb.bigbench_tasks())
     for task in tasks:
         for split, n in (("train", 24), ("validation", 8)):
             rows = read_rows(os.path.join(sample, f"{task}_{split}.jsonl"))

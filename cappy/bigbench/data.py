@@ -48,7 +48,9 @@ import tempfile
 import zlib
 
 from cappy.engine.errors import CappyError
+from cappy.engine.flags import comma_list
 from cappy.engine.io import atomic_open, read_json, write_jsonl
+from cappy.paper import bigbench_tasks
 
 HUB_DATASET = "tasksource/bigbench"
 SDIST_NAME = "bigbench-1.0.0.tar.gz"
@@ -66,16 +68,9 @@ MIN_VALIDATION_EXAMPLES = 16
 # json_task.py: JsonTask's default random_seed, used for the choice permutation.
 FORMAT_SEED = 42
 
-_TASK_LIST_PATH = os.path.join(os.path.dirname(os.path.dirname(__file__)), "data",
-                               "paper_results.json")
 # Members of the sdist: <root>/bigbench/benchmark_tasks/<task>/[<subtask>/]task.json
 _TASK_JSON_RE = re.compile(r"^[^/]+/bigbench/benchmark_tasks/([^/]+)/(?:([^/]+)/)?task\.json$")
 _METADATA_RE = re.compile(r"^[^/]+/bigbench/benchmark_tasks/task_metadata\.json$")
-
-
-def all_task_names():
-    """The paper's 45 generative task names, in their (alphabetical) order."""
-    return list(read_json(_TASK_LIST_PATH)["bigbench_45_tasks"])
 
 
 def resolve_tasks(tasks_arg):
@@ -83,12 +78,10 @@ def resolve_tasks(tasks_arg):
 
     Names keep the order of the 45-task list; an unknown name is a CappyError.
     """
-    known = all_task_names()
+    known = bigbench_tasks()
     if tasks_arg is None:
         return known
-    wanted = [name.strip() for name in tasks_arg.split(",") if name.strip()]
-    if not wanted:
-        raise CappyError("--tasks: no task names given")
+    wanted = comma_list(tasks_arg, "--tasks")
     unknown = [name for name in wanted if name not in known]
     if unknown:
         raise CappyError(f"--tasks: unknown task name(s): {', '.join(unknown)} "
@@ -492,7 +485,7 @@ def build_from_hub(output_dir, tasks, max_train_rows=None, max_validation_rows=N
     def load(name):
         return _hub_call(datasets.load_dataset, HUB_DATASET, name)
 
-    full_check = sorted(tasks) == sorted(all_task_names())
+    full_check = sorted(tasks) == sorted(bigbench_tasks())
     if full_check:
         configs = _hub_call(datasets.get_dataset_config_names, HUB_DATASET)
         kept = hub_generative_tasks(

@@ -18,6 +18,7 @@ import time
 from cappy.bigbench.data import read_task_names
 from cappy.bigbench.results import log_file, read_result, result_file
 from cappy.engine.errors import CappyError
+from cappy.engine.flags import comma_list
 from cappy.paper import FLAN_T5_MODELS
 
 # The child of each (generator, task): cappy_bigbench.py's command, run as a module so
@@ -34,21 +35,17 @@ def select_tasks(all_tasks, wanted, source):
     """`wanted` (comma list or None) checked against the task list, in the order given."""
     if not wanted:
         return list(all_tasks)
-    names = list(dict.fromkeys(t.strip() for t in wanted.split(",") if t.strip()))
+    names = comma_list(wanted, "--tasks")
     unknown = [t for t in names if t not in all_tasks]
     if unknown:
         raise CappyError(f"--tasks: not in {source}: {', '.join(unknown)}")
-    if not names:
-        raise CappyError("--tasks: no task names given")
     return names
 
 
 def select_gen_models(gen_dir, wanted):
     """The generators to run: `wanted` (comma list), or every FLAN-T5 folder in `gen_dir`."""
     if wanted:
-        models = list(dict.fromkeys(m.strip() for m in wanted.split(",") if m.strip()))
-        if not models:
-            raise CappyError("--gen_models: no generator names given")
+        models = comma_list(wanted, "--gen_models")
         absent = [m for m in models if not os.path.isdir(os.path.join(gen_dir, m))]
         if absent:
             raise CappyError(f"{gen_dir}: no candidate folder for {', '.join(absent)}")

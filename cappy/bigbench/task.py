@@ -21,17 +21,9 @@ from cappy.engine.checkpoints import DTYPES, keep_torch_out_of_transformers
 from cappy.engine.errors import exit_on_error
 from cappy.engine.hosts import add_multihost_arguments, multihost_kwargs
 from cappy.engine.io import write_json, write_jsonl
+from cappy.engine.ranking import best_index
 from cappy.engine.recipes import LR_SCHEDULES
 from cappy.engine.rouge import rouge_l
-
-
-def distinct_pairs(rows, src_key="instruction", tgt_key="response"):
-    """Every distinct (instruction, candidate) pair of the rows, in first-seen order."""
-    seen = {}
-    for row in rows:
-        for cand in all_candidates(row, tgt_key):
-            seen.setdefault((row[src_key], cand[tgt_key]), None)
-    return list(seen)
 
 
 def run_task(args, log=print, rerun_hint="use --overwrite to run again"):
@@ -90,7 +82,9 @@ def run_task(args, log=print, rerun_hint="use --overwrite to run again"):
     scorer = PairScorer(model, tokenizer, deployer, max_length=args.max_length,
                         per_device_batch_size=args.eval_per_device_batch_size,
                         params_sharding_rules=rules)
-    pairs = distinct_pairs(validation_rows, args.src_key, args.tgt_key)
+    # Every candidate of every row; the scorer scores each distinct pair once.
+    pairs = [(row[args.src_key], cand[args.tgt_key]) for row in validation_rows
+             for cand in all_candidates(row, args.tgt_key)]
     scores = scorer.score([p[0] for p in pairs], [p[1] for p in pairs], params,
                           desc="scoring validation candidates", **placement)
     score_of = dict(zip(pairs, scores.tolist()))
@@ -108,7 +102,7 @@ def run_task(args, log=print, rerun_hint="use --overwrite to run again"):
                    "optimizer_updates": n_updates,
                    "validation_candidates": sum(len(all_candidates(r, args.tgt_key))
                                                 for r in validation_rows),
-                   "distinct_pairs_scored": len(pairs)},
+                   "distinct_pairs_scored": len(score_of)},
         "truncation": model.truncation,
         "timings_s": {"build": round(built - start, 2), "train": round(trained - built, 2),
                       "score": round(scored - trained, 2), "total": round(scored - start, 2)},
@@ -136,7 +130,7 @@ def rerank_rows(rows, score_of, src_key="instruction", tgt_key="response"):
     for row in rows:
         texts = [cand[tgt_key] for cand in all_candidates(row, tgt_key)]
         scores = [score_of[(row[src_key], text)] for text in texts]
-        best = int(np.argmax(scores))  # the first maximum
+        best = best_index(scores)
         choices.append((texts[best], float(scores[best])))
     return choices
 

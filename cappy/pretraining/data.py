@@ -115,6 +115,7 @@ import os
 import random
 
 from cappy.engine.errors import CappyError
+from cappy.engine.flags import comma_list
 from cappy.engine.io import atomic_open, read_json, write_json
 
 SPLITS = ("train", "validation")
@@ -334,9 +335,7 @@ def resolve_specs(datasets_arg=None, specs=None):
     if datasets_arg is None:
         chosen = specs
     else:
-        wanted = [name.strip() for name in datasets_arg.split(",") if name.strip()]
-        if not wanted:
-            raise CappyError("--datasets: no dataset names given")
+        wanted = comma_list(datasets_arg, "--datasets")
         chosen = []
         for name in wanted:
             matches = [spec for spec in specs

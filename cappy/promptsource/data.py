@@ -50,6 +50,7 @@ import tqdm
 
 from cappy.promptsource import templates as promptsource
 from cappy.engine.errors import CappyError
+from cappy.engine.flags import comma_list
 from cappy.engine.io import atomic_open, write_json
 
 STORY_CLOZE_FILE = "cloze_test_val__spring2016 - cloze_test_ALL_val.csv"
@@ -122,7 +123,7 @@ def parse_dataset_names(text):
     if not text:
         return list(EVAL_DATASETS)
     wanted = []
-    for name in (part.strip() for part in text.split(",")):
+    for name in comma_list(text):
         names = [f"anli_r{i}" for i in (1, 2, 3)] if name == "anli" else [name]
         for one in names:
             if one not in EVAL_DATASETS:

@@ -25,10 +25,9 @@ import json
 import sys
 import time
 
-import numpy as np
-
 from cappy.engine.errors import CappyError, located
 from cappy.engine.io import iter_jsonl, write_json, write_jsonl
+from cappy.engine.ranking import best_index
 from cappy.paper import promptsource_row, promptsource_table
 
 KEY_FIELDS = ("dataset_name", "template_name", "example_idx")
@@ -117,7 +116,7 @@ def predict(prompts, rows, scores, sent1_key="response"):
     """{key: (predicted row index, correct or None)}; None for prompts with no correct row."""
     outcome = {}
     for key, prompt in prompts.items():
-        best = prompt.rows[int(np.argmax([scores[i] for i in prompt.rows]))]  # first maximum
+        best = prompt.rows[best_index([scores[i] for i in prompt.rows])]
         if prompt.correct is None:
             outcome[key] = (best, None)
         else:
