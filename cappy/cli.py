@@ -4,6 +4,10 @@
     cappy rerank   --input candidates.jsonl --output best.jsonl
     cappy finetune --train_file labelled.jsonl --output_dir my-cappy
 
+The experiments' commands are here too, with their entry scripts' flags: `cappy bigbench`
+(cappy_bigbench.py), `cappy promptsource` (cappy_promptsource.py), `cappy pretrain`
+(cappy_pretrain.py).
+
 score:    rows {"instruction", "response"}      -> the row plus "score"
 rerank:   rows {"instruction", "candidates": [...]} (from any generator) -> the row plus
           "best" (ties go to the earliest candidate), "scores" (input order) and, when
@@ -56,6 +60,16 @@ def program_name():
     return "python -m cappy" if name in ("", "__main__.py", "-c") else name
 
 
+# The experiments' commands, each the same as its entry script: name -> (module, help).
+EXPERIMENTS = {
+    "bigbench": ("cappy.bigbench.task", "one BIG-Bench task: finetune on its candidates, "
+                                        "rerank, score (= cappy_bigbench.py)"),
+    "promptsource": ("cappy.promptsource.evaluate", "zero-shot PromptSource evaluation, "
+                                                    "Table 1 (= cappy_promptsource.py)"),
+    "pretrain": ("cappy.pretraining.train", "pretrain on built shards (= cappy_pretrain.py)"),
+}
+
+
 def build_parser():
     parser = argparse.ArgumentParser(prog=program_name(), description=__doc__.split("\n\n")[0])
     commands = parser.add_subparsers(dest="command", required=True)
@@ -92,6 +106,8 @@ def build_parser():
     for sub in (score, rerank, finetune):
         _common(sub)
     finetune.set_defaults(batch_size=8)
+    for name, (_, text) in EXPERIMENTS.items():  # parsed by their own modules (see main)
+        commands.add_parser(name, help=text, add_help=False)
     return parser
 
 
@@ -215,6 +231,14 @@ def run_finetune(args):
 
 @exit_on_error
 def main(argv=None):
+    words = sys.argv[1:] if argv is None else list(argv)
+    if words and words[0] in EXPERIMENTS:  # an experiment's own flags and main
+        import importlib
+
+        module = importlib.import_module(EXPERIMENTS[words[0]][0])
+        if argv is None:
+            keep_torch_out_of_transformers()  # a process computing with JAX only
+        return module.main(words[1:], prog=f"{program_name()} {words[0]}")
     args = build_parser().parse_args(argv)
     if argv is None and (args.command == "finetune" or args.backend == "flax"):
         keep_torch_out_of_transformers()  # a process computing with JAX only

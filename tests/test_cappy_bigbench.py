@@ -125,6 +125,10 @@ def test_end_to_end_result_files_and_skip(tiny_scorer, tmp_path):
     assert saved["counts"]["train_examples"] == 32 and saved["counts"]["optimizer_updates"] == 4
     assert saved["counts"]["distinct_pairs_scored"] == 11  # 12 candidates, "red" twice in row 2
     assert saved["settings"]["lr_schedule"] == "paper"
+    # The saved settings are the run's typed configuration, whole: they rebuild it.
+    config = task.parse_args([str(a) for a in task_args(tmp_path, tiny_scorer)])
+    assert isinstance(config, task.TaskConfig) and config.train_size == 32 and not config.verbose
+    assert task.TaskConfig(**saved["settings"]) == config
     preds = [json.loads(line) for line in (folder / "toy.predictions.jsonl").read_text().splitlines()]
     assert [p["example_idx"] for p in preds] == [0, 1]
     assert np.mean([p["rougeL"] for p in preds]) == pytest.approx(saved["rougeL"])

@@ -2,6 +2,7 @@
 transformers, PyTorch, datasets, nltk, Redco, Flax), so it comes back at once."""
 
 import os
+import re
 import subprocess
 import sys
 
@@ -10,7 +11,9 @@ import pytest
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 HEAVY = {"jax", "transformers", "torch", "datasets", "nltk", "redco", "flax"}
 COMMANDS = [["-m", "cappy"], ["-m", "cappy", "score"], ["-m", "cappy", "rerank"],
-            ["-m", "cappy", "finetune"], ["cappy_bigbench.py"], ["cappy_promptsource.py"],
+            ["-m", "cappy", "finetune"], ["-m", "cappy", "bigbench"],
+            ["-m", "cappy", "promptsource"], ["-m", "cappy", "pretrain"],
+            ["cappy_bigbench.py"], ["cappy_promptsource.py"],
             ["cappy_pretrain.py"]] + [
     [os.path.join("scripts", name)] for name in sorted(os.listdir(os.path.join(REPO, "scripts")))
     if name.endswith(".py")]
@@ -30,18 +33,20 @@ def test_help_imports_nothing_heavy(command):
 # Scripts that build their own parser, and package modules behind thin scripts.
 SCRIPTS_WITH_PARSE_ARGS = [command[0] for command in COMMANDS if command[0].endswith(".py")
                           and "def parse_args(" in open(os.path.join(REPO, command[0])).read()]
-MODULES_WITH_PARSE_ARGS = ["cappy.bigbench.task"]
+# The root entry scripts are thin wrappers over these modules' commands.
+MODULES_WITH_PARSE_ARGS = {"cappy_bigbench.py": "cappy.bigbench.task",
+                           "cappy_promptsource.py": "cappy.promptsource.evaluate",
+                           "cappy_pretrain.py": "cappy.pretraining.train"}
 
 
 def test_the_scripts_are_found():
-    assert {"cappy_promptsource.py", "cappy_pretrain.py",
-            os.path.join("scripts", "bigbench_flan_generate.py")} <= set(SCRIPTS_WITH_PARSE_ARGS)
-    # cappy_bigbench.py is a thin wrapper over the package's command
-    assert "from cappy.bigbench.task import main" in open(
-        os.path.join(REPO, "cappy_bigbench.py")).read()
+    assert {os.path.join("scripts", "bigbench_flan_generate.py"),
+            os.path.join("scripts", "run_cappy_bigbench.py")} <= set(SCRIPTS_WITH_PARSE_ARGS)
+    for script, module in MODULES_WITH_PARSE_ARGS.items():
+        assert f"from {module} import main" in open(os.path.join(REPO, script)).read()
 
 
-@pytest.mark.parametrize("script", SCRIPTS_WITH_PARSE_ARGS + MODULES_WITH_PARSE_ARGS)
+@pytest.mark.parametrize("script", SCRIPTS_WITH_PARSE_ARGS + list(MODULES_WITH_PARSE_ARGS.values()))
 def test_every_flag_is_documented_with_its_default(script, monkeypatch):
     import argparse
     import importlib
@@ -77,8 +82,39 @@ def test_every_flag_of_the_cappy_command_is_documented():
 
     parser = build_parser()
     (commands,) = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
-    assert set(commands.choices) == {"score", "rerank", "finetune"}
-    for name, sub in commands.choices.items():
+    assert set(commands.choices) == {"score", "rerank", "finetune", "bigbench",
+                                     "promptsource", "pretrain"}
+    for name, sub in commands.choices.items():  # the experiments': tested above, as modules
         undocumented = [a.option_strings[0] for a in sub._actions
                         if a.option_strings and a.dest != "help" and not a.help]
         assert undocumented == [], name
+
+
+def test_configuration_dataclass_makes_the_flags():
+    """A job's flags come from its configuration dataclass: types, defaults, choices, the
+    --quiet flag that turns `verbose` off, and the multi-host group."""
+    from cappy.bigbench.task import TaskConfig, parse_args
+
+    assert parse_args([]) == TaskConfig()
+    config = parse_args(["--train_size", "64", "--learning_rate", "0", "--quiet",
+                         "--lr_schedule", "corrected", "--n_processes", "2"])
+    assert (config.train_size, config.learning_rate, config.verbose, config.lr_schedule,
+            config.n_processes) == (64, 0.0, False, "corrected", 2)
+    assert isinstance(config.learning_rate, float) and isinstance(config.n_processes, int)
+    with pytest.raises(SystemExit):
+        parse_args(["--lr_schedule", "sideways"])
+
+
+def test_the_cappy_command_runs_the_experiments_commands():
+    """`cappy bigbench|promptsource|pretrain` are the entry scripts' commands, same flags."""
+    for name, script in (("bigbench", "cappy_bigbench.py"),
+                         ("promptsource", "cappy_promptsource.py"),
+                         ("pretrain", "cappy_pretrain.py")):
+        ours = subprocess.run([sys.executable, "-m", "cappy", name, "--help"], cwd=REPO,
+                              capture_output=True, text=True, timeout=60)
+        theirs = subprocess.run([sys.executable, script, "--help"], cwd=REPO,
+                                capture_output=True, text=True, timeout=60)
+        assert ours.returncode == 0 and theirs.returncode == 0, ours.stderr + theirs.stderr
+        assert ours.stdout.startswith(f"usage: python -m cappy {name} ")
+        flags = lambda text: sorted(set(re.findall(r"--[a-z0-9_]+", text)))  # noqa: E731
+        assert flags(ours.stdout) == flags(theirs.stdout)

@@ -16,7 +16,6 @@ import numpy as np
 import pytest
 from conftest import REPO, run_script
 
-import cappy_promptsource
 from cappy.promptsource import templates as ps
 from cappy.promptsource import data as psd
 from cappy.promptsource import evaluate as pse
@@ -430,7 +429,7 @@ def test_bad_input_one_line_error_and_no_output(tmp_path, capsys, content, messa
     data.write_text(content)
     out = tmp_path / "result.json"
     with pytest.raises(SystemExit) as exit_info:
-        cappy_promptsource.main(["--data_file", str(data), "--output_file", str(out),
+        pse.main(["--data_file", str(data), "--output_file", str(out),
                                  "--model_name_or_path", str(tmp_path / "no-model")])
     assert exit_info.value.code == 2
     err = capsys.readouterr().err.strip().splitlines()[-1]
@@ -480,14 +479,14 @@ def test_end_to_end_tiny_model(tiny_scorer, tmp_path):
 
 
 def test_flags_and_defaults_match_the_original():
-    args = cappy_promptsource.parse_args([])
+    args = pse.parse_args([])
     assert (args.data_file, args.sent0_key, args.sent1_key, args.model_name_or_path,
             args.n_model_shards, args.per_device_batch_size, args.max_length, args.jax_seed) == \
         ("./promptsource_test.jsonl", "instruction", "response", "btan2/cappy-large", 1, 128,
          512, 42)
     assert args.per_template is False and args.output_file is None and args.verbose is True
     # The original used fire: `--flag=value` works as well.
-    assert cappy_promptsource.parse_args(["--max_length=128"]).max_length == 128
+    assert pse.parse_args(["--max_length=128"]).max_length == 128
     build_args = build_promptsource_test_data.parse_args([])
     assert build_args.output_file == "promptsource_test.jsonl" and build_args.datasets is None
 

@@ -24,7 +24,7 @@ DEMO_CAPPY_SETTINGS = {"train_size": 512, "per_device_batch_size": 8,
 
 
 def run_demo(output_dir="demo_run", log=print, tasks=None):
-    from cappy.bigbench.task import parse_args, run_task
+    from cappy.bigbench.task import TaskConfig, run_task
     from cappy.bigbench.candidates import plan_bigbench_generation, write_candidates
     from cappy.engine.generation import CandidateGenerator
     from cappy.bigbench.data import read_task_names
@@ -57,13 +57,11 @@ def run_demo(output_dir="demo_run", log=print, tasks=None):
 
     log("[4/5] finetune the tiny Cappy on each task, rerank the validation candidates")
     for task in tasks:
-        args = parse_args([
-            "--model_name_or_path", models["tiny-cappy"], "--bigbench_gen_dir", gen_dir,
-            "--bigbench_gen_model", GENERATOR, "--bigbench_subset_name", task,
-            "--results_dir", results_dir, "--quiet",
-            *[str(part) for key, value in DEMO_CAPPY_SETTINGS.items()
-              for part in (f"--{key}", value)]])
-        run_task(args, log=lambda message: log(f"      {message}"),
+        config = TaskConfig(
+            model_name_or_path=models["tiny-cappy"], bigbench_gen_dir=gen_dir,
+            bigbench_gen_model=GENERATOR, bigbench_subset_name=task, results_dir=results_dir,
+            verbose=False, **DEMO_CAPPY_SETTINGS)
+        run_task(config, log=lambda message: log(f"      {message}"),
                  rerun_hint=f"delete {output_dir} to run the demo again")
 
     log("[5/5] Cappy against the baselines")

@@ -29,6 +29,7 @@ throughput, evaluation), and `final/`, a Hugging Face folder that
 Starting again with the same command resumes from the last checkpoint.
 """
 
+import dataclasses
 import glob
 import itertools
 import json
@@ -39,7 +40,10 @@ import time
 
 import numpy as np
 
-from cappy.engine.errors import CappyError, located
+from cappy.engine.checkpoints import DTYPES, keep_torch_out_of_transformers
+from cappy.engine.config import REQUIRED, build_parser, parse_config, setting
+from cappy.engine.errors import CappyError, exit_on_error, located
+from cappy.engine.hosts import HostSettings
 
 SPLITS = ("train", "validation")
 CHECKPOINT_PATTERN = re.compile(r"^step-(\d+)$")
@@ -324,24 +328,24 @@ def _check_output_dir(output_dir, checkpoints):
 
 # ---- the run -----------------------------------------------------------------------
 
-def check_args(args):
+def check_config(config):
     positive = ("max_steps", "per_device_batch_size", "accumulate_grad_batches", "max_length",
                 "shuffle_buffer", "interleave_shards", "keep_checkpoints", "log_every",
                 "eval_per_device_batch_size", "n_model_shards")
     for name in positive:
-        if getattr(args, name) < 1:
-            raise CappyError(f"--{name} must be at least 1, got {getattr(args, name)}")
+        if getattr(config, name) < 1:
+            raise CappyError(f"--{name} must be at least 1, got {getattr(config, name)}")
     for name in ("save_every", "eval_every", "weight_decay", "learning_rate"):
-        if getattr(args, name) < 0:
-            raise CappyError(f"--{name} must not be negative, got {getattr(args, name)}")
-    if args.eval_every and args.eval_size < 1:
-        raise CappyError(f"--eval_size must be at least 1 with --eval_every, got {args.eval_size}")
-    if args.warmup_steps is not None and not 0 <= args.warmup_steps <= args.max_steps:
-        raise CappyError(f"--warmup_steps must be in [0, --max_steps={args.max_steps}], "
-                         f"got {args.warmup_steps}")
-    if args.stop_after_steps is not None and not 1 <= args.stop_after_steps <= args.max_steps:
-        raise CappyError(f"--stop_after_steps must be in [1, --max_steps={args.max_steps}], "
-                         f"got {args.stop_after_steps}")
+        if getattr(config, name) < 0:
+            raise CappyError(f"--{name} must not be negative, got {getattr(config, name)}")
+    if config.eval_every and config.eval_size < 1:
+        raise CappyError(f"--eval_size must be at least 1 with --eval_every, got {config.eval_size}")
+    if config.warmup_steps is not None and not 0 <= config.warmup_steps <= config.max_steps:
+        raise CappyError(f"--warmup_steps must be in [0, --max_steps={config.max_steps}], "
+                         f"got {config.warmup_steps}")
+    if config.stop_after_steps is not None and not 1 <= config.stop_after_steps <= config.max_steps:
+        raise CappyError(f"--stop_after_steps must be in [1, --max_steps={config.max_steps}], "
+                         f"got {config.stop_after_steps}")
 
 
 def _next_boundary(step, end, periods):
@@ -358,7 +362,7 @@ def _eval_metrics(scores, labels):
             "eval_rows": int(len(labels))}
 
 
-def _resume_point(args, checkpoints, settings, train_shards):
+def _resume_point(config, checkpoints, settings, train_shards):
     """(step, checkpoint folder) to continue from, or (0, None); refuse another run's."""
     if not checkpoints:
         return 0, None
@@ -370,12 +374,12 @@ def _resume_point(args, checkpoints, settings, train_shards):
         raise CappyError(f"{folder}: made with other settings ({'; '.join(changed)}); "
                          f"use the same flags to resume, or another --output_dir")
     if info.get("train_shards") != train_shards:
-        raise CappyError(f"{folder}: made on other training shards than {args.data_dir} lists "
+        raise CappyError(f"{folder}: made on other training shards than {config.data_dir} lists "
                          f"now; resume on the same data, or use another --output_dir")
     return step, folder
 
 
-def _make_trainer(args, deployer, model, tokenizer, optimizer, resume_from):
+def _make_trainer(config, deployer, model, tokenizer, optimizer, resume_from):
     """The Trainer, on the backbone's parameters or on a checkpoint's (with its optimizer state)."""
     from cappy.engine.training import Trainer, restore_state, tokens_per_step
 
@@ -384,27 +388,27 @@ def _make_trainer(args, deployer, model, tokenizer, optimizer, resume_from):
     if resume_from:
         params, opt_state = restore_state(os.path.join(resume_from, "state"), model.params,
                                           optimizer)
-    trainer = Trainer(model, deployer, optimizer, args.max_length,
-                      tokens_per_step(args.per_device_batch_size, args.max_length),
-                      tokenizer.pad_token_id, args.seed, params=params, opt_state=opt_state,
+    trainer = Trainer(model, deployer, optimizer, config.max_length,
+                      tokens_per_step(config.per_device_batch_size, config.max_length),
+                      tokenizer.pad_token_id, config.seed, params=params, opt_state=opt_state,
                       params_sharding_rules=rules)
     return trainer, rules
 
 
-def pretrain(args, log=print):
+def pretrain(config, log=print):
     """Pretrain as configured by cappy_pretrain.py's flags; return the run's summary."""
-    check_args(args)
-    shards = find_shards(args.data_dir)
-    checkpoints = list_checkpoints(args.output_dir)
-    _check_output_dir(args.output_dir, checkpoints)
-    if checkpoints and args.no_resume:
-        raise CappyError(f"{args.output_dir}: has checkpoints (last: step {checkpoints[-1][0]}); "
+    check_config(config)
+    shards = find_shards(config.data_dir)
+    checkpoints = list_checkpoints(config.output_dir)
+    _check_output_dir(config.output_dir, checkpoints)
+    if checkpoints and config.no_resume:
+        raise CappyError(f"{config.output_dir}: has checkpoints (last: step {checkpoints[-1][0]}); "
                          f"drop --no_resume to continue from it, or choose another --output_dir")
     validation = []
-    if args.eval_every:
-        validation = sample_pairs(shards["validation"], args.eval_size, args.seed)
+    if config.eval_every:
+        validation = sample_pairs(shards["validation"], config.eval_size, config.seed)
         if not validation:
-            raise CappyError(f"{args.data_dir}: no validation rows to evaluate on "
+            raise CappyError(f"{config.data_dir}: no validation rows to evaluate on "
                              f"(use --eval_every 0 to train without evaluation)")
 
     import jax
@@ -416,43 +420,43 @@ def pretrain(args, log=print):
     from cappy.engine.scoring import PairScorer, encode_examples
     from cappy.engine.training import make_optimizer, warmup_then_linear_decay
 
-    deployer = make_deployer(args.seed, args.n_model_shards, **multihost_kwargs(args))
+    deployer = make_deployer(config.seed, config.n_model_shards, **multihost_kwargs(config))
     leader = jax.process_index() == 0
     say = log if leader else (lambda *_: None)
-    _, global_micro = deployer.get_local_global_micro_batch_size(args.per_device_batch_size)
-    accumulate = args.accumulate_grad_batches
+    _, global_micro = deployer.get_local_global_micro_batch_size(config.per_device_batch_size)
+    accumulate = config.accumulate_grad_batches
     global_batch = global_micro * accumulate
-    warmup_steps = args.warmup_steps if args.warmup_steps is not None else args.max_steps // 10
-    train_shards = [[os.path.relpath(path, args.data_dir), rows] for path, rows in shards["train"]]
-    settings = {"seed": args.seed, "shuffle_buffer": args.shuffle_buffer,
-                "interleave_shards": args.interleave_shards, "max_length": args.max_length,
-                "global_batch_size": global_batch, "max_steps": args.max_steps,
-                "learning_rate": args.learning_rate, "warmup_steps": warmup_steps,
-                "weight_decay": args.weight_decay}
-    start_step, resume_from = _resume_point(args, checkpoints, settings, train_shards)
-    stop_step = min(args.stop_after_steps or args.max_steps, args.max_steps)
-    final_dir = os.path.join(args.output_dir, "final")
-    if start_step >= args.max_steps and os.path.isfile(os.path.join(final_dir, "config.json")):
-        say(f"{args.output_dir}: already finished ({args.max_steps} steps); final model in "
+    warmup_steps = config.warmup_steps if config.warmup_steps is not None else config.max_steps // 10
+    train_shards = [[os.path.relpath(path, config.data_dir), rows] for path, rows in shards["train"]]
+    settings = {"seed": config.seed, "shuffle_buffer": config.shuffle_buffer,
+                "interleave_shards": config.interleave_shards, "max_length": config.max_length,
+                "global_batch_size": global_batch, "max_steps": config.max_steps,
+                "learning_rate": config.learning_rate, "warmup_steps": warmup_steps,
+                "weight_decay": config.weight_decay}
+    start_step, resume_from = _resume_point(config, checkpoints, settings, train_shards)
+    stop_step = min(config.stop_after_steps or config.max_steps, config.max_steps)
+    final_dir = os.path.join(config.output_dir, "final")
+    if start_step >= config.max_steps and os.path.isfile(os.path.join(final_dir, "config.json")):
+        say(f"{config.output_dir}: already finished ({config.max_steps} steps); final model in "
             f"{final_dir}")
         return {"step": start_step, "final": final_dir, "finished": True}
 
     started = time.time()
-    model, tokenizer = load_cappy(args.model_name_or_path, args.dtype, new_head_seed=args.seed)
+    model, tokenizer = load_cappy(config.model_name_or_path, config.dtype, new_head_seed=config.seed)
     # steps are optimizer updates: warm-up and decay counted in updates
-    schedule = warmup_then_linear_decay(args.learning_rate, warmup_steps, args.max_steps)
-    optimizer = make_optimizer(schedule, args.weight_decay)
+    schedule = warmup_then_linear_decay(config.learning_rate, warmup_steps, config.max_steps)
+    optimizer = make_optimizer(schedule, config.weight_decay)
     if resume_from:
-        say(f"resuming from {resume_from} (step {start_step} of {args.max_steps}; skipping the "
+        say(f"resuming from {resume_from} (step {start_step} of {config.max_steps}; skipping the "
             f"{start_step * global_batch} examples seen)")
     else:
-        say(f"starting from {args.model_name_or_path}"
-            + (f" with a new regression head (seed {args.seed})" if model.new_head
+        say(f"starting from {config.model_name_or_path}"
+            + (f" with a new regression head (seed {config.seed})" if model.new_head
                else " (a Cappy checkpoint: pretraining continues)"))
-    trainer, rules = _make_trainer(args, deployer, model, tokenizer, optimizer, resume_from)
+    trainer, rules = _make_trainer(config, deployer, model, tokenizer, optimizer, resume_from)
     scorer = PairScorer(
-        model, tokenizer, deployer, max_length=args.max_length,
-        per_device_batch_size=args.eval_per_device_batch_size,
+        model, tokenizer, deployer, max_length=config.max_length,
+        per_device_batch_size=config.eval_per_device_batch_size,
         params_sharding_rules=rules) if validation else None
     labels = np.array([pair["label"] for pair in validation], np.float32)
 
@@ -465,15 +469,15 @@ def pretrain(args, log=print):
 
     def checkpoint(step):
         save_training_checkpoint(
-            trainer, args.output_dir, step,
+            trainer, config.output_dir, step,
             {"step": step, "examples_seen": step * global_batch, "settings": settings,
-             "train_shards": train_shards, "model_name_or_path": args.model_name_or_path},
-            args.keep_checkpoints)
+             "train_shards": train_shards, "model_name_or_path": config.model_name_or_path},
+            config.keep_checkpoints)
 
-    log_path = os.path.join(args.output_dir, LOG_NAME)
+    log_path = os.path.join(config.output_dir, LOG_NAME)
     if leader:
-        os.makedirs(checkpoints_dir(args.output_dir), exist_ok=True)
-        for stale in glob.glob(os.path.join(checkpoints_dir(args.output_dir), "*.partial")):
+        os.makedirs(checkpoints_dir(config.output_dir), exist_ok=True)
+        for stale in glob.glob(os.path.join(checkpoints_dir(config.output_dir), "*.partial")):
             shutil.rmtree(stale, ignore_errors=True)  # a checkpoint a crash left unfinished
         trim_log(log_path, start_step if resume_from else None)
     _sync("output folder ready")
@@ -485,19 +489,19 @@ def pretrain(args, log=print):
             append_log(log_path, {"step": 0, "examples_seen": 0, **last_eval})
         say(f"step 0: eval MSE {last_eval['eval_mse']:.4f}")
 
-    stream = PairStream(shards["train"], args.seed, args.shuffle_buffer, args.interleave_shards)
+    stream = PairStream(shards["train"], config.seed, config.shuffle_buffer, config.interleave_shards)
     pairs = stream.pairs(start=start_step * global_batch)
     step, losses, train_seconds, n_logged = start_step, [], 0.0, 0
     progress = tqdm(total=stop_step, initial=start_step, desc="pretraining", unit="step",
-                    disable=not (args.verbose and leader))
+                    disable=not (config.verbose and leader))
     while step < stop_step:
         # Train up to the next log, evaluation or checkpoint: bounded memory, one sync.
-        end = _next_boundary(step, stop_step, (args.log_every, args.eval_every, args.save_every))
+        end = _next_boundary(step, stop_step, (config.log_every, config.eval_every, config.save_every))
         tic = time.time()
         chunk_losses = []
         for update in range(step, end):
             rows = list(itertools.islice(pairs, global_batch))  # tokenized only now
-            encoded = encode_examples(tokenizer, rows, args.max_length, model.truncation)
+            encoded = encode_examples(tokenizer, rows, config.max_length, model.truncation)
             chunk_losses.append(trainer.update(encoded, update))
         losses += [float(loss) for loss in chunk_losses]
         train_seconds += time.time() - tic
@@ -506,8 +510,8 @@ def pretrain(args, log=print):
         progress.set_postfix(loss=f"{losses[-1]:.4f}")
         step = end
 
-        evaluating = bool(args.eval_every) and step % args.eval_every == 0
-        if step % args.log_every == 0 or evaluating or step == stop_step:
+        evaluating = bool(config.eval_every) and step % config.eval_every == 0
+        if step % config.log_every == 0 or evaluating or step == stop_step:
             row = {"step": step, "examples_seen": step * global_batch,
                    "train_loss": float(np.mean(losses)),
                    "learning_rate": float(schedule(step - 1)),  # of the last update
@@ -522,22 +526,112 @@ def pretrain(args, log=print):
             if leader:
                 append_log(log_path, row)
             losses, train_seconds, n_logged = [], 0.0, 0
-        if (args.save_every and step % args.save_every == 0) or step == stop_step:
+        if (config.save_every and step % config.save_every == 0) or step == stop_step:
             checkpoint(step)
     progress.close()
 
-    summary = {"step": step, "max_steps": args.max_steps, "examples_seen": step * global_batch,
+    summary = {"step": step, "max_steps": config.max_steps, "examples_seen": step * global_batch,
                "train_rows": stream.n_rows, "passes": round(step * global_batch / stream.n_rows, 4),
                "last_eval": last_eval, "seconds": round(time.time() - started, 2)}
-    if step < args.max_steps:
-        say(f"stopped at step {step} of {args.max_steps}; run the same command without "
+    if step < config.max_steps:
+        say(f"stopped at step {step} of {config.max_steps}; run the same command without "
             f"--stop_after_steps to resume")
         return summary
     params = trainer.host_params()
     if leader:
         save_cappy(model, tokenizer, params, final_dir,
-                   {**summary, "settings": {k: v for k, v in sorted(vars(args).items())}},
+                   {**summary, "settings": {k: v for k, v in sorted(vars(config).items())}},
                    "cappy_pretrain.json")
     _sync("final model written")
-    say(f"finished {args.max_steps} steps; final model in {final_dir}")
+    say(f"finished {config.max_steps} steps; final model in {final_dir}")
     return {**summary, "final": final_dir}
+
+
+# --- the command: cappy_pretrain.py ---
+
+@dataclasses.dataclass(kw_only=True)
+class PretrainConfig(HostSettings):
+    """A pretraining run: its flags (cappy_pretrain.py)."""
+    data_dir: str = setting(REQUIRED, "folder with manifest.json and shards/")
+    output_dir: str = setting(REQUIRED, "where checkpoints, log.jsonl and the final Cappy are "
+                                        "written")
+    model_name_or_path: str = setting(
+        "roberta-large", "a RoBERTa-style checkpoint (new regression head) or a Cappy "
+                         "(continued)")
+    dtype: str = setting("float32", "compute dtype; parameters and optimizer state stay "
+                                    "float32", choices=DTYPES)
+    max_steps: int = setting(REQUIRED, "optimizer updates in all", type=int)
+    per_device_batch_size: int = setting(32, "examples per device per micro-batch")
+    accumulate_grad_batches: int = setting(1, "micro-batches per optimizer update")
+    learning_rate: float = setting(1e-5, "peak rate")
+    warmup_steps: int | None = setting(
+        None, "linear warm-up from 0 (default: 10%% of --max_steps), then linear decay to 0 "
+              "at --max_steps", type=int)
+    weight_decay: float = setting(0.01, "AdamW decay, not on biases or LayerNorm")
+    max_length: int = setting(512, "tokens per pair; longer pairs lose tokens from the longer "
+                                   "side first")
+    interleave_shards: int = setting(32, "shards read at once, each row from one of them at "
+                                         "random")
+    shuffle_buffer: int = setting(100000, "rows shuffled together after interleaving")
+    seed: int = setting(11111, "data order, dropout and the new head's initialisation")
+    save_every: int = setting(1000, "steps between checkpoints (0: only at the end or stop)")
+    keep_checkpoints: int = setting(2, "checkpoints kept on disk, newest first")
+    eval_every: int = setting(1000, "steps between evaluations on validation pairs (0: none)")
+    eval_size: int = setting(2000, "validation rows evaluated, sampled across all validation "
+                                   "shards")
+    eval_per_device_batch_size: int = setting(64, "validation pairs per device per batch")
+    log_every: int = setting(50, "steps between log.jsonl rows")
+    stop_after_steps: int | None = setting(
+        None, "checkpoint and exit after this step (the schedule still runs to --max_steps); "
+              "run again without it to continue", type=int)
+    no_resume: bool = setting(False, "stop with an error if --output_dir already has "
+                                     "checkpoints")
+    n_model_shards: int = setting(1, "devices each model copy is split over")
+    verbose: bool = setting(True, "no progress bar", flag="--quiet")
+
+
+def parse_args(argv=None, prog=None):
+    """cappy_pretrain.py's flags -> a PretrainConfig."""
+    parser = build_parser(PretrainConfig, COMMAND_DOC.split("\n\n")[0], prog=prog)
+    return parse_config(PretrainConfig, parser, argv)
+
+
+@exit_on_error
+def main(argv=None, prog=None):
+    config = parse_args(argv, prog)
+    if argv is None:  # a process of its own, computing with JAX only: seconds less start-up
+        keep_torch_out_of_transformers()
+    pretrain(config)
+    return 0
+
+
+COMMAND_DOC = """Pretrain Cappy from a RoBERTa checkpoint on (instruction, response, label) shards.
+
+Paper scale (RoBERTa-large, pairs from scripts/build_pretraining_data.py), one host
+with 8 accelerators: one pass over 160M pairs at 8 x 32 pairs per step is 625,000 steps.
+
+    XLA_PYTHON_CLIENT_MEM_FRACTION=.95 python cappy_pretrain.py \
+        --data_dir pretraining_data --output_dir cappy-pretrain \
+        --model_name_or_path roberta-large --dtype bfloat16 \
+        --per_device_batch_size 32 --accumulate_grad_batches 1 \
+        --max_steps 625000 --learning_rate 1e-5 --warmup_steps 10000
+
+Several hosts: run the same command on each, adding `--n_processes N
+--host0_address ADDR --process_id I` (the output folder must be on a shared
+filesystem). Tiny offline run (a random model, a few hand-made shards):
+
+    python scripts/make_tiny_models.py --output_dir demo_run/models --models tiny-cappy
+    python cappy_pretrain.py --data_dir my_shards --output_dir demo_run/pretrain \
+        --model_name_or_path demo_run/models/tiny-cappy --max_steps 20 \
+        --per_device_batch_size 4 --save_every 10 --eval_every 10 --log_every 5
+
+Steps are optimizer updates, each of `per_device_batch_size x devices x
+accumulate_grad_batches` pairs. Checkpoints go to `{output_dir}/checkpoints`
+every --save_every steps; running the same command again resumes from the last
+one and follows the uninterrupted run exactly (--no_resume refuses instead).
+`{output_dir}/log.jsonl` has the training loss, learning rate, throughput and
+the evaluation on held-out pairs; `{output_dir}/final` is the pretrained Cappy
+(`Cappy.from_pretrained`, `cappy_bigbench.py --model_name_or_path`). The
+paper's own hyperparameters and timings were not published; the defaults here
+are ours, and no full-scale run has been timed with this script.
+"""

@@ -1,0 +1,75 @@
+"""Typed configuration of a job: a dataclass whose fields are the job's settings, and the
+command line made from it.
+
+Each field is declared with `setting(default, help, ...)`; `build_parser` turns the fields
+into flags (`--name`, its type, default, choices and help), and `parse_config` returns the
+dataclass, so the library takes a typed object rather than an argparse namespace, a job
+saves `asdict(config)` with its results, and code that runs a job itself (the demo, tests)
+builds the dataclass instead of an argv list.
+"""
+
+import argparse
+import dataclasses
+
+
+# The default of a setting that must be given (its flag is required); a dataclass with
+# such fields after ones with defaults is declared `kw_only=True`.
+REQUIRED = dataclasses.MISSING
+
+
+def setting(default, help, *, choices=None, flag=None, type=None, group=None):
+    """A field of a job's configuration, and how its flag reads.
+
+    `flag` names a flag that differs from `--field_name` (a bool field given as
+    `flag="--quiet"` defaults to True and the flag turns it off); `type` converts the
+    flag's text where the default does not say (None or REQUIRED defaults); `group`
+    titles the flag's group in --help.
+    """
+    return dataclasses.field(default=default, metadata={
+        "help": help, "choices": choices, "flag": flag, "type": type, "group": group})
+
+
+def build_parser(config_class, description, prog=None, **parser_kwargs):
+    """An ArgumentParser with one flag per field of `config_class`, defaults shown."""
+    parser = argparse.ArgumentParser(
+        prog=prog, description=description,
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter, **parser_kwargs)
+    add_fields(parser, config_class)
+    return parser
+
+
+def add_fields(parser, config_class):
+    """Add one flag per field of `config_class` to `parser`."""
+    groups = {}
+    fields = dataclasses.fields(config_class)  # a group's flags after the others
+    for field in sorted(fields, key=lambda f: f.metadata.get("group") is not None):
+        meta = field.metadata
+        target = parser
+        if meta.get("group"):
+            target = groups.setdefault(meta["group"], parser.add_argument_group(meta["group"]))
+        if isinstance(field.default, bool):
+            flag = meta.get("flag") or f"--{field.name}"
+            action = "store_false" if field.default else "store_true"
+            # A flag that turns a setting off would read "(default: True)"; `%(default).0s`
+            # prints nothing and tells the help formatter not to add that.
+            text = meta["help"] + ("%(default).0s" if field.default else "")
+            target.add_argument(flag, dest=field.name, action=action, help=text)
+            continue
+        required = field.default is REQUIRED
+        kind = meta.get("type") or (str if required or field.default is None
+                                    else type(field.default))
+        extra = {"required": True} if required else {"default": field.default}
+        target.add_argument(meta.get("flag") or f"--{field.name}", dest=field.name, type=kind,
+                            choices=meta.get("choices"), help=meta["help"], **extra)
+
+
+def parse_config(config_class, parser, argv=None):
+    """Parse `argv` (sys.argv when None) with `parser` into a `config_class`."""
+    namespace = parser.parse_args(argv)
+    return config_class(**{field.name: getattr(namespace, field.name)
+                           for field in dataclasses.fields(config_class)})
+
+
+def settings_of(config):
+    """The configuration as saved with a job's results: field -> value, sorted by name."""
+    return dict(sorted(dataclasses.asdict(config).items()))
