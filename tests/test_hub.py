@@ -65,6 +65,40 @@ def test_both_builders_read_through_it(calls):
     assert calls[-1][2]["data_files"]["train"].endswith("/all/train/*.parquet")
 
 
+def test_dataset_hub_failures_are_one_line_naming_the_read_and_the_way_out(monkeypatch):
+    """Every dataset reader (PromptSource, pretraining, BIG-Bench) turns a hub failure into
+    one line: what it read, the error's first line, its own hint, and HF_HUB_OFFLINE."""
+    import datasets
+
+    from cappy.bigbench import data as bigbench_data
+    from cappy.engine.errors import CappyError
+    from cappy.pretraining import data as pretraining_data
+    from cappy.promptsource import data as promptsource_data
+
+    def unreachable(*args, **kwargs):
+        raise ConnectionError("Max retries exceeded with url: /api/datasets/x\n(caused by ...)")
+
+    monkeypatch.setattr(datasets, "load_dataset", unreachable)
+    monkeypatch.setattr(datasets, "get_dataset_config_names", unreachable)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    spec = pretraining_data.DatasetSpec(name="x", category="c", hf_path="owner/x",
+                                        hf_config=None, hf_split="train")
+    reads = [
+        (lambda: promptsource_data.load_hub_split("aps/super_glue", "cb", "validation"),
+         "aps/super_glue (cb) split validation", "another repository with the same fields"),
+        (lambda: list(pretraining_data.load_hub_examples(spec)), "x (", "--dataset_overrides"),
+        (lambda: bigbench_data._hub_call(datasets.get_dataset_config_names, "tasksource/bigbench"),
+         "tasksource/bigbench", "offline: --source pypi"),
+    ]
+    for read, where, hint in reads:
+        with pytest.raises(CappyError) as caught:
+            read()
+        message = str(caught.value)
+        assert message.startswith(f"cannot read {where}") and "\n" not in message
+        assert "ConnectionError: Max retries exceeded with url: /api/datasets/x" in message
+        assert hint in message and "HF_HUB_OFFLINE is set" in message
+
+
 UNREACHABLE_LOAD = """
 import sys
 from cappy.engine.errors import CappyError

@@ -464,11 +464,12 @@ def hub_generative_tasks(config_names, load):
 
 
 def _hub_call(function, *args):
-    # Network, authentication or hub errors become one clear line.
+    from cappy.engine.hub import hub_error
+
     try:
         return function(*args)
-    except Exception as error:
-        raise CappyError(f"{HUB_DATASET}: {type(error).__name__}: {error}") from None
+    except Exception as error:  # network, hub or schema trouble: one clear line
+        raise hub_error(HUB_DATASET, error, "offline: --source pypi") from None
 
 
 def build_from_hub(output_dir, tasks, max_train_rows=None, max_validation_rows=None,

@@ -151,16 +151,15 @@ BUILDERS = {"tiny-cappy": make_tiny_scorer, "tiny-t5": make_tiny_seq2seq,
 
 def sample_texts(sample_dir=SAMPLE_DIR):
     """Instructions and references of the shipped BIG-Bench sample: local tokenizer text."""
-    import json
+    from cappy.engine.io import iter_jsonl
 
     texts = []
     for name in sorted(os.listdir(sample_dir)):
         if name.endswith(".jsonl"):
-            with open(os.path.join(sample_dir, name), encoding="utf-8") as file:
-                for line in file:
-                    row = json.loads(line)
-                    texts.append(row["instruction"])
-                    texts.extend(row["references"])
+            for _, row in iter_jsonl(os.path.join(sample_dir, name),
+                                     {"instruction": str, "references": list}):
+                texts.append(row["instruction"])
+                texts.extend(row["references"])
     return texts
 
 

@@ -396,7 +396,7 @@ def relabel_example(example, maps):
 def load_hub_examples(spec):
     """Stream the examples of `spec` from the Hugging Face hub (datasets streaming;
     a repository with only a loading script through its parquet export, cappy.engine.hub)."""
-    from cappy.engine.hub import load_hub_dataset
+    from cappy.engine.hub import hub_error, load_hub_dataset
 
     try:
         stream = load_hub_dataset(spec.hf_path, spec.hf_config, spec.hf_split, streaming=True,
@@ -412,10 +412,8 @@ def load_hub_examples(spec):
     except CappyError:
         raise
     except Exception as error:  # network, hub or schema trouble: one clear line
-        first_line = (str(error).splitlines() or [""])[0]
-        raise CappyError(f"{spec.name}: cannot read {spec.describe_source()}: "
-                         f"{type(error).__name__}: {first_line} (fix the id with "
-                         f"--dataset_overrides; a rerun resumes)") from None
+        raise hub_error(f"{spec.name} ({spec.describe_source()})", error,
+                        "fix the id with --dataset_overrides; a rerun resumes") from None
 
 
 def adapt_example(spec, example):

@@ -190,18 +190,14 @@ def read_story_cloze_csv(story_cloze_dir):
 
 def load_hub_split(repo, config, split):
     """One split of a Hub dataset as a list of dicts (see cappy.engine.hub)."""
-    import datasets
-
-    from cappy.engine.hub import load_hub_dataset
+    from cappy.engine.hub import hub_error, load_hub_dataset
 
     where = f"{repo}" + (f" ({config})" if config else "") + f" split {split}"
     try:
-        dataset = load_hub_dataset(repo, config, split)
-    except (ConnectionError, FileNotFoundError, ValueError, OSError,
-            datasets.exceptions.DatasetNotFoundError) as error:
-        raise CappyError(f"cannot load {where}: {str(error).splitlines()[0]} "
-                         f"(another repository with the same fields: --hf_id)") from None
-    return list(dataset)
+        return list(load_hub_dataset(repo, config, split))
+    except Exception as error:  # network, hub or schema trouble: one clear line
+        raise hub_error(where, error, "another repository with the same fields: --hf_id") \
+            from None
 
 
 def hub_loader(hf_ids=None, story_cloze_dir=None):
