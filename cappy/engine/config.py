@@ -73,3 +73,11 @@ def parse_config(config_class, parser, argv=None):
 def settings_of(config):
     """The configuration as saved with a job's results: field -> value, sorted by name."""
     return dict(sorted(dataclasses.asdict(config).items()))
+
+
+def changed_settings(saved, current, keys=None):
+    """`["key saved -> current", ...]` for the settings (all, or `keys`) that differ: the one
+    rule for refusing to resume a run made with other settings."""
+    keys = sorted(set(saved) | set(current)) if keys is None else keys
+    return [f"{key} {saved.get(key)!r} -> {current.get(key)!r}" for key in keys
+            if saved.get(key) != current.get(key)]

@@ -734,13 +734,13 @@ def _remove_stale_temporaries(output_dir):
 
 
 def _check_resumable(manifest, settings_dict, output_dir):
-    if manifest["settings"] == settings_dict:
-        return
-    old, new = manifest["settings"], settings_dict
-    changed = sorted(key for key in set(old) | set(new) if old.get(key) != new.get(key))
-    raise CappyError(f"{manifest_path(output_dir)}: this folder was built with other "
-                     f"settings ({', '.join(changed)} differ); resume with the same "
-                     f"command, or write to a new --output_dir")
+    from cappy.engine.config import changed_settings
+
+    changed = changed_settings(manifest["settings"], settings_dict)
+    if changed:
+        raise CappyError(f"{manifest_path(output_dir)}: this folder was built with other "
+                         f"settings ({'; '.join(changed)}); resume with the same command, or "
+                         f"write to a new --output_dir")
 
 
 class _SplitStream:

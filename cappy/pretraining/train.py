@@ -41,7 +41,7 @@ import time
 import numpy as np
 
 from cappy.engine.checkpoints import DTYPES, keep_torch_out_of_transformers
-from cappy.engine.config import REQUIRED, build_parser, parse_config, setting
+from cappy.engine.config import REQUIRED, build_parser, changed_settings, parse_config, setting
 from cappy.engine.errors import CappyError, exit_on_error, located
 from cappy.engine.hosts import HostSettings
 
@@ -339,7 +339,8 @@ def check_config(config):
         if getattr(config, name) < 0:
             raise CappyError(f"--{name} must not be negative, got {getattr(config, name)}")
     if config.eval_every and config.eval_size < 1:
-        raise CappyError(f"--eval_size must be at least 1 with --eval_every, got {config.eval_size}")
+        raise CappyError(f"--eval_size must be at least 1 with --eval_every, "
+                         f"got {config.eval_size}")
     if config.warmup_steps is not None and not 0 <= config.warmup_steps <= config.max_steps:
         raise CappyError(f"--warmup_steps must be in [0, --max_steps={config.max_steps}], "
                          f"got {config.warmup_steps}")
@@ -368,8 +369,7 @@ def _resume_point(config, checkpoints, settings, train_shards):
         return 0, None
     step, folder = checkpoints[-1]
     info = read_checkpoint_info(folder)
-    changed = [f"{key} {info['settings'].get(key)!r} -> {settings[key]!r}"
-               for key in TRAJECTORY_SETTINGS if info["settings"].get(key) != settings[key]]
+    changed = changed_settings(info["settings"], settings, TRAJECTORY_SETTINGS)
     if changed:
         raise CappyError(f"{folder}: made with other settings ({'; '.join(changed)}); "
                          f"use the same flags to resume, or another --output_dir")
@@ -426,8 +426,10 @@ def pretrain(config, log=print):
     _, global_micro = deployer.get_local_global_micro_batch_size(config.per_device_batch_size)
     accumulate = config.accumulate_grad_batches
     global_batch = global_micro * accumulate
-    warmup_steps = config.warmup_steps if config.warmup_steps is not None else config.max_steps // 10
-    train_shards = [[os.path.relpath(path, config.data_dir), rows] for path, rows in shards["train"]]
+    warmup_steps = (config.warmup_steps if config.warmup_steps is not None
+                    else config.max_steps // 10)
+    train_shards = [[os.path.relpath(path, config.data_dir), rows]
+                    for path, rows in shards["train"]]
     settings = {"seed": config.seed, "shuffle_buffer": config.shuffle_buffer,
                 "interleave_shards": config.interleave_shards, "max_length": config.max_length,
                 "global_batch_size": global_batch, "max_steps": config.max_steps,
@@ -442,7 +444,8 @@ def pretrain(config, log=print):
         return {"step": start_step, "final": final_dir, "finished": True}
 
     started = time.time()
-    model, tokenizer = load_cappy(config.model_name_or_path, config.dtype, new_head_seed=config.seed)
+    model, tokenizer = load_cappy(config.model_name_or_path, config.dtype,
+                                  new_head_seed=config.seed)
     # steps are optimizer updates: warm-up and decay counted in updates
     schedule = warmup_then_linear_decay(config.learning_rate, warmup_steps, config.max_steps)
     optimizer = make_optimizer(schedule, config.weight_decay)
@@ -489,14 +492,16 @@ def pretrain(config, log=print):
             append_log(log_path, {"step": 0, "examples_seen": 0, **last_eval})
         say(f"step 0: eval MSE {last_eval['eval_mse']:.4f}")
 
-    stream = PairStream(shards["train"], config.seed, config.shuffle_buffer, config.interleave_shards)
+    stream = PairStream(shards["train"], config.seed, config.shuffle_buffer,
+                        config.interleave_shards)
     pairs = stream.pairs(start=start_step * global_batch)
     step, losses, train_seconds, n_logged = start_step, [], 0.0, 0
     progress = tqdm(total=stop_step, initial=start_step, desc="pretraining", unit="step",
                     disable=not (config.verbose and leader))
     while step < stop_step:
         # Train up to the next log, evaluation or checkpoint: bounded memory, one sync.
-        end = _next_boundary(step, stop_step, (config.log_every, config.eval_every, config.save_every))
+        end = _next_boundary(step, stop_step,
+                             (config.log_every, config.eval_every, config.save_every))
         tic = time.time()
         chunk_losses = []
         for update in range(step, end):
