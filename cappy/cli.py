@@ -21,6 +21,7 @@ Output files are written atomically.
 """
 
 import argparse
+import dataclasses
 import os
 import sys
 
@@ -28,30 +29,61 @@ from cappy.engine.errors import CappyError, exit_on_error, located
 from cappy.engine.ranking import best_index
 from cappy.engine.rows import check_candidates_row, check_labelled_row, check_pair_row
 from cappy.engine.checkpoints import DTYPES, TRUNCATIONS, keep_torch_out_of_transformers
+from cappy.engine.config import REQUIRED, add_fields, setting
 
 DEFAULT_MODEL = "btan2/cappy-large"
 
 
-def _common(parser):
-    parser.add_argument("--model_name_or_path", default=DEFAULT_MODEL,
-                        help="the Cappy: a hub id or a folder (default: %(default)s)")
-    parser.add_argument("--max_length", type=int, default=None,
-                        help="tokens per pair (default: 512, or what the model's position "
-                             "table holds if fewer)")
-    parser.add_argument("--batch_size", type=int, default=32,
-                        help="pairs per device per batch, counted at max_length tokens each "
-                             "(pairs are packed into rows up to that many tokens; default: "
-                             "32, finetune: 8)")
-    parser.add_argument("--backend", default="flax", choices=["flax", "torch"],
-                        help="flax: cappy's own JAX model; torch: transformers' PyTorch model "
-                             "(default: %(default)s)")
-    parser.add_argument("--dtype", default="float32", choices=DTYPES,
-                        help="compute dtype; scores come out float32 (default: %(default)s)")
-    parser.add_argument("--truncation", default=None, choices=TRUNCATIONS,
-                        help="how pairs longer than max_length are cut (default: the policy "
-                             "the checkpoint records, else longest_first, the original's)")
-    parser.add_argument("--skip_bad_rows", action="store_true",
-                        help="skip and count malformed rows instead of stopping")
+@dataclasses.dataclass(kw_only=True)
+class CappySettings:
+    """The flags every file command shares: which Cappy, and how it scores."""
+    model_name_or_path: str = setting(DEFAULT_MODEL, "the Cappy: a hub id or a folder")
+    max_length: int | None = setting(None, "tokens per pair (default: 512, or what the model's "
+                                           "position table holds if fewer)", type=int)
+    batch_size: int = setting(32, "pairs per device per batch, counted at max_length tokens "
+                                  "each (pairs are packed into rows up to that many tokens)")
+    backend: str = setting("flax", "flax: cappy's own JAX model; torch: transformers' PyTorch "
+                                   "model", choices=["flax", "torch"])
+    dtype: str = setting("float32", "compute dtype; scores come out float32", choices=DTYPES)
+    truncation: str | None = setting(
+        None, "how pairs longer than max_length are cut (default: the policy the checkpoint "
+              "records, else longest_first, the original's)", choices=TRUNCATIONS, type=str)
+    skip_bad_rows: bool = setting(False, "skip and count malformed rows instead of stopping")
+
+
+@dataclasses.dataclass(kw_only=True)
+class ScoreConfig(CappySettings):
+    """`cappy score`."""
+    input: str = setting(REQUIRED, 'jsonl rows {"instruction", "response"}')
+    output: str = setting(REQUIRED, 'jsonl: each row plus its "score"')
+
+
+@dataclasses.dataclass(kw_only=True)
+class FinetuneConfig(CappySettings):
+    """`cappy finetune`: the trainer of cappy_bigbench.py, its schedule counted in updates."""
+    train_file: str = setting(REQUIRED, 'jsonl rows {"instruction", "response", "label" in '
+                                        '[0, 1]}')
+    validation_file: str | None = setting(None, "rows as --train_file, scored after training "
+                                                "(default: none)", type=str)
+    output_dir: str = setting(REQUIRED, "the finetuned Cappy's folder")
+    overwrite: bool = setting(False, "replace --output_dir if it exists")
+    n_epochs: int = setting(1, "passes over the training rows")
+    accumulate_grad_batches: int = setting(1, "batches per optimizer update")
+    learning_rate: float = setting(2e-5, "peak rate")
+    warmup_rate: float = setting(0.1, "share of the updates spent warming up")
+    weight_decay: float = setting(0.0, "AdamW's weight decay")
+    seed: int = setting(11111, "seed of the example order and dropout")
+    batch_size: int = setting(8, "examples per device per batch, counted at max_length tokens "
+                                 "each (packed into rows up to that many tokens)")
+
+
+@dataclasses.dataclass(kw_only=True)
+class RerankConfig(CappySettings):
+    """`cappy rerank`."""
+    input: str = setting(REQUIRED, 'jsonl rows {"instruction", "candidates": [...]} (and '
+                                   'optionally "references")')
+    output: str = setting(REQUIRED, 'jsonl: each row plus "best" and "scores" (and ROUGE-L '
+                                    'with references)')
 
 
 def program_name():
@@ -60,6 +92,12 @@ def program_name():
     return "python -m cappy" if name in ("", "__main__.py", "-c") else name
 
 
+# The commands on files: name -> (configuration, help).
+FILE_COMMANDS = {
+    "score": (ScoreConfig, "score (instruction, response) rows"),
+    "rerank": (RerankConfig, "pick the best of each row's candidates"),
+    "finetune": (FinetuneConfig, "finetune Cappy on labelled rows"),
+}
 # The experiments' commands, each the same as its entry script: name -> (module, help).
 EXPERIMENTS = {
     "bigbench": ("cappy.bigbench.task", "one BIG-Bench task: finetune on its candidates, "
@@ -73,39 +111,10 @@ EXPERIMENTS = {
 def build_parser():
     parser = argparse.ArgumentParser(prog=program_name(), description=__doc__.split("\n\n")[0])
     commands = parser.add_subparsers(dest="command", required=True)
-    score = commands.add_parser("score", help="score (instruction, response) rows")
-    score.add_argument("--input", required=True, help='jsonl rows {"instruction", "response"}')
-    score.add_argument("--output", required=True, help='jsonl: each row plus its "score"')
-    rerank = commands.add_parser("rerank", help="pick the best of each row's candidates")
-    rerank.add_argument("--input", required=True,
-                        help='jsonl rows {"instruction", "candidates": [...]} (and optionally '
-                             '"references")')
-    rerank.add_argument("--output", required=True,
-                        help='jsonl: each row plus "best" and "scores" (and ROUGE-L with '
-                             'references)')
-    finetune = commands.add_parser("finetune", help="finetune Cappy on labelled rows")
-    finetune.add_argument("--train_file", required=True,
-                          help='jsonl rows {"instruction", "response", "label" in [0, 1]}')
-    finetune.add_argument("--validation_file", default=None,
-                          help="rows as --train_file, scored after training (default: none)")
-    finetune.add_argument("--output_dir", required=True, help="the finetuned Cappy's folder")
-    finetune.add_argument("--overwrite", action="store_true",
-                          help="replace --output_dir if it exists")
-    finetune.add_argument("--n_epochs", type=int, default=1,
-                          help="passes over the training rows (default: %(default)s)")
-    finetune.add_argument("--accumulate_grad_batches", type=int, default=1,
-                          help="batches per optimizer update (default: %(default)s)")
-    finetune.add_argument("--learning_rate", type=float, default=2e-5,
-                          help="peak rate (default: %(default)s)")
-    finetune.add_argument("--warmup_rate", type=float, default=0.1,
-                          help="share of the updates spent warming up (default: %(default)s)")
-    finetune.add_argument("--weight_decay", type=float, default=0.0,
-                          help="AdamW's weight decay (default: %(default)s)")
-    finetune.add_argument("--seed", type=int, default=11111,
-                          help="seed of the example order and dropout (default: %(default)s)")
-    for sub in (score, rerank, finetune):
-        _common(sub)
-    finetune.set_defaults(batch_size=8)
+    for name, (config_class, text) in FILE_COMMANDS.items():
+        add_fields(commands.add_parser(
+            name, help=text, description=config_class.__doc__,
+            formatter_class=argparse.ArgumentDefaultsHelpFormatter), config_class)
     for name, (_, text) in EXPERIMENTS.items():  # parsed by their own modules (see main)
         commands.add_parser(name, help=text, add_help=False)
     return parser
@@ -159,7 +168,7 @@ def check_output_folder(path):
 
 # ---- commands -----------------------------------------------------------------------
 
-def stream_rows(args, check, process_chunk, chunk_size, desc, total):
+def stream_rows(config, check, process_chunk, chunk_size, desc, total):
     """Read valid rows in chunks, write process_chunk(chunk)'s rows atomically; count them."""
     import json
 
@@ -168,8 +177,8 @@ def stream_rows(args, check, process_chunk, chunk_size, desc, total):
     from cappy.engine.io import atomic_open
 
     counter = {"bad": 0, "rows": 0}
-    rows = good_rows(args.input, check, args.skip_bad_rows, counter)
-    with atomic_open(args.output) as out, tqdm.tqdm(total=total, desc=desc, unit="row") as bar:
+    rows = good_rows(config.input, check, config.skip_bad_rows, counter)
+    with atomic_open(config.output) as out, tqdm.tqdm(total=total, desc=desc, unit="row") as bar:
         for chunk in _chunks(rows, chunk_size):
             for result in process_chunk(chunk):
                 out.write(json.dumps(result, ensure_ascii=False) + "\n")
@@ -213,18 +222,18 @@ COMMANDS = {  # command -> (row check, chunk processor, rows per chunk, progress
 }
 
 
-def run_finetune(args):
+def run_finetune(config):
     from cappy.engine.finetuning import finetune_on_rows
 
     counter = {"bad": 0}
-    train = list(good_rows(args.train_file, check_labelled_row, args.skip_bad_rows, counter))
+    train = list(good_rows(config.train_file, check_labelled_row, config.skip_bad_rows, counter))
     if not train:
-        raise CappyError(f"{args.train_file}: no usable training rows")
+        raise CappyError(f"{config.train_file}: no usable training rows")
     validation = None
-    if args.validation_file:
-        validation = list(good_rows(args.validation_file, check_labelled_row,
-                                    args.skip_bad_rows, counter))
-    summary = finetune_on_rows(args, train, validation)
+    if config.validation_file:
+        validation = list(good_rows(config.validation_file, check_labelled_row,
+                                    config.skip_bad_rows, counter))
+    summary = finetune_on_rows(config, train, validation)
     summary["bad"] = counter["bad"]
     return summary
 
@@ -239,29 +248,33 @@ def main(argv=None):
         if argv is None:
             keep_torch_out_of_transformers()  # a process computing with JAX only
         return module.main(words[1:], prog=f"{program_name()} {words[0]}")
-    args = build_parser().parse_args(argv)
-    if argv is None and (args.command == "finetune" or args.backend == "flax"):
+    namespace = build_parser().parse_args(argv)
+    config_class = FILE_COMMANDS[namespace.command][0]
+    config = config_class(**{field.name: getattr(namespace, field.name)
+                           for field in dataclasses.fields(config_class)})
+    command = namespace.command
+    if argv is None and (command == "finetune" or config.backend == "flax"):
         keep_torch_out_of_transformers()  # a process computing with JAX only
-    if args.command == "finetune":
-        if args.backend != "flax":
+    if command == "finetune":
+        if config.backend != "flax":
             raise CappyError("cappy finetune trains with JAX only; --backend torch is for score "
                              "and rerank (the folder it saves loads in both backends)")
-        summary = run_finetune(args)
-        print(f"saved {args.output_dir}: {summary}")
+        summary = run_finetune(config)
+        print(f"saved {config.output_dir}: {summary}")
     else:
-        if os.path.abspath(args.input) == os.path.abspath(args.output):
+        if os.path.abspath(config.input) == os.path.abspath(config.output):
             raise CappyError("--output must differ from --input")
-        check, process, chunk_size, desc = COMMANDS[args.command]
-        check_output_folder(args.output)
-        total = check_rows(args.input, check, args.skip_bad_rows)  # before the model loads
+        check, process, chunk_size, desc = COMMANDS[command]
+        check_output_folder(config.output)
+        total = check_rows(config.input, check, config.skip_bad_rows)  # before the model loads
         from cappy.api import Cappy
 
-        cappy = Cappy.from_pretrained(args.model_name_or_path, backend=args.backend,
-                                      dtype=args.dtype, max_length=args.max_length,
-                                      batch_size=args.batch_size, truncation=args.truncation)
-        counter = stream_rows(args, check, lambda chunk: process(cappy, chunk, args.batch_size),
+        cappy = Cappy.from_pretrained(config.model_name_or_path, backend=config.backend,
+                                      dtype=config.dtype, max_length=config.max_length,
+                                      batch_size=config.batch_size, truncation=config.truncation)
+        counter = stream_rows(config, check, lambda chunk: process(cappy, chunk, config.batch_size),
                               chunk_size, desc, total)
-        print(f"wrote {args.output}: {counter['rows']} rows"
+        print(f"wrote {config.output}: {counter['rows']} rows"
               + (f", skipped {counter['bad']} bad rows" if counter["bad"] else ""))
     return 0
 

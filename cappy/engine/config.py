@@ -55,12 +55,15 @@ def add_fields(parser, config_class):
             text = meta["help"] + ("%(default).0s" if field.default else "")
             target.add_argument(flag, dest=field.name, action=action, help=text)
             continue
+        text = meta["help"]
+        if "(default:" in text:  # the help says its default itself: no second one
+            text += "%(default).0s"
         required = field.default is REQUIRED
         kind = meta.get("type") or (str if required or field.default is None
                                     else type(field.default))
         extra = {"required": True} if required else {"default": field.default}
         target.add_argument(meta.get("flag") or f"--{field.name}", dest=field.name, type=kind,
-                            choices=meta.get("choices"), help=meta["help"], **extra)
+                            choices=meta.get("choices"), help=text, **extra)
 
 
 def parse_config(config_class, parser, argv=None):

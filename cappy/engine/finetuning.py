@@ -12,43 +12,45 @@ import time
 import numpy as np
 
 from cappy.engine.checkpoints import check_output_dir, save_cappy
+from cappy.engine.config import settings_of
 
 
-def finetune_on_rows(args, train_rows, validation_rows=None):
-    """Train on rows as configured by `python -m cappy finetune`'s flags; save; summarize."""
+def finetune_on_rows(config, train_rows, validation_rows=None):
+    """Train on rows as configured by `config` (`cappy finetune`'s FinetuneConfig); save the
+    model; return a summary."""
     from cappy.engine.checkpoints import load_cappy
     from cappy.engine.redco_adapter import make_deployer
     from cappy.engine.roberta import longest_pair
     from cappy.engine.scoring import PairScorer, encode_examples
     from cappy.engine.training import finetune
 
-    check_output_dir(args.output_dir, args.overwrite)  # before training, not after
+    check_output_dir(config.output_dir, config.overwrite)  # before training, not after
     start = time.time()
-    deployer = make_deployer(args.seed, verbose=True)
-    model, tokenizer = load_cappy(args.model_name_or_path, dtype=args.dtype,
-                                  truncation=args.truncation)
-    if args.max_length is None:
-        args.max_length = min(512, longest_pair(model.config))
+    deployer = make_deployer(config.seed, verbose=True)
+    model, tokenizer = load_cappy(config.model_name_or_path, dtype=config.dtype,
+                                  truncation=config.truncation)
+    max_length = config.max_length or min(512, longest_pair(model.config))
     examples = [{"instruction": row["instruction"], "response": row["response"],
-                 "label": float(row["label"])} for row in train_rows] * args.n_epochs
-    encoded = encode_examples(tokenizer, examples, args.max_length, model.truncation)
+                 "label": float(row["label"])} for row in train_rows] * config.n_epochs
+    encoded = encode_examples(tokenizer, examples, max_length, model.truncation)
     trainer = finetune(
-        model, tokenizer, deployer, encoded, args.seed, per_device_batch_size=args.batch_size,
-        accumulate_grad_batches=args.accumulate_grad_batches,
-        learning_rate=args.learning_rate, warmup_rate=args.warmup_rate,
-        weight_decay=args.weight_decay, lr_schedule="corrected", max_length=args.max_length)
+        model, tokenizer, deployer, encoded, config.seed, per_device_batch_size=config.batch_size,
+        accumulate_grad_batches=config.accumulate_grad_batches,
+        learning_rate=config.learning_rate, warmup_rate=config.warmup_rate,
+        weight_decay=config.weight_decay, lr_schedule="corrected", max_length=max_length)
     params = trainer.host_params()
-    summary = {"train_rows": len(train_rows), "n_epochs": args.n_epochs,
+    summary = {"train_rows": len(train_rows), "n_epochs": config.n_epochs,
                "truncation": model.truncation, "train_seconds": round(time.time() - start, 2),
-               "settings": {k: v for k, v in sorted(vars(args).items())}}
+               "settings": dict(sorted({**settings_of(config), "command": "finetune",
+                                        "max_length": max_length}.items()))}
     if validation_rows:
-        scorer = PairScorer(model, tokenizer, deployer, max_length=args.max_length,
-                            per_device_batch_size=args.batch_size)
+        scorer = PairScorer(model, tokenizer, deployer, max_length=max_length,
+                            per_device_batch_size=config.batch_size)
         scores = scorer.score([r["instruction"] for r in validation_rows],
                               [r["response"] for r in validation_rows], params)
         labels = np.array([r["label"] for r in validation_rows], np.float32)
         summary["validation_rows"] = len(validation_rows)
         summary["validation_mse"] = float(np.mean((scores - labels) ** 2))
-    save_cappy(model, tokenizer, params, args.output_dir, summary, "cappy_finetune.json",
-               args.overwrite)
+    save_cappy(model, tokenizer, params, config.output_dir, summary, "cappy_finetune.json",
+               config.overwrite)
     return {k: v for k, v in summary.items() if k != "settings"}
