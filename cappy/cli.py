@@ -26,10 +26,11 @@ import os
 import sys
 
 from cappy.engine.errors import CappyError, exit_on_error, located
+from cappy.engine.io import check_output_file, check_output_folder
 from cappy.engine.ranking import best_index
 from cappy.engine.rows import check_candidates_row, check_labelled_row, check_pair_row
 from cappy.engine.checkpoints import DTYPES, TRUNCATIONS, keep_torch_out_of_transformers
-from cappy.engine.config import REQUIRED, add_fields, setting
+from cappy.engine.config import MIN_MAX_LENGTH, REQUIRED, add_fields, check_config, setting
 
 DEFAULT_MODEL = "btan2/cappy-large"
 
@@ -39,9 +40,11 @@ class CappySettings:
     """The flags every file command shares: which Cappy, and how it scores."""
     model_name_or_path: str = setting(DEFAULT_MODEL, "the Cappy: a hub id or a folder")
     max_length: int | None = setting(None, "tokens per pair (default: 512, or what the model's "
-                                           "position table holds if fewer)", type=int)
+                                           "position table holds if fewer)", type=int,
+                                  at_least=MIN_MAX_LENGTH)
     batch_size: int = setting(32, "pairs per device per batch, counted at max_length tokens "
-                                  "each (pairs are packed into rows up to that many tokens)")
+                                  "each (pairs are packed into rows up to that many tokens)",
+                              at_least=1)
     backend: str = setting("flax", "flax: cappy's own JAX model; torch: transformers' PyTorch "
                                    "model", choices=["flax", "torch"])
     dtype: str = setting("float32", "compute dtype; scores come out float32", choices=DTYPES)
@@ -67,14 +70,15 @@ class FinetuneConfig(CappySettings):
                                                 "(default: none)", type=str)
     output_dir: str = setting(REQUIRED, "the finetuned Cappy's folder")
     overwrite: bool = setting(False, "replace --output_dir if it exists")
-    n_epochs: int = setting(1, "passes over the training rows")
-    accumulate_grad_batches: int = setting(1, "batches per optimizer update")
-    learning_rate: float = setting(2e-5, "peak rate")
-    warmup_rate: float = setting(0.1, "share of the updates spent warming up")
-    weight_decay: float = setting(0.0, "AdamW's weight decay")
+    n_epochs: int = setting(1, "passes over the training rows", at_least=1)
+    accumulate_grad_batches: int = setting(1, "batches per optimizer update", at_least=1)
+    learning_rate: float = setting(2e-5, "peak rate", at_least=0)
+    warmup_rate: float = setting(0.1, "share of the updates spent warming up", at_least=0,
+                                 at_most=1)
+    weight_decay: float = setting(0.0, "AdamW's weight decay", at_least=0)
     seed: int = setting(11111, "seed of the example order and dropout")
     batch_size: int = setting(8, "examples per device per batch, counted at max_length tokens "
-                                 "each (packed into rows up to that many tokens)")
+                                 "each (packed into rows up to that many tokens)", at_least=1)
 
 
 @dataclasses.dataclass(kw_only=True)
@@ -122,25 +126,23 @@ def build_parser():
 
 def good_rows(path, check, skip_bad_rows, counter):
     """Yield valid rows of a jsonl file; stop at the first bad one unless skipping."""
-    from cappy.engine.io import parse_jsonl_line
+    from cappy.engine.io import jsonl_lines, parse_jsonl_line
 
-    if not os.path.isfile(path):
-        raise CappyError(f"{path}: file not found")
-    with open(path, encoding="utf-8") as file:
-        for line, text in enumerate(file, start=1):
-            if not text.strip():
-                continue
-            try:
-                row = parse_jsonl_line(path, line, text)
-                problem = check(row)
-                if problem is not None:
-                    raise located(path, line, *problem)
-            except CappyError:
-                if not skip_bad_rows:
-                    raise
-                counter["bad"] += 1
-                continue
-            yield row
+    def count_bad(_):
+        counter["bad"] += 1
+
+    for line, text in jsonl_lines(path, count_bad if skip_bad_rows else None):
+        try:
+            row = parse_jsonl_line(path, line, text)
+            problem = check(row)
+            if problem is not None:
+                raise located(path, line, *problem)
+        except CappyError:
+            if not skip_bad_rows:
+                raise
+            counter["bad"] += 1
+            continue
+        yield row
 
 
 def _chunks(rows, size):
@@ -158,12 +160,6 @@ def check_rows(path, check, skip_bad_rows):
     """The whole input read once before any model loads, so that a bad row stops the run
     at once (unless skipped); returns the number of good rows."""
     return sum(1 for _ in good_rows(path, check, skip_bad_rows, {"bad": 0}))
-
-
-def check_output_folder(path):
-    folder = os.path.dirname(os.path.abspath(path))
-    if not os.path.isdir(folder):
-        raise CappyError(f"{path}: its folder {folder} does not exist")
 
 
 # ---- commands -----------------------------------------------------------------------
@@ -225,6 +221,8 @@ COMMANDS = {  # command -> (row check, chunk processor, rows per chunk, progress
 def run_finetune(config):
     from cappy.engine.finetuning import finetune_on_rows
 
+    check_output_folder(config.output_dir, "--output_dir")
+
     counter = {"bad": 0}
     train = list(good_rows(config.train_file, check_labelled_row, config.skip_bad_rows, counter))
     if not train:
@@ -233,6 +231,8 @@ def run_finetune(config):
     if config.validation_file:
         validation = list(good_rows(config.validation_file, check_labelled_row,
                                     config.skip_bad_rows, counter))
+        if not validation:
+            raise CappyError(f"{config.validation_file}: no usable validation rows")
     summary = finetune_on_rows(config, train, validation)
     summary["bad"] = counter["bad"]
     return summary
@@ -253,6 +253,7 @@ def main(argv=None):
     config = config_class(**{field.name: getattr(namespace, field.name)
                            for field in dataclasses.fields(config_class)})
     command = namespace.command
+    check_config(config)
     if argv is None and (command == "finetune" or config.backend == "flax"):
         keep_torch_out_of_transformers()  # a process computing with JAX only
     if command == "finetune":
@@ -262,11 +263,13 @@ def main(argv=None):
         summary = run_finetune(config)
         print(f"saved {config.output_dir}: {summary}")
     else:
-        if os.path.abspath(config.input) == os.path.abspath(config.output):
-            raise CappyError("--output must differ from --input")
         check, process, chunk_size, desc = COMMANDS[command]
-        check_output_folder(config.output)
+        check_output_file(config.output, "--output", inputs=[config.input])
         total = check_rows(config.input, check, config.skip_bad_rows)  # before the model loads
+        if not total:  # one rule for an empty input, as finetune and PromptSource: refuse
+            raise CappyError(f"{config.input}: no rows to {command}"
+                             + (" (every row was bad and skipped)" if config.skip_bad_rows
+                                else ""))
         from cappy.api import Cappy
 
         cappy = Cappy.from_pretrained(config.model_name_or_path, backend=config.backend,

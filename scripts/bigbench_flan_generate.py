@@ -61,6 +61,8 @@ def parse_args(argv=None):
 def main(argv=None):
     args = parse_args(argv)
     from cappy.bigbench.candidates import plan_bigbench_generation, write_candidates
+    from cappy.engine.config import check_number
+    from cappy.engine.io import check_output_folder
     from cappy.engine.generation import CandidateGenerator, generator_name
 
     if args.tasks:
@@ -71,7 +73,11 @@ def main(argv=None):
     unknown = sorted(set(splits) - {"train", "validation"})
     if unknown:
         raise CappyError(f"--splits: unknown split(s) {', '.join(unknown)}")
+    for flag in ("n_model_shards", "n_sample_gens", "per_device_batch_size", "max_src_len",
+                 "max_tgt_len"):
+        check_number(f"--{flag}", getattr(args, flag), at_least=1)
     output_dir = os.path.join(args.output_dir, generator_name(args.model_name_or_path))
+    check_output_folder(output_dir, "--output_dir")
     todo, done = plan_bigbench_generation(args.data_dir, output_dir, tasks, splits,
                                           src_key=args.src_key)
     for task, split, path in done:

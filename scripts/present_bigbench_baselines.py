@@ -38,8 +38,10 @@ def parse_args(argv=None):
 def main(argv=None):
     args = parse_args(argv)
     from cappy.bigbench.tables import baseline_report, format_baseline_table
-    from cappy.engine.io import write_json
+    from cappy.engine.io import check_output_file, write_json
 
+    if args.output_file:  # before the minutes of ROUGE-L over every candidate file
+        check_output_file(args.output_file, "--output_file")
     models = comma_list(args.gen_models, "--gen_models")
     report = baseline_report(args.bigbench_data_dir, args.bigbench_gen_dir, models,
                              tgt_key=args.tgt_key, refs_key=args.refs_key)

@@ -49,9 +49,11 @@ def parse_args(argv=None):
 @exit_on_error
 def main(argv=None):
     args = parse_args(argv)
-    from cappy.engine.io import write_json
+    from cappy.bigbench.results import result_file
     from cappy.bigbench.tables import (cappy_report, cappy_report_json, cappy_task_list,
-                               format_cappy_table, plot_cappy_comparison, read_baselines_file)
+                                       format_cappy_table, plot_cappy_comparison,
+                                       read_baselines_file)
+    from cappy.engine.io import check_output_file, write_json
 
     if args.plot:
         fmt = os.path.splitext(args.plot)[1].lstrip(".").lower()
@@ -62,6 +64,12 @@ def main(argv=None):
     models = comma_list(args.gen_models, "--gen_models")
     tasks = cappy_task_list(args.bigbench_data_dir)
     report = cappy_report(args.results_dir, tasks, models)
+    # Never over what was read: a result file or the baselines.
+    inputs = [result_file(args.results_dir, model, task) for model in report for task in tasks]
+    inputs.append(args.baselines_file)
+    for flag in ("output_file", "plot"):
+        if getattr(args, flag):
+            check_output_file(getattr(args, flag), f"--{flag}", inputs)
     print(format_cappy_table(report, tasks))
     if args.output_file:
         write_json(args.output_file, cappy_report_json(report))

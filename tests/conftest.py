@@ -37,13 +37,14 @@ def tiny_scorer(tmp_path_factory):
 
 
 def run_script(script, *args, env=None, timeout=600, python_flags=()):
-    """Run a repo script in a subprocess; return CompletedProcess (text)."""
+    """Run a repo script (or "-m module") in a subprocess; return CompletedProcess (text)."""
     import subprocess
 
     full_env = {**os.environ, "JAX_PLATFORMS": "cpu", "JAX_DISABLE_MOST_OPTIMIZATIONS": "1",
                 **(env or {})}
-    return subprocess.run([sys.executable, *python_flags, os.path.join(REPO, script),
-                           *map(str, args)],
+    target = (["-m", script[len("-m "):]] if script.startswith("-m ")
+              else [os.path.join(REPO, script)])
+    return subprocess.run([sys.executable, *python_flags, *target, *map(str, args)],
                           capture_output=True, text=True, cwd=REPO, env=full_env,
                           timeout=timeout)
 

@@ -153,8 +153,8 @@ def test_bad_rows_stop_with_one_line_or_are_skipped(tiny_scorer, tmp_path, capsy
 
 @pytest.mark.parametrize("command", ["score", "rerank"])
 def test_bad_input_is_reported_before_the_model_loads(command, tmp_path):
-    """A bad row at the end of the file, a missing input or a missing output folder stop
-    the command before JAX or the model is even imported."""
+    """A bad row at the end of the file, a missing input or an output that cannot be
+    written (under a file) stop the command before JAX or the model is even imported."""
     import subprocess
     import sys
 
@@ -163,9 +163,9 @@ def test_bad_input_is_reported_before_the_model_loads(command, tmp_path):
     cases = {(str(src), str(tmp_path / "out.jsonl")): f"error: {src}:4: field ",
              (str(tmp_path / "missing.jsonl"), str(tmp_path / "out.jsonl")):
                  f"error: {tmp_path / 'missing.jsonl'}: file not found",
-             (str(src), str(tmp_path / "no" / "out.jsonl")):
-                 f"error: {tmp_path / 'no' / 'out.jsonl'}: its folder {tmp_path / 'no'} does "
-                 "not exist"}
+             (str(src), str(src / "out.jsonl")):
+                 f"error: --output {src / 'out.jsonl'}: {src} is a file, so nothing can be "
+                 "written under it"}
     for (input_file, output_file), message in cases.items():
         done = subprocess.run(
             [sys.executable, "-X", "importtime", "-m", "cappy", command, "--model_name_or_path",

@@ -3,10 +3,14 @@ pass-through flags, one task per device in parallel, and bad input."""
 
 import json
 import os
+import signal
+import subprocess
+import sys
 import textwrap
+import time
 
 import pytest
-from conftest import run_script
+from conftest import REPO, run_script
 
 from cappy.bigbench.results import read_result
 
@@ -26,7 +30,7 @@ FAKE = textwrap.dedent("""\
     args = p.parse_args()
     model, task = args.bigbench_gen_model, args.bigbench_subset_name
     with open(os.path.join(args.results_dir, "launches.txt"), "a") as f:
-        f.write(f"{model} {task}\\n")
+        f.write(f"{model} {task} {os.getpid()}\\n")
     print(f"fake start {model} {task}", flush=True)
     start = time.time()
     if "bad" in task:
@@ -69,8 +73,10 @@ def run_runner(setup, *args, env=None):
 
 
 def launches(results):
+    """The (model, task) of each child launched, in order."""
     path = results / "launches.txt"
-    return path.read_text().splitlines() if path.exists() else []
+    lines = path.read_text().splitlines() if path.exists() else []
+    return [" ".join(line.split()[:2]) for line in lines]
 
 
 def result(results, model, task):
@@ -265,3 +271,85 @@ def test_read_result(tmp_path, text, expected):
     path.write_text(text)
     assert read_result(str(path)) == expected
     assert read_result(str(tmp_path / "absent.json")) == ("missing", None)
+
+
+@pytest.mark.parametrize("signum, code", [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
+def test_a_signal_stops_the_child_too_and_the_task_stays_unfinished(setup, signum, code):
+    """SIGTERM (a job scheduler) or SIGINT to the runner reaches the running child, in a
+    process group of its own; the runner waits for it, reports the task interrupted, and
+    exits 128 + the signal. No orphan keeps computing, no result is written."""
+    fake, data, gens, results = setup
+    write_tasks(data, ["slow", "next"])
+    env = {**os.environ, "JAX_PLATFORMS": "cpu"}
+    runner = subprocess.Popen(
+        [sys.executable, os.path.join(REPO, RUNNER), "--script", str(fake),
+         "--bigbench_data_dir", str(data), "--bigbench_gen_dir", str(gens),
+         "--results_dir", str(results), "--gen_models", "my-llm", "--sleep", "30"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=REPO)
+    deadline = time.monotonic() + 60
+    while not (results / "launches.txt").exists() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    child = int((results / "launches.txt").read_text().split()[2])
+    time.sleep(0.5)
+    runner.send_signal(signum)
+    stdout, stderr = runner.communicate(timeout=60)
+    assert runner.returncode == code, stdout + stderr
+    assert f"stopped by {signal.Signals(signum).name}" in stdout
+    assert "summary: 0 done, 0 skipped (already finished), 0 failed, 1 interrupted" in stdout
+    assert "1 not run" in stdout
+    with pytest.raises(ProcessLookupError):
+        os.kill(child, 0)  # the child is gone
+    assert not (results / "my-llm" / "slow.json").exists()
+    assert launches(results) == ["my-llm slow"]  # the next task was not started
+
+
+STOPPABLE_WRITE = """
+import sys, time
+from cappy.engine.errors import exit_on_error
+from cappy.engine.io import atomic_open
+
+@exit_on_error
+def main():
+    with atomic_open(sys.argv[1]) as file:
+        file.write("half a result")
+        print("writing", flush=True)
+        time.sleep(30)
+
+main()
+"""
+
+
+@pytest.mark.parametrize("signum, code", [(signal.SIGTERM, 143), (signal.SIGHUP, 129),
+                                          (signal.SIGINT, 130)])
+def test_every_command_stops_on_a_signal_in_one_line_leaving_nothing(tmp_path, signum, code):
+    """What every entry point's exit_on_error does: one line, exit 128 + the signal, and the
+    file being written is neither there nor left half-written beside it."""
+    out = tmp_path / "result.json"
+    proc = subprocess.Popen([sys.executable, "-c", STOPPABLE_WRITE, str(out)], cwd=REPO,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert proc.stdout.readline() == "writing\n"
+    proc.send_signal(signum)
+    _, stderr = proc.communicate(timeout=30)
+    assert proc.returncode == code
+    assert stderr.strip().splitlines() == [
+        f"stopped by {signal.Signals(signum).name}; no partial output was kept"]
+    assert os.listdir(tmp_path) == []
+
+
+def test_a_killed_writers_temporary_file_is_removed_by_the_next_write(tmp_path):
+    """SIGKILL cannot be caught: its temporary file stays, and the next write of the same
+    file removes it (but never a live writer's)."""
+    from cappy.engine.io import write_json
+
+    out = tmp_path / "result.json"
+    proc = subprocess.Popen([sys.executable, "-c", STOPPABLE_WRITE, str(out)], cwd=REPO,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert proc.stdout.readline() == "writing\n"
+    proc.kill()
+    proc.wait(timeout=30)
+    (left,) = os.listdir(tmp_path)
+    assert left.startswith(".result.json.") and left.endswith(".tmp")
+    alive = tmp_path / f".result.json.{os.getpid()}.abc.tmp"  # this process: alive
+    alive.write_text("in progress")
+    write_json(str(out), {"rougeL": 0.5})
+    assert sorted(os.listdir(tmp_path)) == [alive.name, "result.json"]

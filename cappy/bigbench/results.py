@@ -47,4 +47,6 @@ def read_result(path):
     value = result["rougeL"]
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
         return "unfinished", f"'rougeL' is not a number ({value!r})"
+    if not 0 <= value <= 1:  # a fraction; a file in percent would inflate every mean
+        return "unfinished", f"'rougeL' {value!r} is outside [0, 1] (in percent?)"
     return "done", float(value)

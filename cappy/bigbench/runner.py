@@ -7,9 +7,11 @@ placeholder such as the original code's `running...`, a truncated file, a missin
 key) is unfinished: it is run again, with `--overwrite`, and never averaged.
 """
 
+import contextlib
 import os
 import queue
 import shlex
+import signal
 import subprocess
 import sys
 import threading
@@ -17,7 +19,7 @@ import time
 
 from cappy.bigbench.data import read_task_names
 from cappy.bigbench.results import log_file, read_result, result_file
-from cappy.engine.errors import CappyError
+from cappy.engine.errors import CappyError, Stopped, stop_signal
 from cappy.engine.flags import comma_list
 from cappy.paper import FLAN_T5_MODELS
 
@@ -146,14 +148,33 @@ class BatchRunner:
                 for worker in workers:
                     while worker.is_alive():
                         worker.join(timeout=0.2)
-        except KeyboardInterrupt:
-            self._stop.set()
-            with self._procs_lock:
-                for proc in self._procs.values():
-                    if proc.poll() is None:
-                        proc.terminate()
+        except (KeyboardInterrupt, Stopped) as stop:
+            self._stop_children(stop_signal(stop))
             raise
         return self.jobs
+
+    def _stop_children(self, signum, grace_s=60):
+        """Pass the signal on to each running child's process group, wait for them (a
+        SIGKILL after `grace_s`), and mark their tasks interrupted."""
+        self._stop.set()
+        with self._procs_lock:
+            running = list(self._procs.items())
+        for _, proc in running:
+            if proc.poll() is None:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(proc.pid, signum)
+        deadline = time.monotonic() + grace_s
+        for _, proc in running:
+            try:
+                proc.wait(timeout=max(0.0, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+        for job in self.jobs:
+            if id(job) in dict(running):
+                job.status = "interrupted"
+                job.detail = f"stopped by {signal.Signals(signum).name}"
 
     def _worker(self, pending, device):
         while not self._stop.is_set():
@@ -181,8 +202,11 @@ class BatchRunner:
                 log.write(f"$ {prefix}{shlex.join(job.command)}\n")
                 log.write(f"# started {time.strftime('%Y-%m-%d %H:%M:%S')}\n")
                 log.flush()
+                # A process group of its own: a signal reaches it through the runner,
+                # which then waits for it (no orphan left holding a device).
                 proc = subprocess.Popen(job.command, stdout=log, stderr=subprocess.STDOUT,
-                                        stdin=subprocess.DEVNULL, env=env)
+                                        stdin=subprocess.DEVNULL, env=env,
+                                        start_new_session=True)
                 with self._procs_lock:
                     self._procs[id(job)] = proc
                 returncode = proc.wait()
@@ -194,6 +218,10 @@ class BatchRunner:
             job.seconds = time.monotonic() - start
             job.status, job.detail = "failed", f"could not run: {error}"
             self.say(f"{job.label} FAILED ({job.detail})")
+            return
+        if self._stop.is_set():  # stopped by a signal: _stop_children records it
+            job.status = "interrupted"
+            job.detail = f"exit code {returncode}"
             return
         state, value = read_result(job.result_path)
         if returncode != 0:
@@ -214,11 +242,14 @@ def format_summary(jobs, skipped):
     """The closing summary: counts, then each failure with its log."""
     done = [j for j in jobs if j.status == "done"]
     failed = [j for j in jobs if j.status == "failed"]
+    interrupted = [j for j in jobs if j.status == "interrupted"]
     not_run = [j for j in jobs if j.status is None]
     parts = [f"{len(done)} done", f"{len(skipped)} skipped (already finished)",
              f"{len(failed)} failed"]
+    if interrupted:
+        parts.append(f"{len(interrupted)} interrupted (unfinished: run again to finish)")
     if not_run:
-        parts.append(f"{len(not_run)} not run or interrupted")
+        parts.append(f"{len(not_run)} not run")
     lines = ["summary: " + ", ".join(parts)]
     for job in failed:
         lines.append(f"  FAILED {job.model} {job.task}: {job.detail}; log: {job.log_path}")
@@ -285,10 +316,11 @@ def run_batch(args, extra, out=None):
     runner = BatchRunner(jobs, devices=devices, out=out)
     try:
         runner.run()
-    except KeyboardInterrupt:
-        say("\ninterrupted")
+    except (KeyboardInterrupt, Stopped) as stop:
+        signum = stop_signal(stop)
+        say(f"\nstopped by {signal.Signals(signum).name}")
         say(format_summary(jobs, skipped))
-        return 130
+        return 128 + signum
     say(f"finished in {time.monotonic() - start:.1f} s")
     say(format_summary(jobs, skipped))
     return 1 if any(job.status == "failed" for job in jobs) else 0

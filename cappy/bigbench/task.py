@@ -7,6 +7,7 @@ run's settings, counts and timings, and `{task}.predictions.jsonl` beside it
 with each validation instruction's chosen candidate and its score.
 """
 
+import contextlib
 import dataclasses
 import os
 import platform
@@ -16,12 +17,13 @@ import numpy as np
 
 from cappy.bigbench.candidates import all_candidates, candidate_path, read_candidate_file
 from cappy.bigbench.examples import build_finetune_examples
-from cappy.bigbench.results import result_paths
+from cappy.bigbench.results import read_result, result_paths
 from cappy.engine.checkpoints import DTYPES, keep_torch_out_of_transformers
 from cappy.engine.errors import exit_on_error
-from cappy.engine.config import build_parser, parse_config, setting, settings_of
+from cappy.engine.config import (MIN_MAX_LENGTH, build_parser, check_config, parse_config,
+                                 setting, settings_of)
 from cappy.engine.hosts import HostSettings, multihost_kwargs
-from cappy.engine.io import write_json, write_jsonl
+from cappy.engine.io import check_output_folder, run_lock, write_json, write_jsonl
 from cappy.engine.ranking import best_index
 from cappy.engine.recipes import LR_SCHEDULES
 from cappy.engine.rouge import rouge_l
@@ -30,6 +32,7 @@ from cappy.engine.rouge import rouge_l
 def run_task(config, log=print, rerun_hint="use --overwrite to run again"):
     """Run one task as configured by `config` (a TaskConfig); return the result (None when it
     exists already: `rerun_hint` tells how to redo it)."""
+    check_config(config)
     import jax
 
     from cappy.engine.checkpoints import load_cappy
@@ -39,9 +42,13 @@ def run_task(config, log=print, rerun_hint="use --overwrite to run again"):
 
     result_path, predictions_path = result_paths(config.results_dir, config.bigbench_gen_model,
                                                  config.bigbench_subset_name)
-    if os.path.exists(result_path) and not config.overwrite:
+    state, value = read_result(result_path)
+    if state == "done" and not config.overwrite:
         log(f"skip: {result_path} exists ({rerun_hint})")
         return None
+    if state == "unfinished":  # as the batch runner treats it: run the task again
+        log(f"{result_path} holds no finished result ({value}); running the task again")
+    check_output_folder(os.path.dirname(result_path), "--results_dir")
     start = time.time()
     keys = dict(src_key=config.src_key, tgt_key=config.tgt_key, refs_key=config.refs_key)
     paths = {split: candidate_path(config.bigbench_gen_dir, config.bigbench_gen_model,
@@ -52,77 +59,83 @@ def run_task(config, log=print, rerun_hint="use --overwrite to run again"):
 
     deployer = make_deployer(config.seed, config.n_model_shards, config.verbose,
                              **multihost_kwargs(config))
-    model, tokenizer = load_cappy(config.model_name_or_path, dtype=config.dtype)
-    rules = deployer.get_sharding_rules(model.params)
+    # One run of this (generator, task) at a time; process 0 writes, so it holds the lock.
+    lock = (run_lock(result_path, result_path) if jax.process_index() == 0
+            else contextlib.nullcontext())
+    with lock:
+        model, tokenizer = load_cappy(config.model_name_or_path, dtype=config.dtype)
+        rules = deployer.get_sharding_rules(model.params)
 
-    examples, n_distinct = build_finetune_examples(
-        train_rows, config.train_size, config.seed, src_key=config.src_key, tgt_key=config.tgt_key,
-        refs_key=config.refs_key, label_key=config.label_key)
-    encoded = encode_examples(tokenizer, examples, config.max_length, model.truncation,
-                              config.src_key, config.tgt_key, config.label_key)
-    built = time.time()
+        examples, n_distinct = build_finetune_examples(
+            train_rows, config.train_size, config.seed, src_key=config.src_key,
+            tgt_key=config.tgt_key,
+            refs_key=config.refs_key, label_key=config.label_key)
+        encoded = encode_examples(tokenizer, examples, config.max_length, model.truncation,
+                                  config.src_key, config.tgt_key, config.label_key)
+        built = time.time()
 
-    _, global_micro = deployer.get_local_global_micro_batch_size(config.per_device_batch_size)
-    if config.learning_rate > 0:
-        trainer = finetune(
-            model, tokenizer, deployer, encoded, config.seed,
-            per_device_batch_size=config.per_device_batch_size,
-            accumulate_grad_batches=config.accumulate_grad_batches,
-            learning_rate=config.learning_rate, warmup_rate=config.warmup_rate,
-            weight_decay=config.weight_decay, lr_schedule=config.lr_schedule,
-            max_length=config.max_length, params_sharding_rules=rules, label_key=config.label_key,
-            desc=f"{config.bigbench_gen_model}/{config.bigbench_subset_name}",
-            progress=config.verbose)
-        params, placement = trainer.scoring_params()
-        n_updates = n_optimizer_updates(config.train_size, global_micro,
-                                        config.accumulate_grad_batches)
-    else:  # zero-shot: score with the initial model
-        params, placement, n_updates = model.params, {}, 0
-    trained = time.time()
+        _, global_micro = deployer.get_local_global_micro_batch_size(config.per_device_batch_size)
+        if config.learning_rate > 0:
+            trainer = finetune(
+                model, tokenizer, deployer, encoded, config.seed,
+                per_device_batch_size=config.per_device_batch_size,
+                accumulate_grad_batches=config.accumulate_grad_batches,
+                learning_rate=config.learning_rate, warmup_rate=config.warmup_rate,
+                weight_decay=config.weight_decay, lr_schedule=config.lr_schedule,
+                max_length=config.max_length, params_sharding_rules=rules,
+                label_key=config.label_key,
+                desc=f"{config.bigbench_gen_model}/{config.bigbench_subset_name}",
+                progress=config.verbose)
+            params, placement = trainer.scoring_params()
+            n_updates = n_optimizer_updates(config.train_size, global_micro,
+                                            config.accumulate_grad_batches)
+        else:  # zero-shot: score with the initial model
+            params, placement, n_updates = model.params, {}, 0
+        trained = time.time()
 
-    scorer = PairScorer(model, tokenizer, deployer, max_length=config.max_length,
-                        per_device_batch_size=config.eval_per_device_batch_size,
-                        params_sharding_rules=rules)
-    # Every candidate of every row; the scorer scores each distinct pair once.
-    pairs = [(row[config.src_key], cand[config.tgt_key]) for row in validation_rows
-             for cand in all_candidates(row, config.tgt_key)]
-    scores = scorer.score([p[0] for p in pairs], [p[1] for p in pairs], params,
-                          desc="scoring validation candidates", **placement)
-    score_of = dict(zip(pairs, scores.tolist()))
-    choices = rerank_rows(validation_rows, score_of, config.src_key, config.tgt_key)
-    per_row = [rouge_l(choice, row[config.refs_key])
-               for (choice, _), row in zip(choices, validation_rows)]
-    scored = time.time()
+        scorer = PairScorer(model, tokenizer, deployer, max_length=config.max_length,
+                            per_device_batch_size=config.eval_per_device_batch_size,
+                            params_sharding_rules=rules)
+        # Every candidate of every row; the scorer scores each distinct pair once.
+        pairs = [(row[config.src_key], cand[config.tgt_key]) for row in validation_rows
+                 for cand in all_candidates(row, config.tgt_key)]
+        scores = scorer.score([p[0] for p in pairs], [p[1] for p in pairs], params,
+                              desc="scoring validation candidates", **placement)
+        score_of = dict(zip(pairs, scores.tolist()))
+        choices = rerank_rows(validation_rows, score_of, config.src_key, config.tgt_key)
+        per_row = [rouge_l(choice, row[config.refs_key])
+                   for (choice, _), row in zip(choices, validation_rows)]
+        scored = time.time()
 
-    result = {
-        "rougeL": float(np.mean(per_row)),
-        "task": config.bigbench_subset_name,
-        "gen_model": config.bigbench_gen_model,
-        "counts": {"train_rows": len(train_rows), "validation_rows": len(validation_rows),
-                   "distinct_train_examples": n_distinct, "train_examples": len(examples),
-                   "optimizer_updates": n_updates,
-                   "validation_candidates": sum(len(all_candidates(r, config.tgt_key))
-                                                for r in validation_rows),
-                   "distinct_pairs_scored": len(score_of)},
-        "truncation": model.truncation,
-        "timings_s": {"build": round(built - start, 2), "train": round(trained - built, 2),
-                      "score": round(scored - trained, 2), "total": round(scored - start, 2)},
-        "settings": settings_of(config),
-        "environment": {"devices": f"{jax.device_count()} x {jax.devices()[0].device_kind}",
-                        "processes": jax.process_count(), "python": platform.python_version(),
-                        "jax": jax.__version__},
-    }
-    if jax.process_index() == 0:
-        write_jsonl(predictions_path, [
-            {"example_idx": row.get("example_idx", i), config.src_key: row[config.src_key],
-             config.refs_key: row[config.refs_key], "choice": choice, "score": score,
-             "rougeL": value}
-            for i, (row, (choice, score), value) in enumerate(
-                zip(validation_rows, choices, per_row))])
-        write_json(result_path, result)  # last: its presence means the task is done
-    log(f"Cappy + {config.bigbench_gen_model} on {config.bigbench_subset_name}: "
-        f"ROUGE-L {100 * result['rougeL']:.2f} ({result['timings_s']['total']:.0f} s)")
-    return result
+        result = {
+            "rougeL": float(np.mean(per_row)),
+            "task": config.bigbench_subset_name,
+            "gen_model": config.bigbench_gen_model,
+            "counts": {"train_rows": len(train_rows), "validation_rows": len(validation_rows),
+                       "distinct_train_examples": n_distinct, "train_examples": len(examples),
+                       "optimizer_updates": n_updates,
+                       "validation_candidates": sum(len(all_candidates(r, config.tgt_key))
+                                                    for r in validation_rows),
+                       "distinct_pairs_scored": len(score_of)},
+            "truncation": model.truncation,
+            "timings_s": {"build": round(built - start, 2), "train": round(trained - built, 2),
+                          "score": round(scored - trained, 2), "total": round(scored - start, 2)},
+            "settings": settings_of(config),
+            "environment": {"devices": f"{jax.device_count()} x {jax.devices()[0].device_kind}",
+                            "processes": jax.process_count(), "python": platform.python_version(),
+                            "jax": jax.__version__},
+        }
+        if jax.process_index() == 0:
+            write_jsonl(predictions_path, [
+                {"example_idx": row.get("example_idx", i), config.src_key: row[config.src_key],
+                 config.refs_key: row[config.refs_key], "choice": choice, "score": score,
+                 "rougeL": value}
+                for i, (row, (choice, score), value) in enumerate(
+                    zip(validation_rows, choices, per_row))])
+            write_json(result_path, result)  # last: its presence means the task is done
+        log(f"Cappy + {config.bigbench_gen_model} on {config.bigbench_subset_name}: "
+            f"ROUGE-L {100 * result['rougeL']:.2f} ({result['timings_s']['total']:.0f} s)")
+        return result
 
 
 def rerank_rows(rows, score_of, src_key="instruction", tgt_key="response"):
@@ -172,25 +185,27 @@ class TaskConfig(HostSettings):
     label_key: str = setting("label", "the label's field in the training examples")
     model_name_or_path: str = setting("btan2/cappy-large",
                                       "the Cappy to finetune: a hub id or a folder")
-    n_model_shards: int = setting(1, "devices each model copy is split over")
+    n_model_shards: int = setting(1, "devices each model copy is split over", at_least=1)
     max_length: int = setting(512, "tokens per pair; longer pairs are cut by the checkpoint's "
-                                   "truncation policy")
+                                   "truncation policy", at_least=MIN_MAX_LENGTH)
     dtype: str = setting("float32", "compute dtype (parameters, optimizer state and scores "
                                     "stay float32)", choices=DTYPES)
     train_size: int = setting(102400, "training examples after repeating or cutting the "
-                                      "built set")
+                                      "built set", at_least=1)
     per_device_batch_size: int = setting(
         8, "examples per device per micro-batch, as in the original: with "
            "--accumulate_grad_batches it fixes which examples form each optimizer update; "
            "they are packed into rows, and a device step holds up to this many x max_length "
-           "tokens")
+           "tokens", at_least=1)
     eval_per_device_batch_size: int = setting(
         32, "scoring: pairs per device per batch, counted at max_length tokens each (pairs "
-            "are packed into rows up to that many tokens)")
-    accumulate_grad_batches: int = setting(16, "micro-batches per optimizer update")
-    learning_rate: float = setting(2e-5, "peak rate; 0 skips finetuning (zero-shot reranking)")
-    warmup_rate: float = setting(0.1, "share of the schedule spent warming up")
-    weight_decay: float = setting(0.0, "AdamW's weight decay")
+            "are packed into rows up to that many tokens)", at_least=1)
+    accumulate_grad_batches: int = setting(16, "micro-batches per optimizer update", at_least=1)
+    learning_rate: float = setting(2e-5, "peak rate; 0 skips finetuning (zero-shot reranking)",
+                                   at_least=0)
+    warmup_rate: float = setting(0.1, "share of the schedule spent warming up", at_least=0,
+                                 at_most=1)
+    weight_decay: float = setting(0.0, "AdamW's weight decay", at_least=0)
     lr_schedule: str = setting(
         "paper", "paper: as published (sized in micro-batches, advanced per update); "
                  "corrected: warm-up and decay counted in optimizer updates",

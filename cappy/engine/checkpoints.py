@@ -255,6 +255,10 @@ def _looks_local(name_or_path):
 
 
 _WENT_OFFLINE = []  # the hub endpoint this process found unreachable, once it has
+# A saved tokenizer has at least one of these; without any, transformers 5 builds an empty
+# one (special tokens only) and every text would score as the same few ids.
+TOKENIZER_FILES = ("tokenizer.json", "vocab.json", "vocab.txt", "spiece.model",
+                   "tokenizer.model", "sentencepiece.bpe.model")
 
 
 def check_model_source(name_or_path, what):
@@ -265,6 +269,12 @@ def check_model_source(name_or_path, what):
     if _looks_local(name_or_path):
         if not os.path.isdir(name_or_path):
             raise CappyError(f"{name_or_path}: folder not found")
+        if not os.path.isfile(os.path.join(name_or_path, "config.json")):
+            raise CappyError(f"{name_or_path}: no config.json, so not a saved model folder")
+        if not any(os.path.isfile(os.path.join(name_or_path, name)) for name in TOKENIZER_FILES):
+            raise CappyError(f"{name_or_path}: no tokenizer files (one of "
+                             f"{', '.join(TOKENIZER_FILES)}); save the tokenizer beside the "
+                             f"model (tokenizer.save_pretrained)")
         return None
     from huggingface_hub import constants
 

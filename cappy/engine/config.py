@@ -10,23 +10,55 @@ builds the dataclass instead of an argv list.
 
 import argparse
 import dataclasses
+import math
 
+
+# The fewest tokens a pair's row can have: RoBERTa's four special tokens and one token of
+# each side. The most is what the model's position table holds (checked once it is read).
+MIN_MAX_LENGTH = 6
 
 # The default of a setting that must be given (its flag is required); a dataclass with
 # such fields after ones with defaults is declared `kw_only=True`.
 REQUIRED = dataclasses.MISSING
 
 
-def setting(default, help, *, choices=None, flag=None, type=None, group=None):
+def setting(default, help, *, choices=None, flag=None, type=None, group=None, at_least=None,
+            at_most=None):
     """A field of a job's configuration, and how its flag reads.
 
     `flag` names a flag that differs from `--field_name` (a bool field given as
     `flag="--quiet"` defaults to True and the flag turns it off); `type` converts the
     flag's text where the default does not say (None or REQUIRED defaults); `group`
-    titles the flag's group in --help.
+    titles the flag's group in --help. `at_least` / `at_most` bound a number (checked by
+    `check_config`, before any work; a float must also be finite).
     """
     return dataclasses.field(default=default, metadata={
-        "help": help, "choices": choices, "flag": flag, "type": type, "group": group})
+        "help": help, "choices": choices, "flag": flag, "type": type, "group": group,
+        "at_least": at_least, "at_most": at_most})
+
+
+def check_number(flag, value, at_least=None, at_most=None):
+    """One line naming the flag when `value` is not a finite number within the bounds."""
+    from cappy.engine.errors import CappyError
+
+    if value is None:
+        return
+    if isinstance(value, float) and not math.isfinite(value):
+        raise CappyError(f"{flag} must be a finite number, got {value}")
+    if at_least is not None and value < at_least:
+        raise CappyError(f"{flag} must be at least {at_least}, got {value}")
+    if at_most is not None and value > at_most:
+        raise CappyError(f"{flag} must be at most {at_most}, got {value}")
+
+
+def check_config(config):
+    """Every bounded setting of `config` within its bounds (see `setting`)."""
+    for field in dataclasses.fields(config):
+        meta = field.metadata
+        value = getattr(config, field.name)
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            check_number(meta.get("flag") or f"--{field.name}", value, meta.get("at_least"),
+                         meta.get("at_most"))
 
 
 def build_parser(config_class, description, prog=None, **parser_kwargs):
@@ -69,8 +101,10 @@ def add_fields(parser, config_class):
 def parse_config(config_class, parser, argv=None):
     """Parse `argv` (sys.argv when None) with `parser` into a `config_class`."""
     namespace = parser.parse_args(argv)
-    return config_class(**{field.name: getattr(namespace, field.name)
-                           for field in dataclasses.fields(config_class)})
+    config = config_class(**{field.name: getattr(namespace, field.name)
+                             for field in dataclasses.fields(config_class)})
+    check_config(config)
+    return config
 
 
 def settings_of(config):

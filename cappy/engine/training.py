@@ -356,8 +356,11 @@ def finetune_trainer(model, tokenizer, deployer, train_size, seed, per_device_ba
     examples, and the number of examples in each of its updates."""
     _, global_micro = deployer.get_local_global_micro_batch_size(per_device_batch_size)
     if n_optimizer_updates(train_size, global_micro, accumulate_grad_batches) < 1:
-        raise CappyError(f"--train_size {train_size} is smaller than one optimizer update "
-                         f"({global_micro} x {accumulate_grad_batches} examples)")
+        # Said for both callers: cappy_bigbench.py (--train_size) and cappy finetune (rows).
+        raise CappyError(f"{train_size} training examples are smaller than one optimizer "
+                         f"update ({global_micro} x {accumulate_grad_batches} examples): raise "
+                         f"--train_size (a BIG-Bench task) or give more rows or --n_epochs "
+                         f"(cappy finetune), or lower the batch size or accumulation")
     schedule = learning_rate_schedule(learning_rate, warmup_rate, train_size, global_micro,
                                       accumulate_grad_batches, lr_schedule)
     trainer = Trainer(model, deployer, make_optimizer(schedule, weight_decay), max_length,

@@ -41,7 +41,9 @@ import time
 import numpy as np
 
 from cappy.engine.checkpoints import DTYPES, keep_torch_out_of_transformers
-from cappy.engine.config import REQUIRED, build_parser, changed_settings, parse_config, setting
+from cappy.engine.config import (MIN_MAX_LENGTH, REQUIRED, build_parser, changed_settings,
+                                 parse_config, setting)
+from cappy.engine.config import check_config as check_bounds
 from cappy.engine.errors import CappyError, exit_on_error, located
 from cappy.engine.hosts import HostSettings
 
@@ -329,15 +331,8 @@ def _check_output_dir(output_dir, checkpoints):
 # ---- the run -----------------------------------------------------------------------
 
 def check_config(config):
-    positive = ("max_steps", "per_device_batch_size", "accumulate_grad_batches", "max_length",
-                "shuffle_buffer", "interleave_shards", "keep_checkpoints", "log_every",
-                "eval_per_device_batch_size", "n_model_shards")
-    for name in positive:
-        if getattr(config, name) < 1:
-            raise CappyError(f"--{name} must be at least 1, got {getattr(config, name)}")
-    for name in ("save_every", "eval_every", "weight_decay", "learning_rate"):
-        if getattr(config, name) < 0:
-            raise CappyError(f"--{name} must not be negative, got {getattr(config, name)}")
+    """The bounds each setting declares, then the ones between settings."""
+    check_bounds(config)
     if config.eval_every and config.eval_size < 1:
         raise CappyError(f"--eval_size must be at least 1 with --eval_every, "
                          f"got {config.eval_size}")
@@ -565,33 +560,36 @@ class PretrainConfig(HostSettings):
                          "(continued)")
     dtype: str = setting("float32", "compute dtype; parameters and optimizer state stay "
                                     "float32", choices=DTYPES)
-    max_steps: int = setting(REQUIRED, "optimizer updates in all", type=int)
-    per_device_batch_size: int = setting(32, "examples per device per micro-batch")
-    accumulate_grad_batches: int = setting(1, "micro-batches per optimizer update")
-    learning_rate: float = setting(1e-5, "peak rate")
+    max_steps: int = setting(REQUIRED, "optimizer updates in all", type=int, at_least=1)
+    per_device_batch_size: int = setting(32, "examples per device per micro-batch", at_least=1)
+    accumulate_grad_batches: int = setting(1, "micro-batches per optimizer update", at_least=1)
+    learning_rate: float = setting(1e-5, "peak rate", at_least=0)
     warmup_steps: int | None = setting(
         None, "linear warm-up from 0 (default: 10%% of --max_steps), then linear decay to 0 "
               "at --max_steps", type=int)
-    weight_decay: float = setting(0.01, "AdamW decay, not on biases or LayerNorm")
+    weight_decay: float = setting(0.01, "AdamW decay, not on biases or LayerNorm", at_least=0)
     max_length: int = setting(512, "tokens per pair; longer pairs lose tokens from the longer "
-                                   "side first")
+                                   "side first", at_least=MIN_MAX_LENGTH)
     interleave_shards: int = setting(32, "shards read at once, each row from one of them at "
-                                         "random")
-    shuffle_buffer: int = setting(100000, "rows shuffled together after interleaving")
+                                         "random", at_least=1)
+    shuffle_buffer: int = setting(100000, "rows shuffled together after interleaving", at_least=1)
     seed: int = setting(11111, "data order, dropout and the new head's initialisation")
-    save_every: int = setting(1000, "steps between checkpoints (0: only at the end or stop)")
-    keep_checkpoints: int = setting(2, "checkpoints kept on disk, newest first")
-    eval_every: int = setting(1000, "steps between evaluations on validation pairs (0: none)")
+    save_every: int = setting(1000, "steps between checkpoints (0: only at the end or stop)",
+                              at_least=0)
+    keep_checkpoints: int = setting(2, "checkpoints kept on disk, newest first", at_least=1)
+    eval_every: int = setting(1000, "steps between evaluations on validation pairs (0: none)",
+                              at_least=0)
     eval_size: int = setting(2000, "validation rows evaluated, sampled across all validation "
                                    "shards")
-    eval_per_device_batch_size: int = setting(64, "validation pairs per device per batch")
-    log_every: int = setting(50, "steps between log.jsonl rows")
+    eval_per_device_batch_size: int = setting(64, "validation pairs per device per batch",
+                                              at_least=1)
+    log_every: int = setting(50, "steps between log.jsonl rows", at_least=1)
     stop_after_steps: int | None = setting(
         None, "checkpoint and exit after this step (the schedule still runs to --max_steps); "
               "run again without it to continue", type=int)
     no_resume: bool = setting(False, "stop with an error if --output_dir already has "
                                      "checkpoints")
-    n_model_shards: int = setting(1, "devices each model copy is split over")
+    n_model_shards: int = setting(1, "devices each model copy is split over", at_least=1)
     verbose: bool = setting(True, "no progress bar", flag="--quiet")
 
 

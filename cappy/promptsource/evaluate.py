@@ -26,9 +26,10 @@ import sys
 import time
 
 from cappy.engine.checkpoints import DTYPES, keep_torch_out_of_transformers
-from cappy.engine.config import build_parser, parse_config, setting, settings_of
+from cappy.engine.config import (MIN_MAX_LENGTH, build_parser, check_config, parse_config,
+                                 setting, settings_of)
 from cappy.engine.errors import CappyError, exit_on_error, located
-from cappy.engine.io import iter_jsonl, write_json, write_jsonl
+from cappy.engine.io import check_output_file, iter_jsonl, write_json, write_jsonl
 from cappy.engine.ranking import best_index
 from cappy.paper import promptsource_row, promptsource_table
 
@@ -205,6 +206,11 @@ def problem_lines(problems):
 
 def run(config, log=print, warn=None):
     """Evaluate as configured by `config` (an EvalConfig); return the results."""
+    check_config(config)
+    if config.output_file:  # before any work, and never over the test file
+        check_output_file(config.output_file, "--output_file", inputs=[config.data_file])
+        check_output_file(predictions_path(config.output_file), "--output_file",
+                          inputs=[config.data_file])
     warn = warn or (lambda text: print(text, file=sys.stderr))
     start = time.time()
     rows, lines = read_test_file(config.data_file, config.sent0_key, config.sent1_key)
@@ -291,12 +297,12 @@ class EvalConfig:
     sent0_key: str = setting("instruction", "the instruction's field")
     sent1_key: str = setting("response", "the answer choices' field")
     model_name_or_path: str = setting("btan2/cappy-large", "the Cappy: a hub id or a folder")
-    n_model_shards: int = setting(1, "devices each model copy is split over")
+    n_model_shards: int = setting(1, "devices each model copy is split over", at_least=1)
     per_device_batch_size: int = setting(
         128, "pairs per device per batch, counted at max_length tokens each (pairs are "
-             "packed into rows up to that many tokens)")
+             "packed into rows up to that many tokens)", at_least=1)
     max_length: int = setting(512, "tokens per pair; longer pairs are cut by the checkpoint's "
-                                   "truncation policy")
+                                   "truncation policy", at_least=MIN_MAX_LENGTH)
     dtype: str = setting("float32", "compute dtype (parameters and scores stay float32)",
                          choices=DTYPES)
     jax_seed: int = setting(42, "the deployer's seed (scoring draws nothing random)")
