@@ -124,7 +124,7 @@ def final_params(output_dir):
 
 def test_stream_order_is_a_function_of_the_seed_and_skips_exactly(data_dir):
     shards = find_shards(data_dir)
-    assert [rows for _, rows in shards["train"]] == [12, 12]
+    assert [rows for _, rows, _ in shards["train"]] == [12, 12]
     stream = PairStream(shards["train"], seed=3, buffer_size=5)
     first = [(os.path.basename(p), n) for p, n, _ in itertools.islice(stream.lines(), 60)]
     again = [(os.path.basename(p), n) for p, n, _ in itertools.islice(stream.lines(), 60)]
@@ -133,7 +133,7 @@ def test_stream_order_is_a_function_of_the_seed_and_skips_exactly(data_dir):
     assert skipped == first[17:]
     other = PairStream(shards["train"], seed=4, buffer_size=5).lines()
     assert [(os.path.basename(p), n) for p, n, _ in itertools.islice(other, 60)] != first
-    file_order = [(os.path.basename(p), n) for p, _ in shards["train"] for n in range(1, 13)]
+    file_order = [(os.path.basename(p), n) for p, _, _ in shards["train"] for n in range(1, 13)]
     assert first[:24] != file_order  # shuffled...
     assert set(first) == set(file_order)  # ...over every row
     pair = next(stream.pairs(5))
@@ -168,12 +168,13 @@ def test_bad_rows_and_shards_are_located(tmp_path):
     stream = PairStream(find_shards(folder)["train"], seed=0, buffer_size=1)
     with pytest.raises(CappyError, match=r"train-00000.jsonl:3: field 'label'"):
         list(itertools.islice(stream.pairs(), 24))
-    with open(path, "a", encoding="utf-8") as file:  # more rows than the manifest lists
-        file.write(lines[0])
+    lines[2] = lines[1]
+    with open(path, "w", encoding="utf-8") as file:  # more rows than the manifest lists
+        file.writelines(lines + lines[:1])
     with pytest.raises(CappyError, match="expected 12 rows"):
         list(itertools.islice(stream.lines(), 30))
     os.remove(os.path.join(folder, "manifest.json"))  # no manifest: the shards are counted
-    assert [rows for _, rows in find_shards(folder)["train"]] == [13, 12]
+    assert [rows for _, rows, _ in find_shards(folder)["train"]] == [13, 12]
     with pytest.raises(CappyError, match="data folder not found"):
         find_shards(str(tmp_path / "missing"))
     with pytest.raises(CappyError, match="no training rows"):
@@ -296,6 +297,57 @@ def test_bad_input_stops_with_one_line(data_dir, backbone, full_run, tmp_path, c
     assert "not a pretraining folder" in error_of(*flags(data_dir, str(tmp_path / "busy"),
                                                          backbone))
     assert list(os.listdir(copy)) and [s for s, _ in list_checkpoints(copy)] == [4, 6]
+
+
+def test_a_bad_shard_stops_the_run_after_a_checkpoint_and_says_how_to_rebuild(
+        backbone, tmp_path, capsys):
+    """A shard is read whole when the stream opens it, before any of it is trained on; a
+    bad one stops the run in one line, after a checkpoint of the updates done so far."""
+    folder = write_data(tmp_path / "data")
+    shards = find_shards(folder)["train"]
+    # One shard at a time, unshuffled: the second in the stream's order is opened during the
+    # second update (8 pairs each, 12 rows a shard).
+    first_path = next(PairStream(shards, seed=11111, buffer_size=1, interleave=1).lines())[0]
+    (path,) = [shard[0] for shard in shards if shard[0] != first_path]
+    with open(path, "rb") as file:
+        lines = file.read().split(b"\n")
+    lines[4] = lines[4].replace(b"Q", b"\xff", 1)  # line 5 is not UTF-8
+    with open(path, "wb") as file:
+        file.write(b"\n".join(lines))
+    output_dir = str(tmp_path / "out")
+    with pytest.raises(SystemExit) as stop:
+        cappy_pretrain.main(flags(folder, output_dir, backbone, "--shuffle_buffer", "1",
+                                  "--interleave_shards", "1", "--eval_every", "0"))
+    assert stop.value.code == 2
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert f"{path}:5: not valid UTF-8" in line
+    assert "delete it and run scripts/build_pretraining_data.py again" in line
+    assert line.endswith("the run stopped after a checkpoint at step 1: then run the same "
+                         "command to resume")
+    assert [step for step, _ in list_checkpoints(output_dir)] == [1]
+
+
+def test_a_shard_whose_bytes_are_not_the_manifests_is_refused(tmp_path):
+    import hashlib
+
+    folder = write_data(tmp_path / "data")
+    manifest_path = os.path.join(folder, "manifest.json")
+    with open(manifest_path, encoding="utf-8") as file:
+        manifest = json.load(file)
+    entry = manifest["shards"]["train"][0]
+    path = os.path.join(folder, entry["file"])
+    with open(path, "rb") as file:
+        entry["sha256"] = hashlib.sha256(file.read()).hexdigest()
+    with open(manifest_path, "w", encoding="utf-8") as file:
+        json.dump(manifest, file)
+    stream = PairStream(find_shards(folder)["train"], seed=0, buffer_size=1, interleave=1)
+    assert len(list(itertools.islice(stream.lines(), 30))) == 30  # intact: read as before
+    text = open(path, encoding="utf-8").read()
+    with open(path, "w", encoding="utf-8") as file:  # same rows, other bytes
+        file.write(text.replace("Q0", "Q9", 1))
+    stream = PairStream(find_shards(folder)["train"], seed=0, buffer_size=1, interleave=1)
+    with pytest.raises(CappyError, match="its checksum is not the manifest's"):
+        list(itertools.islice(stream.lines(), 5))
 
 
 @pytest.mark.slow  # 40-60 s each here: two fresh processes on two devices

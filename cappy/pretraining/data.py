@@ -832,19 +832,22 @@ class _SplitStream:
     def _close_shard(self):
         shard, self.shard = self.shard, None
         shards = self.manifest["shards"][self.split]
+        checksum = hashlib.sha256("".join(shard.lines).encode("utf-8")).hexdigest()
         if self.jobs:
             first, entry = self.jobs.pop(0)
-            if (shard.start, shard.end, len(shard.lines)) != \
-                    (first, entry["end_example"], entry["rows"]):
+            if (shard.start, shard.end, len(shard.lines), entry.get("sha256", checksum)) != \
+                    (first, entry["end_example"], entry["rows"], checksum):
                 raise CappyError(f"{self.builder.spec.name}: rebuilding {entry['file']} gave "
                                  f"examples {shard.start}-{shard.end} and {len(shard.lines)} "
-                                 f"rows, not {first}-{entry['end_example']} and "
-                                 f"{entry['rows']}: the source data or software changed")
+                                 f"rows (or other bytes), not {first}-{entry['end_example']} "
+                                 f"and {entry['rows']}: the source data or software changed")
             path = os.path.join(self.output_dir, entry["file"])
         else:
+            # The trainer checks each shard against its rows and sha256 before using it.
             entry = {"file": shard_file(self.split, len(shards)), "rows": len(shard.lines),
-                     "dataset": self.builder.spec.name, "first_example": shard.start,
-                     "end_example": shard.end, "counts": shard.counts}
+                     "sha256": checksum, "dataset": self.builder.spec.name,
+                     "first_example": shard.start, "end_example": shard.end,
+                     "counts": shard.counts}
             path = os.path.join(self.output_dir, entry["file"])
         with atomic_open(path) as file:
             file.writelines(shard.lines)

@@ -80,32 +80,37 @@ def _manifest_shards(data_dir, manifest_path):
             if isinstance(rows, bool) or not isinstance(rows, int) or rows < 0:
                 raise located(manifest_path, None, f"{field}.rows",
                               "must be a non-negative integer")
+            checksum = entry.get("sha256")
+            if checksum is not None and not (isinstance(checksum, str) and len(checksum) == 64):
+                raise located(manifest_path, None, f"{field}.sha256", "not a sha256 hex digest")
             path = os.path.join(data_dir, entry["file"])
             if not os.path.isfile(path):
                 raise CappyError(f"{manifest_path}: lists {entry['file']}, which is not in "
                                  f"{data_dir}")
-            shards[split].append((path, rows))
+            shards[split].append((path, rows, checksum))
     return shards
 
 
 def count_rows(path):
-    """Non-empty lines of a jsonl file (the rows a reader yields)."""
-    with open(path, encoding="utf-8") as file:
-        return sum(1 for text in file if text.strip())
+    """Non-empty lines of a jsonl file (the rows a reader yields); bytes, so that a line that
+    is not UTF-8 is reported where the shard is read (check_shard), not here."""
+    with open(path, "rb") as file:
+        return sum(1 for raw in file if raw.strip())
 
 
 def find_shards(data_dir):
-    """{split: [(path, rows)]} from the manifest, else from `shards/{split}-*.jsonl`."""
+    """{split: [(path, rows, sha256 or None)]} from the manifest, else from
+    `shards/{split}-*.jsonl` (counted, no checksum)."""
     if not os.path.isdir(data_dir):
         raise CappyError(f"{data_dir}: data folder not found")
     manifest_path = os.path.join(data_dir, "manifest.json")
     if os.path.isfile(manifest_path):
         shards = _manifest_shards(data_dir, manifest_path)
     else:
-        shards = {split: [(path, count_rows(path)) for path in sorted(
+        shards = {split: [(path, count_rows(path), None) for path in sorted(
             glob.glob(os.path.join(data_dir, "shards", f"{split}-*.jsonl")))]
             for split in SPLITS}
-    if not sum(rows for _, rows in shards["train"]):
+    if not sum(rows for _, rows, _ in shards["train"]):
         raise CappyError(f"{data_dir}: no training rows (no manifest.json listing train "
                          f"shards, and no rows in shards/train-*.jsonl)")
     return shards
@@ -124,17 +129,42 @@ def parse_pair(path, line_number, text):
             "label": float(row["label"])}
 
 
-def _rows_of(path, expected):
-    """(path, line_number, text) of a shard's rows; an error if their count is not `expected`."""
-    n_read = 0
+REBUILD_HINT = ("delete it and run scripts/build_pretraining_data.py again with the same "
+                "flags, which rebuilds just that shard")
+
+
+def check_shard(path, expected, sha256=None):
+    """The whole shard read once before any of it is trained on: every row valid, the row
+    count (and the checksum, when the builder recorded one) as the manifest says."""
+    import hashlib
+
+    from cappy.engine.io import jsonl_lines
+
+    digest, n_read = hashlib.sha256(), 0
+    with open(path, "rb") as file:
+        for block in iter(lambda: file.read(1 << 20), b""):
+            digest.update(block)
+    if sha256 and digest.hexdigest() != sha256:
+        raise CappyError(f"{path}: its checksum is not the manifest's (changed or damaged "
+                         f"since it was built); {REBUILD_HINT}")
+    try:
+        for line_number, text in jsonl_lines(path):
+            parse_pair(path, line_number, text)
+            n_read += 1
+    except CappyError as error:
+        raise CappyError(f"{error}; {REBUILD_HINT}") from None
+    if n_read != expected:  # the stream's order (and resuming) relies on the counts
+        raise CappyError(f"{path}: expected {expected} rows (manifest or first count), "
+                         f"read {n_read}; {REBUILD_HINT}")
+
+
+def _rows_of(path, expected, sha256=None):
+    """(path, line_number, text) of a shard's rows, once check_shard has read it whole."""
+    check_shard(path, expected, sha256)
     with open(path, encoding="utf-8") as file:
         for line_number, text in enumerate(file, start=1):
             if text.strip():
-                n_read += 1
                 yield path, line_number, text
-    if n_read != expected:  # the stream's order (and resuming) relies on the counts
-        raise CappyError(f"{path}: expected {expected} rows (manifest or first count), "
-                         f"read {n_read}")
 
 
 def sample_pairs(shards, size, seed):
@@ -143,14 +173,14 @@ def sample_pairs(shards, size, seed):
     The builder writes one dataset per shard, so the first rows would all come
     from one dataset.
     """
-    total = sum(rows for _, rows in shards)
+    total = sum(shard[1] for shard in shards)
     chosen = np.arange(total)
     if size < total:
         chosen = np.sort(np.random.default_rng([seed, 3]).choice(total, size, replace=False))
     wanted, position, pairs = iter(chosen.tolist()), 0, []
     target = next(wanted, None)
-    for path, rows in shards:
-        for _, line_number, text in _rows_of(path, rows):
+    for path, rows, *checksum in shards:
+        for _, line_number, text in _rows_of(path, rows, *checksum):
             if position == target:
                 pairs.append(parse_pair(path, line_number, text))
                 target = next(wanted, None)
@@ -178,9 +208,9 @@ class PairStream:
     """
 
     def __init__(self, shards, seed, buffer_size, interleave=32):
-        self.shards = [(path, rows) for path, rows in shards if rows]
+        self.shards = [shard for shard in shards if shard[1]]
         self.seed = seed
-        self.n_rows = sum(rows for _, rows in self.shards)
+        self.n_rows = sum(shard[1] for shard in self.shards)
         if not self.n_rows:
             raise CappyError("no training rows")
         # A buffer larger than the data would hold rows of several passes at once.
@@ -424,7 +454,7 @@ def pretrain(config, log=print):
     warmup_steps = (config.warmup_steps if config.warmup_steps is not None
                     else config.max_steps // 10)
     train_shards = [[os.path.relpath(path, config.data_dir), rows]
-                    for path, rows in shards["train"]]
+                    for path, rows, _ in shards["train"]]
     settings = {"seed": config.seed, "shuffle_buffer": config.shuffle_buffer,
                 "interleave_shards": config.interleave_shards, "max_length": config.max_length,
                 "global_batch_size": global_batch, "max_steps": config.max_steps,
@@ -499,10 +529,19 @@ def pretrain(config, log=print):
                              (config.log_every, config.eval_every, config.save_every))
         tic = time.time()
         chunk_losses = []
-        for update in range(step, end):
-            rows = list(itertools.islice(pairs, global_batch))  # tokenized only now
-            encoded = encode_examples(tokenizer, rows, config.max_length, model.truncation)
-            chunk_losses.append(trainer.update(encoded, update))
+        done = step
+        try:
+            for update in range(step, end):
+                rows = list(itertools.islice(pairs, global_batch))  # tokenized only now
+                encoded = encode_examples(tokenizer, rows, config.max_length, model.truncation)
+                chunk_losses.append(trainer.update(encoded, update))
+                done = update + 1
+        except CappyError as error:  # a bad shard, found when the stream opened it
+            if done == start_step:
+                raise
+            checkpoint(done)  # keep the work done: the fixed data resumes from here
+            raise CappyError(f"{error}; the run stopped after a checkpoint at step {done}: "
+                             f"then run the same command to resume") from None
         losses += [float(loss) for loss in chunk_losses]
         train_seconds += time.time() - tic
         n_logged += end - step
