@@ -170,11 +170,13 @@ def stream_rows(config, check, process_chunk, chunk_size, desc, total):
 
     import tqdm
 
-    from cappy.engine.io import atomic_open
+    from cappy.engine.io import atomic_open, run_lock
 
     counter = {"bad": 0, "rows": 0}
     rows = good_rows(config.input, check, config.skip_bad_rows, counter)
-    with atomic_open(config.output) as out, tqdm.tqdm(total=total, desc=desc, unit="row") as bar:
+    with run_lock(config.output, f"--output {config.output}"), \
+            atomic_open(config.output) as out, \
+            tqdm.tqdm(total=total, desc=desc, unit="row") as bar:
         for chunk in _chunks(rows, chunk_size):
             for result in process_chunk(chunk):
                 out.write(json.dumps(result, ensure_ascii=False) + "\n")

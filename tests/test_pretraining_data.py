@@ -530,3 +530,8 @@ def test_default_loader_streams_a_local_dataset_and_converts_trec_classes(tmp_pa
     assert golds["fine_grained_open"] == ["Expression abbreviated", "City", "Price"]
     assert golds["fine_grained_LOC"] == ["city"] and golds["fine_grained_NUM"] == ["price"]
     assert manifest["counts"]["trec"]["examples"] == 3
+    # Never written inside a local source folder: the next build would read it back.
+    with pytest.raises(CappyError, match=r"--output_dir .*: inside trec's local source folder"):
+        pd.build_pretraining_data(str(folder / "out"), settings(validation_fraction=0),
+                                  specs=[spec], progress=False, log=lambda *a: None)
+    assert sorted(os.listdir(folder)) == ["train.parquet"]

@@ -353,3 +353,22 @@ def test_a_killed_writers_temporary_file_is_removed_by_the_next_write(tmp_path):
     alive.write_text("in progress")
     write_json(str(out), {"rougeL": 0.5})
     assert sorted(os.listdir(tmp_path)) == [alive.name, "result.json"]
+
+
+def test_a_task_another_run_is_on_is_left_alone_with_its_log(setup):
+    """A second runner does not start a task that another run holds (the lock beside its
+    result file), and does not truncate that run's log."""
+    import socket
+
+    fake, data, gens, results = setup
+    write_tasks(data, ["busy", "free"])
+    (results / "my-llm").mkdir()
+    log = results / "my-llm" / "busy.log"
+    log.write_text("the other run's log\n")
+    (results / "my-llm" / "busy.json.lock").write_text(json.dumps(
+        {"pid": os.getpid(), "host": socket.gethostname(), "started": "then"}))
+    out = run_runner(setup, "--gen_models", "my-llm")
+    assert out.returncode == 1
+    assert f"my-llm busy FAILED (another run is on it (pid {os.getpid()}" in out.stdout
+    assert log.read_text() == "the other run's log\n"
+    assert launches(results) == ["my-llm free"]

@@ -21,6 +21,7 @@ from cappy.bigbench.data import read_task_names
 from cappy.bigbench.results import log_file, read_result, result_file
 from cappy.engine.errors import CappyError, Stopped, stop_signal
 from cappy.engine.flags import comma_list
+from cappy.engine.io import lock_holder
 from cappy.paper import FLAN_T5_MODELS
 
 # The child of each (generator, task): cappy_bigbench.py's command, run as a module so
@@ -194,6 +195,13 @@ class BatchRunner:
             env["CUDA_VISIBLE_DEVICES"] = device
             prefix = f"CUDA_VISIBLE_DEVICES={device} "
         where = f" (device {device})" if device is not None else ""
+        holder = lock_holder(job.result_path)
+        if holder is not None:  # another run is on it: leave it, and its log, alone
+            job.status = "failed"
+            job.detail = (f"another run is on it (pid {holder['pid']} on {holder.get('host')})"
+                          f"; its log is {job.log_path}")
+            self.say(f"{job.label} FAILED ({job.detail})")
+            return
         self.say(f"{job.label} ...{where}")
         start = time.monotonic()
         try:

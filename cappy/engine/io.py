@@ -212,6 +212,24 @@ def check_output_folder(path, flag):
     _check_can_create_in(os.path.abspath(path), what)
 
 
+def lock_holder(path):
+    """{"pid", "host", "started"} of the live run holding `path`'s lock, or None (no lock,
+    or its process is gone). A lock from another host counts as live: it cannot be checked."""
+    import socket
+
+    try:
+        with open(f"{path}.lock", encoding="utf-8") as file:
+            holder = json.load(file)
+    except (OSError, ValueError):
+        return None
+    pid = holder.get("pid") if isinstance(holder, dict) else None
+    if not isinstance(pid, int):
+        return None
+    if holder.get("host") == socket.gethostname() and not _process_alive(pid):
+        return None
+    return holder
+
+
 @contextlib.contextmanager
 def run_lock(path, what):
     """One run at a time for the output `path`: `{path}.lock` holds this process's id while
@@ -227,15 +245,9 @@ def run_lock(path, what):
         try:
             fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666 & ~_umask())
         except FileExistsError:
-            try:
-                with open(lock, encoding="utf-8") as file:
-                    holder = json.load(file)
-            except (OSError, ValueError):
-                holder = {}
-            pid = holder.get("pid")
-            same_host = holder.get("host") == me["host"]
-            if isinstance(pid, int) and (not same_host or _process_alive(pid)):
-                raise CappyError(f"{what}: another run is writing it (pid {pid} on "
+            holder = lock_holder(path)
+            if holder is not None:
+                raise CappyError(f"{what}: another run is writing it (pid {holder['pid']} on "
                                  f"{holder.get('host')}, since {holder.get('started')}; "
                                  f"lock {lock})") from None
             with contextlib.suppress(FileNotFoundError):  # its process is gone: take it over

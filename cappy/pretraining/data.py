@@ -871,6 +871,22 @@ def _default_generator_loader(model, settings):
         dtype=settings.augment_dtype, jax_seed=settings.seed, verbose=False)
 
 
+def check_output_outside_sources(output_dir, specs):
+    """The output folder is not inside a local dataset folder: the next build would read
+    its own shards as source data."""
+    from cappy.engine.io import check_output_folder
+
+    out = os.path.realpath(output_dir)
+    for spec in specs:
+        if os.path.isdir(spec.hf_path):
+            source = os.path.realpath(spec.hf_path)
+            if out == source or out.startswith(source + os.sep):
+                raise CappyError(f"--output_dir {output_dir}: inside {spec.name}'s local "
+                                 f"source folder {spec.hf_path}, which the next build would "
+                                 f"read back; write it elsewhere")
+    check_output_folder(output_dir, "--output_dir")
+
+
 def build_pretraining_data(output_dir, settings=None, datasets=None, specs=None,
                            loader=None, templates_dir=None, generator_loader=None,
                            progress=True, log=print):
@@ -888,6 +904,7 @@ def build_pretraining_data(output_dir, settings=None, datasets=None, specs=None,
     settings = settings or BuildSettings()
     settings.check()
     chosen = resolve_specs(datasets, specs)
+    check_output_outside_sources(output_dir, chosen)
     loader = loader or load_hub_examples
     generator_loader = generator_loader or _default_generator_loader
 
