@@ -218,3 +218,14 @@ def test_one_run_of_a_task_at_a_time_and_a_dead_runs_lock_is_taken_over(tmp_path
     done = run_script("cappy_bigbench.py", *task_args(tmp_path, tiny_scorer))
     assert done.returncode == 0, done.stderr[-2000:]
     assert json.loads(result.read_text())["rougeL"] >= 0 and not lock.exists()
+
+
+def test_a_json_input_that_is_not_utf8_is_one_line(tmp_path):
+    bad = tmp_path / "baselines.json"
+    bad.write_bytes(b'{"flan-t5-small": {"beam4": "\xff"}}')
+    results = tmp_path / "results" / "flan-t5-small"
+    results.mkdir(parents=True)
+    (results / "codenames.json").write_text(json.dumps({"rougeL": 0.25}))
+    done = run_script("scripts/present_cappy_bigbench_results.py", "--results_dir",
+                      tmp_path / "results", "--baselines_file", bad)
+    assert_one_line_error(done, f"{bad}: not valid UTF-8 (byte 30)")

@@ -101,6 +101,8 @@ def read_json(path):
             return json.load(file)
         except json.JSONDecodeError as error:
             raise located(path, error.lineno, None, f"not valid JSON ({error.msg})") from None
+        except UnicodeDecodeError as error:
+            raise CappyError(f"{path}: not valid UTF-8 (byte {error.start + 1})") from None
 
 
 @contextlib.contextmanager
