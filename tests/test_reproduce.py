@@ -1,21 +1,20 @@
 """The two one-command reproductions, end to end on tiny models, offline, in a fresh
 folder: scripts/reproduce_table1.sh (test file already downloaded, then evaluated) and
-scripts/reproduce_table2.sh (BIG-Bench data already built, candidates generated here,
-baselines, every task through the batch runner, the tables and the plot). A second run
-of each skips every finished step."""
+scripts/reproduce_table2.sh (BIG-Bench data already built, the candidates' zip already
+downloaded, baselines, every task through the batch runner, the tables and the plot; the
+generate path is scripts/bigbench_flan_generate.py, tested on its own). A second run of
+each skips every finished step."""
 
 import json
 import os
-import shutil
 import subprocess
 import sys
+import zipfile
 
 from conftest import promptsource_rows
 
-from cappy.engine.tiny_models import SAMPLE_DIR
-
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-TASKS = ["auto_categorization", "tense"]
+TASK = "toy"
 
 
 def run(script, cwd, env, *args):
@@ -48,40 +47,46 @@ def test_table1(tmp_path, tiny_scorer):
     assert bad.stderr.strip() == "error: TEST_DATA=drive: expected build or download"
 
 
-def test_table2(tmp_path, tiny_scorer, tiny_t5):
-    data = tmp_path / "bigbench_data"
-    data.mkdir()
-    for task in TASKS:
-        for split in ("train", "validation"):
-            shutil.copy(os.path.join(SAMPLE_DIR, f"{task}_{split}.jsonl"), data)
-    (data / "subset_names.json").write_text(json.dumps(TASKS))
-    env = {"MODEL": tiny_scorer, "CANDIDATES": "generate",
-           "GENERATE_FLAGS": "--n_sample_gens 1 --max_src_len 64 --max_tgt_len 8 "
-                             "--dtype float32"}
-    task_flags = ["--", "--train_size", "128", "--max_length", "128", "--quiet"]
-    first = run("reproduce_table2.sh", tmp_path, env, tiny_t5, *task_flags)
+def test_table2(tmp_path, tiny_scorer):
+    """Data already built, the authors' candidate zip already downloaded (here: small
+    hand-made candidate files), then baselines, the task, the tables and the plot."""
+    from test_cappy_bigbench import write_candidates
+
+    generator = "flan-t5-small"
+    write_candidates(tmp_path / "bigbench_data", TASK)
+    (tmp_path / "bigbench_data" / "subset_names.json").write_text(json.dumps([TASK]))
+    write_candidates(tmp_path / "made" / generator, TASK)
+    with zipfile.ZipFile(tmp_path / "bigbench_flan_gens.zip", "w") as archive:
+        for name in os.listdir(tmp_path / "made" / generator):
+            archive.write(tmp_path / "made" / generator / name,
+                          f"bigbench_flan_gens/{generator}/{name}")
+    env = {"MODEL": tiny_scorer}
+    task_flags = ["--", "--train_size", "32", "--per_device_batch_size", "4",
+                  "--accumulate_grad_batches", "2", "--max_length", "64", "--quiet"]
+    first = run("reproduce_table2.sh", tmp_path, env, generator, *task_flags)
     assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
-    assert "[1/5] BIG-Bench data -> bigbench_data\n      complete (2 tasks); skipped" in first.stdout
-    generator = os.path.basename(tiny_t5)
+    assert "[1/5] BIG-Bench data -> bigbench_data\n      complete (1 tasks); skipped" in first.stdout
+    assert "bigbench_flan_gens.zip already present" in first.stdout  # the download step
     results = tmp_path / "bigbench_cappy_results"
-    for task in TASKS:
-        for split in ("train", "validation"):
-            assert (tmp_path / "bigbench_flan_gens" / generator / f"{task}_{split}.jsonl").is_file()
-        result = json.loads((results / generator / f"{task}.json").read_text())
-        assert 0 <= result["rougeL"] <= 1 and result["settings"]["train_size"] == 128
+    for split in ("train", "validation"):
+        assert (tmp_path / "bigbench_flan_gens" / generator / f"{TASK}_{split}.jsonl").is_file()
+    result = json.loads((results / generator / f"{TASK}.json").read_text())
+    assert 0 <= result["rougeL"] <= 1 and result["settings"]["train_size"] == 32
     baselines = json.loads((results / "baselines.json").read_text())
     assert set(baselines[generator]) >= {"beam4", "self_score_sum"}
     report = json.loads((results / "cappy_bigbench.json").read_text())
-    assert report[generator]["n_tasks"] == 2
+    assert report[generator]["n_tasks"] == 1
     assert (results / "cappy_bigbench.png").read_bytes()[:4] == b"\x89PNG"
     assert f"| task | {generator} ours | {generator} A10G | {generator} diff |" in first.stdout
 
-    again = run("reproduce_table2.sh", tmp_path, env, tiny_t5, *task_flags)
+    again = run("reproduce_table2.sh", tmp_path, env, generator, *task_flags)
     assert again.returncode == 0, again.stderr[-2000:]
     assert f"      {generator}: complete; skipped" in again.stdout
     assert "baselines.json\n      present; skipped" in again.stdout
-    assert "0 to run, 2 already finished (skipped)" in again.stdout
+    assert "0 to run, 1 already finished (skipped)" in again.stdout
 
     bad = run("reproduce_table2.sh", tmp_path, {"CANDIDATES": "download"}, "my-llm")
     assert bad.returncode == 2
     assert bad.stderr.startswith("error: my-llm: the authors' candidates are FLAN-T5's only")
+    bad = run("reproduce_table2.sh", tmp_path, {"CANDIDATES": "later"})
+    assert bad.returncode == 2 and "expected download or generate" in bad.stderr
