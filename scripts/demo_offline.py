@@ -1,4 +1,4 @@
-"""Offline demo of the BIG-Bench pipeline on tiny random models (about 2.5 minutes on 2 CPU cores).
+"""Offline demo of the BIG-Bench pipeline on tiny random models (about 45 s on 2 CPU cores).
 
     .venv/bin/python scripts/demo_offline.py [--output_dir demo_run]
 
