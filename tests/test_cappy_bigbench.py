@@ -114,10 +114,7 @@ def test_end_to_end_result_files_and_skip(tiny_scorer, tmp_path):
     imported = [line.rsplit("|", 1)[-1].strip() for line in result.stderr.splitlines()
                 if line.startswith("import time:")]
     assert "transformers" in imported
-    import transformers
-
-    if int(transformers.__version__.split(".")[0]) < 5:  # 5 imports torch whenever installed
-        assert "torch" not in imported  # JAX only: no PyTorch
+    assert "torch" not in imported  # JAX only: no PyTorch (a second of start-up)
     folder = tmp_path / "results" / "gen"
     saved = json.loads((folder / "toy.json").read_text())
     assert 0.0 <= saved["rougeL"] <= 1.0

@@ -229,3 +229,24 @@ def test_a_json_input_that_is_not_utf8_is_one_line(tmp_path):
     done = run_script("scripts/present_cappy_bigbench_results.py", "--results_dir",
                       tmp_path / "results", "--baselines_file", bad)
     assert_one_line_error(done, f"{bad}: not valid UTF-8 (byte 30)")
+
+
+def test_a_jax_only_command_reads_pytorch_bin_weights_though_torch_is_kept_out(work,
+                                                                               tiny_scorer):
+    """`cappy score` keeps PyTorch out of transformers (start-up), yet a folder holding only
+    `pytorch_model.bin` still loads, with the same scores as its safetensors."""
+    torch = pytest.importorskip("torch")
+    from safetensors.torch import load_file
+
+    model = work / "bin-only"
+    shutil.copytree(tiny_scorer, model)
+    torch.save(load_file(str(model / "model.safetensors")), model / "pytorch_model.bin")
+    for name in ("model.safetensors", "flax_model.msgpack"):
+        (model / name).unlink()
+    outputs = {}
+    for name, folder in (("safetensors", tiny_scorer), ("bin", str(model))):
+        done = cappy_score(folder, "--input", work / "pairs.jsonl", "--output",
+                           work / f"{name}.jsonl")
+        assert done.returncode == 0, done.stderr[-2000:]
+        outputs[name] = (work / f"{name}.jsonl").read_text()
+    assert outputs["bin"] == outputs["safetensors"]

@@ -27,6 +27,7 @@ import json
 import logging
 import os
 import shutil
+import sys
 
 import numpy as np
 
@@ -41,13 +42,34 @@ WEIGHT_FILES = (SAFETENSORS, FLAX_MSGPACK, TORCH_BIN)  # in order of preference
 
 
 def keep_torch_out_of_transformers():
-    """In a process that computes with JAX only: tell transformers not to import PyTorch,
-    which it otherwise does whenever torch is installed (about 4 s of start-up on a
-    2-core CPU). Call before transformers is first imported; an explicit USE_TORCH in
-    the environment is kept. `pytorch_model.bin` weights still load (torch is imported
-    directly for them). transformers 5 has no such switch: its config module imports
-    torch whenever it is installed."""
+    """In a process that computes with JAX only: keep transformers from importing PyTorch,
+    which it does whenever torch is installed (about 1 s of start-up on a 2-core CPU).
+    Call before transformers is first imported. transformers 4 reads USE_TORCH (an
+    explicit value in the environment is kept). transformers 5 has no switch: while the
+    modules cappy uses are imported, torch is marked absent (`sys.modules["torch"] =
+    None`, which its availability check reads as not installed), then the mark is lifted,
+    so that other libraries and `pytorch_model.bin` weights find torch as usual."""
     os.environ.setdefault("USE_TORCH", "0")
+    if (os.environ["USE_TORCH"] != "0" or "torch" in sys.modules
+            or "transformers" in sys.modules):
+        return
+    sys.modules["torch"] = None
+    advice = os.environ.get("TRANSFORMERS_NO_ADVISORY_WARNINGS")
+    os.environ["TRANSFORMERS_NO_ADVISORY_WARNINGS"] = "1"  # not its "PyTorch was not found"
+    try:
+        import transformers  # noqa: F401
+        from transformers import AutoConfig, AutoTokenizer, GenerationConfig  # noqa: F401
+        import transformers.modeling_rope_utils  # noqa: F401
+        import transformers.tokenization_utils_tokenizers  # noqa: F401
+    except ImportError:  # another transformers: its own imports decide
+        pass
+    finally:
+        if sys.modules.get("torch", 0) is None:
+            del sys.modules["torch"]
+        if advice is None:
+            del os.environ["TRANSFORMERS_NO_ADVISORY_WARNINGS"]
+        else:
+            os.environ["TRANSFORMERS_NO_ADVISORY_WARNINGS"] = advice
 
 
 @contextlib.contextmanager
@@ -160,7 +182,7 @@ def _read_torch_bin(path):
         import torch
     except ImportError:
         raise CappyError(f"{path}: reading PyTorch weights needs torch "
-                         f"(pip install -r requirements-torch.txt)") from None
+                         f"(pip install \".[torch]\" or -r requirements-torch.txt)") from None
     state = torch.load(path, map_location="cpu", weights_only=True)
     return "torch", {name: tensor.float().numpy() for name, tensor in state.items()
                      if hasattr(tensor, "numpy")}
