@@ -247,9 +247,8 @@ def main(argv=None):
         import importlib
 
         module = importlib.import_module(EXPERIMENTS[words[0]][0])
-        if argv is None:
-            keep_torch_out_of_transformers()  # a process computing with JAX only
-        return module.main(words[1:], prog=f"{program_name()} {words[0]}")
+        return module.main(words[1:], prog=f"{program_name()} {words[0]}",
+                           own_process=argv is None)
     namespace = build_parser().parse_args(argv)
     config_class = FILE_COMMANDS[namespace.command][0]
     config = config_class(**{field.name: getattr(namespace, field.name)

@@ -224,10 +224,10 @@ def parse_args(argv=None, prog=None):
 
 
 @exit_on_error
-def main(argv=None, prog=None):
+def main(argv=None, prog=None, own_process=None):
     config = parse_args(argv, prog)
-    if argv is None:  # a process of its own, computing with JAX only: seconds less start-up
-        keep_torch_out_of_transformers()
+    if argv is None if own_process is None else own_process:
+        keep_torch_out_of_transformers()  # a process computing with JAX only: start-up
     run_task(config)
     return 0
 
