@@ -26,10 +26,11 @@ import os
 import sys
 
 from cappy.engine.errors import CappyError, exit_on_error, located
-from cappy.engine.io import check_output_file, check_output_folder
+from cappy.engine.io import check_output_file
 from cappy.engine.ranking import best_index
 from cappy.engine.rows import check_candidates_row, check_labelled_row, check_pair_row
-from cappy.engine.checkpoints import DTYPES, TRUNCATIONS, keep_torch_out_of_transformers
+from cappy.engine.checkpoints import (DTYPES, TRUNCATIONS, check_output_dir,
+                                     keep_torch_out_of_transformers)
 from cappy.engine.config import MIN_MAX_LENGTH, REQUIRED, add_fields, check_config, setting
 
 DEFAULT_MODEL = "btan2/cappy-large"
@@ -223,7 +224,7 @@ COMMANDS = {  # command -> (row check, chunk processor, rows per chunk, progress
 def run_finetune(config):
     from cappy.engine.finetuning import finetune_on_rows
 
-    check_output_folder(config.output_dir, "--output_dir")
+    check_output_dir(config.output_dir, config.overwrite)  # before reading rows or a model
 
     counter = {"bad": 0}
     train = list(good_rows(config.train_file, check_labelled_row, config.skip_bad_rows, counter))

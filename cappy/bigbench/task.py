@@ -18,9 +18,8 @@ import numpy as np
 from cappy.bigbench.candidates import all_candidates, candidate_path, read_candidate_file
 from cappy.bigbench.examples import build_finetune_examples
 from cappy.bigbench.results import read_result, result_paths
-from cappy.engine.checkpoints import DTYPES, keep_torch_out_of_transformers
-from cappy.engine.errors import exit_on_error
-from cappy.engine.config import (MIN_MAX_LENGTH, build_parser, check_config, parse_config,
+from cappy.engine.checkpoints import DTYPES
+from cappy.engine.config import (MIN_MAX_LENGTH, check_config, job_command,
                                  setting, settings_of)
 from cappy.engine.hosts import HostSettings, multihost_kwargs
 from cappy.engine.io import check_output_folder, run_lock, write_json, write_jsonl
@@ -216,20 +215,7 @@ class TaskConfig(HostSettings):
     overwrite: bool = setting(False, "run even if the result exists")
     verbose: bool = setting(True, "no Redco logs or progress bars", flag="--quiet")
 
-
-def parse_args(argv=None, prog=None):
-    """cappy_bigbench.py's flags -> a TaskConfig."""
-    parser = build_parser(TaskConfig, COMMAND_DOC.split("\n\n")[0], prog=prog)
-    return parse_config(TaskConfig, parser, argv)
-
-
-@exit_on_error
-def main(argv=None, prog=None, own_process=None):
-    config = parse_args(argv, prog)
-    if argv is None if own_process is None else own_process:
-        keep_torch_out_of_transformers()  # a process computing with JAX only: start-up
-    run_task(config)
-    return 0
+parse_args, main = job_command(TaskConfig, COMMAND_DOC, run_task)
 
 
 if __name__ == "__main__":

@@ -444,8 +444,11 @@ def _copy(config):
 # ---- writing ---------------------------------------------------------------------------
 
 def check_output_dir(output_dir, overwrite):
-    if os.path.exists(output_dir) and not os.path.isdir(output_dir):
-        raise CappyError(f"{output_dir}: exists and is not a folder")
+    """A model can be saved in `output_dir`: a writable folder (or one can be made there),
+    empty unless `overwrite`."""
+    from cappy.engine.io import check_output_folder
+
+    check_output_folder(output_dir, "--output_dir")
     if os.path.isdir(output_dir) and os.listdir(output_dir) and not overwrite:
         raise CappyError(f"{output_dir}: exists and is not empty (use --overwrite)")
 

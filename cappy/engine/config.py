@@ -107,6 +107,30 @@ def parse_config(config_class, parser, argv=None):
     return config
 
 
+def job_command(config_class, doc, run):
+    """`(parse_args, main)` of a job's command: flags made from `config_class` (described by
+    `doc`'s first paragraph), then `run(config)`. `main` keeps PyTorch out of transformers
+    when it is a process of its own (argv None, or `own_process`, as `cappy` passes it)."""
+    from cappy.engine.errors import exit_on_error
+
+    def parse_args(argv=None, prog=None):
+        parser = build_parser(config_class, doc.split("\n\n")[0], prog=prog)
+        return parse_config(config_class, parser, argv)
+
+    @exit_on_error
+    def main(argv=None, prog=None, own_process=None):
+        config = parse_args(argv, prog)
+        if argv is None if own_process is None else own_process:
+            from cappy.engine.checkpoints import keep_torch_out_of_transformers
+
+            keep_torch_out_of_transformers()  # a process computing with JAX only: start-up
+        run(config)
+        return 0
+
+    parse_args.__doc__ = f"The command's flags -> a {config_class.__name__}."
+    return parse_args, main
+
+
 def settings_of(config):
     """The configuration as saved with a job's results: field -> value, sorted by name."""
     return dict(sorted(dataclasses.asdict(config).items()))

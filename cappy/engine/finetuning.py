@@ -11,20 +11,20 @@ import time
 
 import numpy as np
 
-from cappy.engine.checkpoints import check_output_dir, save_cappy
+from cappy.engine.checkpoints import save_cappy
 from cappy.engine.config import settings_of
 
 
 def finetune_on_rows(config, train_rows, validation_rows=None):
-    """Train on rows as configured by `config` (`cappy finetune`'s FinetuneConfig); save the
-    model; return a summary."""
+    """Train on rows as configured by `config` (`cappy finetune`'s FinetuneConfig, whose
+    --output_dir `cappy.engine.checkpoints.check_output_dir` has passed); save the model;
+    return a summary."""
     from cappy.engine.checkpoints import load_cappy
     from cappy.engine.redco_adapter import make_deployer
     from cappy.engine.roberta import longest_pair
     from cappy.engine.scoring import PairScorer, encode_examples
     from cappy.engine.training import finetune
 
-    check_output_dir(config.output_dir, config.overwrite)  # before training, not after
     start = time.time()
     deployer = make_deployer(config.seed, verbose=True)
     model, tokenizer = load_cappy(config.model_name_or_path, dtype=config.dtype,

@@ -40,11 +40,11 @@ import time
 
 import numpy as np
 
-from cappy.engine.checkpoints import DTYPES, keep_torch_out_of_transformers
-from cappy.engine.config import (MIN_MAX_LENGTH, REQUIRED, build_parser, changed_settings,
-                                 parse_config, setting)
+from cappy.engine.checkpoints import DTYPES
+from cappy.engine.config import (MIN_MAX_LENGTH, REQUIRED, changed_settings, job_command,
+                                 setting)
 from cappy.engine.config import check_config as check_bounds
-from cappy.engine.errors import CappyError, exit_on_error, located
+from cappy.engine.errors import CappyError, located
 from cappy.engine.hosts import HostSettings
 
 SPLITS = ("train", "validation")
@@ -343,8 +343,9 @@ def trim_log(path, last_step):
 
 
 def _check_output_dir(output_dir, checkpoints):
-    if os.path.exists(output_dir) and not os.path.isdir(output_dir):
-        raise CappyError(f"{output_dir}: exists and is not a folder")
+    from cappy.engine.io import check_output_folder
+
+    check_output_folder(output_dir, "--output_dir")
     if not os.path.isdir(output_dir):
         return
     ours = {"checkpoints", LOG_NAME, "final"}
@@ -632,21 +633,6 @@ class PretrainConfig(HostSettings):
     verbose: bool = setting(True, "no progress bar", flag="--quiet")
 
 
-def parse_args(argv=None, prog=None):
-    """cappy_pretrain.py's flags -> a PretrainConfig."""
-    parser = build_parser(PretrainConfig, COMMAND_DOC.split("\n\n")[0], prog=prog)
-    return parse_config(PretrainConfig, parser, argv)
-
-
-@exit_on_error
-def main(argv=None, prog=None, own_process=None):
-    config = parse_args(argv, prog)
-    if argv is None if own_process is None else own_process:
-        keep_torch_out_of_transformers()  # a process computing with JAX only: start-up
-    pretrain(config)
-    return 0
-
-
 COMMAND_DOC = """Pretrain Cappy from a RoBERTa checkpoint on (instruction, response, label) shards.
 
 Paper scale (RoBERTa-large, pairs from scripts/build_pretraining_data.py), one host
@@ -677,3 +663,5 @@ the evaluation on held-out pairs; `{output_dir}/final` is the pretrained Cappy
 paper's own hyperparameters and timings were not published; the defaults here
 are ours, and no full-scale run has been timed with this script.
 """
+
+parse_args, main = job_command(PretrainConfig, COMMAND_DOC, pretrain)

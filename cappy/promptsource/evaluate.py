@@ -25,8 +25,8 @@ import json
 import sys
 import time
 
-from cappy.engine.checkpoints import DTYPES, keep_torch_out_of_transformers
-from cappy.engine.config import (MIN_MAX_LENGTH, build_parser, check_config, parse_config,
+from cappy.engine.checkpoints import DTYPES
+from cappy.engine.config import (MIN_MAX_LENGTH, check_config, job_command,
                                  setting, settings_of)
 from cappy.engine.errors import CappyError, exit_on_error, located
 from cappy.engine.io import check_output_file, iter_jsonl, write_json, write_jsonl
@@ -312,21 +312,6 @@ class EvalConfig:
     verbose: bool = setting(True, "no Redco logs or progress bars", flag="--quiet")
 
 
-def parse_args(argv=None, prog=None):
-    """cappy_promptsource.py's flags -> an EvalConfig."""
-    parser = build_parser(EvalConfig, COMMAND_DOC.split("\n\n")[0], prog=prog)
-    return parse_config(EvalConfig, parser, argv)
-
-
-@exit_on_error
-def main(argv=None, prog=None, own_process=None):
-    config = parse_args(argv, prog)
-    if argv is None if own_process is None else own_process:
-        keep_torch_out_of_transformers()  # a process computing with JAX only: start-up
-    run(config)
-    return 0
-
-
 COMMAND_DOC = """Zero-shot classification with Cappy on 11 held-out PromptSource tasks (the paper's Table 1).
 
     python scripts/build_promptsource_test_data.py --story_cloze_dir DIR   # or download_promptsource_test_data.sh
@@ -343,6 +328,8 @@ Size: the built file for all 11 datasets should hold about 220,000 rows (85,820
 prompts; from the published split sizes and the template counts, ANLI alone 144,000).
 Its run time with cappy-large has not been measured in this repository.
 """
+
+parse_args, main = job_command(EvalConfig, COMMAND_DOC, run)
 
 
 if __name__ == "__main__":  # python -m cappy.promptsource.evaluate RESULTS_FILE
