@@ -172,8 +172,9 @@ class BatchRunner:
                 with contextlib.suppress(ProcessLookupError):
                     os.killpg(proc.pid, signal.SIGKILL)
                 proc.wait()
+        stopped = {key for key, _ in running}
         for job in self.jobs:
-            if id(job) in dict(running):
+            if id(job) in stopped:
                 job.status = "interrupted"
                 job.detail = f"stopped by {signal.Signals(signum).name}"
 
