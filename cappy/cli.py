@@ -21,6 +21,7 @@ Output files are written atomically.
 """
 
 import argparse
+import contextlib
 import dataclasses
 import os
 import sys
@@ -32,13 +33,15 @@ from cappy.engine.rows import check_candidates_row, check_labelled_row, check_pa
 from cappy.engine.checkpoints import (DTYPES, TRUNCATIONS, check_output_dir,
                                      keep_torch_out_of_transformers)
 from cappy.engine.config import MIN_MAX_LENGTH, REQUIRED, add_fields, check_config, setting
+from cappy.engine.hosts import HostSettings, join
 
 DEFAULT_MODEL = "btan2/cappy-large"
 
 
 @dataclasses.dataclass(kw_only=True)
-class CappySettings:
-    """The flags every file command shares: which Cappy, and how it scores."""
+class CappySettings(HostSettings):
+    """The flags every file command shares: which Cappy, and how it scores (and, for a run
+    of several processes, the host flags: every process computes, process 0 writes)."""
     model_name_or_path: str = setting(DEFAULT_MODEL, "the Cappy: a hub id or a folder")
     max_length: int | None = setting(None, "tokens per pair (default: 512, or what the model's "
                                            "position table holds if fewer)", type=int,
@@ -173,11 +176,15 @@ def stream_rows(config, check, process_chunk, chunk_size, desc, total):
 
     from cappy.engine.io import atomic_open, run_lock
 
-    counter = {"bad": 0, "rows": 0}
+    import jax
+
+    counter = {"bad": 0, "rows": 0, "written": jax.process_index() == 0}
     rows = good_rows(config.input, check, config.skip_bad_rows, counter)
-    with run_lock(config.output, f"--output {config.output}"), \
-            atomic_open(config.output) as out, \
-            tqdm.tqdm(total=total, desc=desc, unit="row") as bar:
+    leader = counter["written"]  # every process computes every chunk; process 0 writes
+    with (run_lock(config.output, f"--output {config.output}") if leader
+          else contextlib.nullcontext()), \
+            (atomic_open(config.output) if leader else open(os.devnull, "w")) as out, \
+            tqdm.tqdm(total=total, desc=desc, unit="row", disable=not leader) as bar:
         for chunk in _chunks(rows, chunk_size):
             for result in process_chunk(chunk):
                 out.write(json.dumps(result, ensure_ascii=False) + "\n")
@@ -263,7 +270,10 @@ def main(argv=None):
             raise CappyError("cappy finetune trains with JAX only; --backend torch is for score "
                              "and rerank (the folder it saves loads in both backends)")
         summary = run_finetune(config)
-        print(f"saved {config.output_dir}: {summary}")
+        import jax
+
+        if jax.process_index() == 0:
+            print(f"saved {config.output_dir}: {summary}")
     else:
         check, process, chunk_size, desc = COMMANDS[command]
         check_output_file(config.output, "--output", inputs=[config.input])
@@ -272,6 +282,9 @@ def main(argv=None):
             raise CappyError(f"{config.input}: no rows to {command}"
                              + (" (every row was bad and skipped)" if config.skip_bad_rows
                                 else ""))
+        if config.backend == "torch" and (config.n_processes or 1) > 1:
+            raise CappyError("--n_processes: several processes need --backend flax")
+        join(config)  # before the model loads, which computes on a device
         from cappy.api import Cappy
 
         cappy = Cappy.from_pretrained(config.model_name_or_path, backend=config.backend,
@@ -279,8 +292,9 @@ def main(argv=None):
                                       batch_size=config.batch_size, truncation=config.truncation)
         counter = stream_rows(config, check, lambda chunk: process(cappy, chunk, config.batch_size),
                               chunk_size, desc, total)
-        print(f"wrote {config.output}: {counter['rows']} rows"
-              + (f", skipped {counter['bad']} bad rows" if counter["bad"] else ""))
+        if counter["written"]:
+            print(f"wrote {config.output}: {counter['rows']} rows"
+                  + (f", skipped {counter['bad']} bad rows" if counter["bad"] else ""))
     return 0
 
 

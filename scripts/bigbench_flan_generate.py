@@ -23,6 +23,7 @@ import sys
 
 from cappy.engine.errors import CappyError, exit_on_error
 from cappy.engine.flags import comma_list
+from cappy.engine.hosts import add_multihost_arguments
 from cappy.bigbench.data import read_task_names
 
 
@@ -54,6 +55,7 @@ def parse_args(argv=None):
                         help="generator weights' dtype (float16 as in the paper)")
     parser.add_argument("--jax_seed", type=int, default=42,
                         help="seed of every file's random stream")
+    add_multihost_arguments(parser)
     return parser.parse_args(argv)
 
 
@@ -89,7 +91,7 @@ def main(argv=None):
         args.model_name_or_path, n_model_shards=args.n_model_shards,
         n_sample_gens=args.n_sample_gens, per_device_batch_size=args.per_device_batch_size,
         max_src_len=args.max_src_len, max_tgt_len=args.max_tgt_len, dtype=args.dtype,
-        jax_seed=args.jax_seed)
+        jax_seed=args.jax_seed, hosts=args)
     for index, (task, split, rows, out_path) in enumerate(todo, start=1):
         write_candidates(generator, rows, out_path, seed=args.jax_seed, src_key=args.src_key,
                          tgt_key=args.tgt_key, desc=f"[{index}/{len(todo)}] {task} {split}")

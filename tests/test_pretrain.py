@@ -76,6 +76,10 @@ def save_masked_lm(path, config, tokenizer, seed=0):
 
 @pytest.fixture(scope="module")
 def backbone(tmp_path_factory):
+    return make_backbone(str(tmp_path_factory.mktemp("models") / "tiny-mlm"))
+
+
+def make_backbone(path):
     """A tiny random RoBERTa masked LM: a backbone without a regression head."""
     from transformers import RobertaConfig
 
@@ -86,8 +90,7 @@ def backbone(tmp_path_factory):
         intermediate_size=32, max_position_embeddings=66, type_vocab_size=1,
         pad_token_id=tokenizer.pad_token_id, bos_token_id=tokenizer.bos_token_id,
         eos_token_id=tokenizer.eos_token_id, architectures=["RobertaForMaskedLM"])
-    return save_masked_lm(str(tmp_path_factory.mktemp("models") / "tiny-mlm"), config,
-                          tokenizer)
+    return save_masked_lm(path, config, tokenizer)
 
 
 def flags(data_dir, output_dir, backbone, *extra):

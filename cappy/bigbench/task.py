@@ -21,7 +21,7 @@ from cappy.bigbench.results import read_result, result_paths
 from cappy.engine.checkpoints import DTYPES
 from cappy.engine.config import (MIN_MAX_LENGTH, check_config, job_command,
                                  setting, settings_of)
-from cappy.engine.hosts import HostSettings, multihost_kwargs
+from cappy.engine.hosts import HostSettings, join
 from cappy.engine.io import check_output_folder, run_lock, write_json, write_jsonl
 from cappy.engine.ranking import best_index
 from cappy.engine.recipes import LR_SCHEDULES
@@ -56,8 +56,7 @@ def run_task(config, log=print, rerun_hint="use --overwrite to run again"):
     train_rows = read_candidate_file(paths["train"], **keys)
     validation_rows = read_candidate_file(paths["validation"], **keys)
 
-    deployer = make_deployer(config.seed, config.n_model_shards, config.verbose,
-                             **multihost_kwargs(config))
+    deployer = make_deployer(config.seed, config.n_model_shards, config.verbose, hosts=config)
     # One run of this (generator, task) at a time; process 0 writes, so it holds the lock.
     lock = (run_lock(result_path, result_path) if jax.process_index() == 0
             else contextlib.nullcontext())

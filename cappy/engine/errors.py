@@ -43,6 +43,17 @@ def located(path, line, field, problem):
     return CappyError(f"{where}: field '{field}': {problem}")
 
 
+def _exit(code):
+    """Exit with `code`; in a run of several processes at once, without JAX's shutdown
+    barrier, which would wait for peers that may be gone (cappy.engine.hosts.leave_now)."""
+    jax = sys.modules.get("jax")
+    if jax is not None and jax.distributed.is_initialized():
+        from cappy.engine.hosts import leave_now
+
+        leave_now(code)
+    sys.exit(code)
+
+
 def exit_on_error(main):
     """Wrap an entry point: a CappyError becomes `error: ...` on stderr and exit 2; Ctrl-C,
     SIGTERM and SIGHUP become one line and exit 128 + the signal (130, 143, 129)."""
@@ -56,12 +67,20 @@ def exit_on_error(main):
             return main(*args, **kwargs)
         except CappyError as error:
             print(f"error: {error}", file=sys.stderr)
-            sys.exit(2)
+            _exit(2)
         except (KeyboardInterrupt, Stopped) as stop:
             signum = stop_signal(stop)
             print(f"stopped by {signal.Signals(signum).name}; no partial output was kept",
                   file=sys.stderr)
-            sys.exit(128 + signum)
+            _exit(128 + signum)
+        except Exception as error:
+            from cappy.engine.hosts import lost_peer_line
+
+            line = lost_peer_line(error)
+            if line is None:
+                raise
+            print(f"error: {line}", file=sys.stderr)
+            _exit(2)
         finally:
             for sig, handler in previous.items():
                 signal.signal(sig, handler)

@@ -26,7 +26,9 @@ def finetune_on_rows(config, train_rows, validation_rows=None):
     from cappy.engine.training import finetune
 
     start = time.time()
-    deployer = make_deployer(config.seed, verbose=True)
+    import jax
+
+    deployer = make_deployer(config.seed, verbose=True, hosts=config)
     model, tokenizer = load_cappy(config.model_name_or_path, dtype=config.dtype,
                                   truncation=config.truncation)
     max_length = config.max_length or min(512, longest_pair(model.config))
@@ -51,6 +53,7 @@ def finetune_on_rows(config, train_rows, validation_rows=None):
         labels = np.array([r["label"] for r in validation_rows], np.float32)
         summary["validation_rows"] = len(validation_rows)
         summary["validation_mse"] = float(np.mean((scores - labels) ** 2))
-    save_cappy(model, tokenizer, params, config.output_dir, summary, "cappy_finetune.json",
-               config.overwrite)
+    if jax.process_index() == 0:  # every process trained; one writes
+        save_cappy(model, tokenizer, params, config.output_dir, summary, "cappy_finetune.json",
+                   config.overwrite)
     return {k: v for k, v in summary.items() if k != "settings"}

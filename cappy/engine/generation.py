@@ -51,12 +51,15 @@ class CandidateGenerator:
 
     def __init__(self, model_name_or_path, n_model_shards=1, n_sample_gens=4,
                  per_device_batch_size=8, max_src_len=512, max_tgt_len=64,
-                 dtype="float16", jax_seed=42, verbose=True, deployer_kwargs=None):
+                 dtype="float16", jax_seed=42, verbose=True, hosts=None):
         from flax.core.frozen_dict import freeze
         from flax.jax_utils import replicate
 
+        from cappy.engine.hosts import join
         from cappy.engine.redco_adapter import make_deployer, placement
 
+        if hosts is not None:  # before the generator is read, which computes on a device
+            join(hosts)
         if n_sample_gens < 1:
             raise CappyError(f"--n_sample_gens must be at least 1, got {n_sample_gens}")
         if max_tgt_len <= MIN_NEW_TOKENS:
@@ -71,7 +74,7 @@ class CandidateGenerator:
         if not self.is_seq2seq:
             # A decoder-only prompt must keep its end (the question), not its start.
             self.tokenizer.truncation_side = "left"
-        self.deployer = make_deployer(jax_seed, n_model_shards, verbose, **(deployer_kwargs or {}))
+        self.deployer = make_deployer(jax_seed, n_model_shards, verbose, hosts=hosts)
         params = freeze(self.generator.params)  # Redco's specs are FrozenDicts
         rules = self.deployer.get_sharding_rules(params)
         if self.deployer.mesh is None:

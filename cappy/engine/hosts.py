@@ -1,24 +1,47 @@
-"""Several hosts: JAX's multi-process runtime, set up by Redco's Deployer."""
+"""Several hosts: JAX's multi-process runtime, joined before anything touches a device.
+
+Every process runs the same command with `--n_processes N --host0_address ADDR
+--process_id I`. Before JAX's own initialization, the processes meet at host 0's port
+(`rendezvous`): process 0 listens, every other one connects and says who it is, and
+process 0 answers once all N have come. JAX's coordinator, started next, aborts the
+process with pages of C++ log when a peer never comes; this meeting turns the common
+failures (no coordinator at that address, a process that never starts, the port
+taken, two processes given one id) into one line naming the address and the process,
+within `--host_timeout` seconds. The same timeout bounds how long JAX's heartbeats let a
+silent peer go once the run is under way.
+
+Only process 0 writes results; every process computes (docs/DESIGN.md, several hosts).
+"""
 
 import dataclasses
+import os
+import socket
+import time
 
 from cappy.engine.config import add_fields, setting
+from cappy.engine.errors import CappyError
 
-GROUP = "several hosts (JAX's multi-process runtime via Redco)"
+GROUP = "several hosts (JAX's multi-process runtime)"
+DEFAULT_PORT = 11111  # Redco's default, which the original release's runs used
+HELLO = b"cappy-join"
 
 
 @dataclasses.dataclass
 class HostSettings:
-    """The Deployer's multi-host settings, the same on every entry point (None: unset)."""
-    n_processes: int | None = setting(None, "number of hosts (processes) in the run",
-                                      type=int, group=GROUP)
-    host0_address: str | None = setting(None, "address of host 0, the coordinator",
+    """The multi-host settings, the same on every entry point (None: unset)."""
+    n_processes: int | None = setting(None, "number of processes (hosts) in the run",
+                                      type=int, group=GROUP, at_least=1)
+    host0_address: str | None = setting(None, "address of process 0's host, the coordinator",
                                         type=str, group=GROUP)
-    host0_port: int | None = setting(None, "port of host 0", type=int, group=GROUP)
-    process_id: int | None = setting(None, "this host's index, 0 to n_processes - 1",
-                                     type=int, group=GROUP)
-    n_local_devices: int | None = setting(None, "devices this host uses (None: all)",
-                                          type=int, group=GROUP)
+    host0_port: int | None = setting(None, f"port of the coordinator (None: {DEFAULT_PORT})",
+                                     type=int, group=GROUP, at_least=1, at_most=65535)
+    process_id: int | None = setting(None, "this process's index, 0 to n_processes - 1",
+                                     type=int, group=GROUP, at_least=0)
+    n_local_devices: int | None = setting(None, "devices this process uses (None: all)",
+                                          type=int, group=GROUP, at_least=1)
+    host_timeout: int = setting(300, "seconds a process waits for the others to join, and "
+                                "gives a silent one once running, before it stops",
+                                group=GROUP, at_least=1)
 
 
 MULTIHOST_FLAGS = tuple(field.name for field in dataclasses.fields(HostSettings))
@@ -29,7 +52,274 @@ def add_multihost_arguments(parser):
     add_fields(parser, HostSettings)
 
 
-def multihost_kwargs(config):
-    """Redco Deployer's multi-host settings, passed through only when set."""
-    return {name: getattr(config, name) for name in MULTIHOST_FLAGS
-            if getattr(config, name, None) is not None}
+def host_settings(config):
+    """The HostSettings part of any configuration object or namespace (unset where absent)."""
+    return HostSettings(**{name: getattr(config, name) for name in MULTIHOST_FLAGS
+                           if getattr(config, name, None) is not None})
+
+
+def join(config):
+    """Start JAX's multi-process runtime when `config` asks for several processes; call it
+    before any JAX computation. Nothing happens for one process or when already joined."""
+    from cappy.engine.config import check_config
+
+    settings = host_settings(config)
+    check_config(settings)
+    n, pid = settings.n_processes, settings.process_id
+    if n is None or n == 1:
+        if pid not in (None, 0):
+            raise CappyError(f"--process_id {pid} needs --n_processes above {pid}")
+        return
+    import jax
+
+    if jax.distributed.is_initialized():
+        return
+    if settings.host0_address is None or pid is None:
+        raise CappyError(f"--n_processes {n} needs --host0_address and --process_id")
+    if not 0 <= pid < n:
+        raise CappyError(f"--process_id must be 0 to {n - 1}, got {pid}")
+    port = settings.host0_port or DEFAULT_PORT
+    rendezvous(settings.host0_address, port, n, pid, settings.host_timeout)
+    local_ids = (None if settings.n_local_devices is None
+                 else list(range(settings.n_local_devices)))
+    timeout = settings.host_timeout
+    jax.distributed.initialize(
+        coordinator_address=f"{settings.host0_address}:{port}", num_processes=n,
+        process_id=pid, local_device_ids=local_ids, initialization_timeout=timeout,
+        heartbeat_timeout_seconds=timeout, shutdown_timeout_seconds=timeout)
+
+
+# ---- the meeting before JAX's coordinator starts ----------------------------------------
+
+def rendezvous(address, port, n_processes, process_id, timeout):
+    """All `n_processes` processes present at `address:port` within `timeout` seconds,
+    or a CappyError naming the address, the process and what is missing."""
+    who = f"process {process_id} of {n_processes}"
+    deadline = time.monotonic() + timeout
+    if process_id == 0:
+        _gather_peers(port, n_processes, who, deadline, timeout)
+    else:
+        _join_coordinator(address, port, n_processes, process_id, who, deadline, timeout)
+
+
+def _gather_peers(port, n_processes, who, deadline, timeout):
+    listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        listener.bind(("", port))
+    except OSError as error:
+        listener.close()
+        raise CappyError(f"{who}: cannot listen on port {port} ({error.strerror}); another "
+                         f"run may hold it: choose another --host0_port") from None
+    listener.listen(n_processes)
+    peers = {}
+    try:
+        while len(peers) < n_processes - 1:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                missing = sorted(set(range(1, n_processes)) - set(peers))
+                raise CappyError(
+                    f"{who}: process{'es' if len(missing) > 1 else ''} "
+                    f"{', '.join(map(str, missing))} did not join at port {port} within "
+                    f"{timeout} s (--host_timeout); start the same command on every host")
+            listener.settimeout(left)
+            try:
+                connection, _ = listener.accept()
+            except socket.timeout:
+                continue
+            peer = _read_hello(connection, deadline)
+            if peer is None:  # not one of ours (a port scan, a stale client): ignore it
+                connection.close()
+                continue
+            peer_id, peer_n = peer
+            problem = (f"says the run has {peer_n} processes, not {n_processes}"
+                       if peer_n != n_processes else
+                       f"has an --process_id outside 1 to {n_processes - 1}"
+                       if not 1 <= peer_id < n_processes else
+                       "was given an --process_id another process has" if peer_id in peers
+                       else None)
+            if problem:
+                _send(connection, f"refused: process {peer_id} {problem}")
+                connection.close()
+                raise CappyError(f"{who}: a process that calls itself {peer_id} {problem}")
+            peers[peer_id] = connection
+        for connection in peers.values():
+            _send(connection, "go")
+    finally:
+        for connection in peers.values():
+            connection.close()
+        listener.close()
+
+
+def _join_coordinator(address, port, n_processes, process_id, who, deadline, timeout):
+    where = f"{address}:{port}"
+    last_error = "no answer"
+    while True:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise CappyError(f"{who}: no coordinator at {where} within {timeout} s "
+                             f"(--host_timeout; last: {last_error}); is process 0 running, "
+                             f"and is {address} reachable from this host?")
+        try:
+            connection = socket.create_connection((address, port), timeout=min(left, 5))
+        except socket.gaierror as error:
+            raise CappyError(f"{who}: --host0_address {address}: {error.strerror}") from None
+        except OSError as error:
+            last_error = error.strerror or type(error).__name__
+            time.sleep(min(0.2, max(left, 0)))
+            continue
+        break
+    try:
+        _send(connection, f"{HELLO.decode()} {process_id} {n_processes}")
+        answer = _read_line(connection, deadline)
+    finally:
+        connection.close()
+    if answer == "go":
+        return
+    if answer is None:
+        raise CappyError(f"{who}: the coordinator at {where} did not let the run start within "
+                         f"{timeout} s (--host_timeout): not every process joined it")
+    raise CappyError(f"{who}: the coordinator at {where} {answer}")
+
+
+def _send(connection, text):
+    try:
+        connection.sendall(text.encode() + b"\n")
+    except OSError:
+        pass  # the other side is gone; it reports its own failure
+
+
+def _read_line(connection, deadline):
+    data = b""
+    while not data.endswith(b"\n"):
+        left = deadline - time.monotonic()
+        if left <= 0:
+            return None
+        connection.settimeout(left)
+        try:
+            chunk = connection.recv(256)
+        except (socket.timeout, OSError):
+            return None
+        if not chunk or len(data) > 1024:
+            return None
+        data += chunk
+    return data.decode(errors="replace").strip()
+
+
+def _read_hello(connection, deadline):
+    line = _read_line(connection, min(deadline, time.monotonic() + 10))
+    parts = (line or "").split()
+    if len(parts) != 3 or parts[0] != HELLO.decode():
+        return None
+    try:
+        return int(parts[1]), int(parts[2])
+    except ValueError:
+        return None
+
+
+# ---- after the run has started ----------------------------------------------------------
+
+LOST_PEER_SIGNS = ("Gloo", "NCCL", "Connection closed by peer", "Connection reset by peer",
+                   "heartbeat", "coordination service")
+
+
+def lost_peer_line(error):
+    """The one line for an error that means another process is gone (a collective that
+    failed because its peer closed the connection), or None for any other error."""
+    import sys
+
+    jax = sys.modules.get("jax")
+    if jax is None or not jax.distributed.is_initialized():
+        return None
+    text = str(error)
+    if not any(sign in text for sign in LOST_PEER_SIGNS):
+        return None
+    first = next((line.strip() for line in text.splitlines() if line.strip()), "")
+    return (f"process {jax.process_index()} of {jax.process_count()}: lost contact with "
+            f"another process ({first[:200]}); it has stopped or its host is unreachable: "
+            f"see that process's output")
+
+
+def leave_now(code):
+    """Exit without JAX's shutdown barrier, which waits for peers that are gone and then
+    aborts with pages of log."""
+    import sys
+
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
+
+
+# ---- several processes on this machine (the local check of a multi-host run) -------------
+
+def free_port():
+    """A TCP port free on this machine now (the OS picks it)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def local_process_commands(command, n_processes, port, host_timeout=None):
+    """`command` once per process, with the host flags of a run on this machine."""
+    extra = [] if host_timeout is None else ["--host_timeout", str(host_timeout)]
+    return [list(command) + ["--n_processes", str(n_processes), "--host0_address", "127.0.0.1",
+                             "--host0_port", str(port), "--process_id", str(index)] + extra
+            for index in range(n_processes)]
+
+
+def local_process_env(devices_per_process, env=None):
+    """The environment of one local process: JAX on the CPU with `devices_per_process`
+    devices (XLA's forced host device count), whatever accelerators the machine has."""
+    env = dict(os.environ if env is None else env)
+    flags = [flag for flag in env.get("XLA_FLAGS", "").split()
+             if not flag.startswith("--xla_force_host_platform_device_count")]
+    env["XLA_FLAGS"] = " ".join(flags + [
+        f"--xla_force_host_platform_device_count={devices_per_process}"])
+    env["JAX_PLATFORMS"] = "cpu"
+    env["PYTHONUNBUFFERED"] = "1"
+    return env
+
+
+def run_local_processes(command, n_processes=2, devices_per_process=1, host_timeout=None,
+                        cwds=None, env=None, out=None):
+    """Run `command` as `n_processes` JAX processes on this machine, coordinator on a free
+    loopback port; each line they print is passed to `out` prefixed with `[i]`. Returns
+    the exit codes, in process order. Ctrl-C stops them all."""
+    import subprocess
+    import sys
+    import threading
+
+    out = out or sys.stdout
+    port = free_port()
+    cwds = cwds or [None] * n_processes
+    lock = threading.Lock()
+
+    def relay(index, stream):
+        for line in stream:
+            with lock:
+                out.write(f"[{index}] {line}")
+                out.flush()
+
+    processes, relays = [], []
+    try:
+        for index, argv in enumerate(local_process_commands(command, n_processes, port,
+                                                            host_timeout)):
+            process = subprocess.Popen(argv, cwd=cwds[index], text=True, errors="replace",
+                                       env=local_process_env(devices_per_process, env),
+                                       stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+            processes.append(process)
+            relays.append(threading.Thread(target=relay, args=(index, process.stdout),
+                                           daemon=True))
+            relays[-1].start()
+        codes = [process.wait() for process in processes]
+    finally:
+        for process in processes:
+            if process.poll() is None:
+                process.terminate()
+                try:
+                    process.wait(timeout=10)
+                except subprocess.TimeoutExpired:
+                    process.kill()
+    for thread in relays:
+        thread.join(timeout=5)
+    return codes

@@ -14,16 +14,71 @@ import jax
 from cappy.engine.errors import CappyError
 
 
-def make_deployer(seed, n_model_shards=1, verbose=False, **multihost):
-    """Redco's Deployer; `multihost` takes cappy.engine.hosts.multihost_kwargs(args)."""
-    from redco import Deployer
+def make_deployer(seed, n_model_shards=1, verbose=False, hosts=None):
+    """Redco's Deployer over every device of every process. `hosts` (a configuration with
+    the cappy.engine.hosts.HostSettings fields) joins the multi-process runtime first,
+    if it has not been joined; Redco's own joining is never used (see cappy.engine.hosts)."""
+    from cappy.engine.hosts import join
 
+    if hosts is not None:
+        join(hosts)
     try:
-        return Deployer(jax_seed=seed, n_model_shards=n_model_shards, verbose=verbose,
-                        **multihost)
+        return _deployer_class()(jax_seed=seed, n_model_shards=n_model_shards,
+                                 verbose=verbose, n_processes=1)
     except AssertionError:  # Redco's check that the shards divide the devices
         raise CappyError(f"--n_model_shards {n_model_shards} does not divide the "
                          f"{jax.device_count()} devices") from None
+
+
+def _deployer_class():
+    """Redco's Deployer, with its data-parallel prediction over several processes made the
+    same as over one process holding as many devices.
+
+    Redco deals a prediction's examples to the processes in turn (process p takes every
+    P-th), each process pads its own share, and each takes its own part of the step's
+    random key; so a run's outputs (sampled candidates, and which rows share padding)
+    depended on how the devices were spread over processes, and processes could even pad
+    to different widths. Here every process collates the whole global batch and keeps
+    its devices' rows of it, and the key is split over all devices as one process of
+    them all splits it. One process takes Redco's own path, unchanged.
+    """
+    import numpy as np
+    import tqdm
+    from redco import Deployer
+
+    class SpreadDeployer(Deployer):
+        def _spread(self):
+            return self.mesh is None and jax.process_count() > 1
+
+        def gen_model_step_rng(self):
+            if not self._spread():
+                return super().gen_model_step_rng()
+            rng = jax.random.split(self.gen_rng(), num=1)[0]  # one process's path, then
+            keys = jax.random.split(rng, num=jax.device_count())  # its split over devices
+            local = jax.local_device_count()
+            return keys[jax.process_index() * local:(jax.process_index() + 1) * local]
+
+        def get_model_input_batches(self, examples, per_device_batch_size, collate_fn,
+                                    shuffle, shuffle_rng, desc, is_train=False,
+                                    accumulate_grad_batches=None):
+            if is_train or shuffle or not self._spread():
+                return super().get_model_input_batches(
+                    examples, per_device_batch_size, collate_fn, shuffle, shuffle_rng, desc,
+                    is_train, accumulate_grad_batches)
+            local, total = self.get_local_global_micro_batch_size(per_device_batch_size)
+            start, devices = jax.process_index() * local, jax.local_device_count()
+
+            def batches():
+                for offset in range(0, len(examples) - total + 1, total):
+                    batch = collate_fn(examples=examples[offset:offset + total])
+                    yield jax.tree.map(lambda x: np.asarray(x)[start:start + local].reshape(
+                        (devices, -1) + np.shape(x)[1:]), batch)
+
+            return tqdm.tqdm(batches(), total=len(examples) // total,
+                             desc=f"{desc} (global_batch_size = {total})",
+                             disable=jax.process_index() > 0 or not self._verbose)
+
+    return SpreadDeployer
 
 
 def make_predictor(deployer, collate_fn, pred_fn, output_fn, params_sharding_rules=None):

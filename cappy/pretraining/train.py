@@ -441,12 +441,11 @@ def pretrain(config, log=print):
     from tqdm import tqdm
 
     from cappy.engine.checkpoints import load_cappy, save_cappy
-    from cappy.engine.hosts import multihost_kwargs
     from cappy.engine.redco_adapter import make_deployer
     from cappy.engine.scoring import PairScorer, encode_examples
     from cappy.engine.training import make_optimizer, warmup_then_linear_decay
 
-    deployer = make_deployer(config.seed, config.n_model_shards, **multihost_kwargs(config))
+    deployer = make_deployer(config.seed, config.n_model_shards, hosts=config)
     leader = jax.process_index() == 0
     say = log if leader else (lambda *_: None)
     _, global_micro = deployer.get_local_global_micro_batch_size(config.per_device_batch_size)

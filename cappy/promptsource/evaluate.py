@@ -29,6 +29,7 @@ from cappy.engine.checkpoints import DTYPES
 from cappy.engine.config import (MIN_MAX_LENGTH, check_config, job_command,
                                  setting, settings_of)
 from cappy.engine.errors import CappyError, exit_on_error, located
+from cappy.engine.hosts import HostSettings
 from cappy.engine.io import check_output_file, iter_jsonl, write_json, write_jsonl
 from cappy.engine.ranking import best_index
 from cappy.paper import promptsource_row, promptsource_table
@@ -226,7 +227,8 @@ def run(config, log=print, warn=None):
     from cappy.engine.redco_adapter import make_deployer
     from cappy.engine.scoring import PairScorer
 
-    deployer = make_deployer(config.jax_seed, config.n_model_shards, config.verbose)
+    deployer = make_deployer(config.jax_seed, config.n_model_shards, config.verbose,
+                             hosts=config)
     model, tokenizer = load_cappy(config.model_name_or_path, dtype=config.dtype)
     scorer = PairScorer(model, tokenizer, deployer, max_length=config.max_length,
                         per_device_batch_size=config.per_device_batch_size,
@@ -290,7 +292,7 @@ def saved_table(results_file):
 # --- the command: cappy_promptsource.py ---
 
 @dataclasses.dataclass
-class EvalConfig:
+class EvalConfig(HostSettings):
     """A zero-shot evaluation: its flags (cappy_promptsource.py), saved with its results."""
     data_file: str = setting("./promptsource_test.jsonl",
                              "the test set (scripts/build_promptsource_test_data.py writes it)")

@@ -1,0 +1,264 @@
+"""Several hosts, as two JAX processes on this machine (CPU devices, gloo collectives over
+loopback: the code path of a GPU cluster minus NCCL), each compared with one process of two
+devices: the same results, written once, by process 0; failures stop in one line."""
+
+import io
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+from conftest import REPO
+
+from cappy.engine.hosts import (free_port, local_process_commands, local_process_env,
+                                run_local_processes)
+
+# Both runs compile the same programs as the other tests do (fast, unoptimized), the same
+# way, so that they compute alike.
+QUICK = {"JAX_DISABLE_MOST_OPTIMIZATIONS": "1", "HF_HUB_OFFLINE": "1",
+         "TOKENIZERS_PARALLELISM": "false"}
+
+
+def env_with(**extra):
+    return {**os.environ, **QUICK, **extra}
+
+
+def two_processes(argv, cwds, host_timeout=120):
+    """`python argv...` as two processes of one CPU device each; (exit codes, output)."""
+    out = io.StringIO()
+    codes = run_local_processes([sys.executable, *map(str, argv)], 2, 1, host_timeout,
+                                cwds=[str(c) for c in cwds], env=env_with(), out=out)
+    return codes, out.getvalue()
+
+
+def one_process(argv, cwd, devices=2):
+    """`python argv...` as one process of `devices` CPU devices."""
+    return subprocess.run([sys.executable, *map(str, argv)], cwd=str(cwd), text=True,
+                          capture_output=True, timeout=600,
+                          env=local_process_env(devices, env_with()))
+
+
+def folders(tmp_path, *names):
+    paths = [tmp_path / name for name in names]
+    for path in paths:
+        path.mkdir()
+    return paths
+
+
+def write_pairs(path, n=40):
+    rows = [{"instruction": f"Question {i}: what is {i} plus {i % 7}?",
+             "response": " ".join(["the answer is"] + [str(i + i % 7)] * (1 + i % 9))}
+            for i in range(n)]
+    path.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    return path
+
+
+def kill_on_scoring():
+    """Python code for a process that dies (SIGKILL-like) when it starts scoring."""
+    return ("import os, sys; from cappy.engine import scoring; "
+            "scoring.PairScorer._score_distinct = lambda *a, **k: os._exit(9); "
+            "sys.argv = ['cappy'] + sys.argv[1:]; from cappy.cli import main; sys.exit(main())")
+
+
+# ---- in the default suite -----------------------------------------------------------
+
+def test_score_over_two_processes_matches_one_process_and_only_process_0_writes(
+        tiny_scorer, tmp_path):
+    pairs = write_pairs(tmp_path / "pairs.jsonl")
+    single, first, second = folders(tmp_path, "single", "first", "second")
+    argv = ["-m", "cappy", "score", "--model_name_or_path", tiny_scorer, "--input", pairs,
+            "--output", "scored.jsonl", "--batch_size", "2"]
+    done = one_process(argv, single)
+    assert done.returncode == 0, done.stderr[-3000:]
+    codes, output = two_processes(argv, [first, second])
+    assert codes == [0, 0], output[-3000:]
+    assert (first / "scored.jsonl").read_bytes() == (single / "scored.jsonl").read_bytes()
+    assert os.listdir(second) == []  # process 1 computed, wrote nothing
+    assert "[0] wrote scored.jsonl: 40 rows" in output
+    assert "[1] wrote" not in output
+
+
+def test_a_process_with_no_coordinator_stops_in_one_line(tiny_scorer, tmp_path):
+    pairs = write_pairs(tmp_path / "pairs.jsonl", 3)
+    port = free_port()
+    argv = local_process_commands(
+        [sys.executable, "-m", "cappy", "score", "--model_name_or_path", tiny_scorer,
+         "--input", str(pairs), "--output", str(tmp_path / "out.jsonl")], 2, port, 3)[1]
+    start = time.monotonic()
+    done = subprocess.run(argv, cwd=REPO, text=True, capture_output=True, timeout=120,
+                          env=local_process_env(1, env_with()))
+    assert time.monotonic() - start < 60
+    assert done.returncode == 2
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1, done.stderr
+    assert lines[0].startswith(f"error: process 1 of 2: no coordinator at 127.0.0.1:{port} "
+                               "within 3 s")
+    assert not (tmp_path / "out.jsonl").exists()
+
+
+def test_a_coordinator_whose_peers_never_come_stops_in_one_line(tiny_scorer, tmp_path):
+    pairs = write_pairs(tmp_path / "pairs.jsonl", 3)
+    argv = local_process_commands(
+        [sys.executable, "-m", "cappy", "score", "--model_name_or_path", tiny_scorer,
+         "--input", str(pairs), "--output", str(tmp_path / "out.jsonl")], 3, free_port(), 3)[0]
+    done = subprocess.run(argv, cwd=REPO, text=True, capture_output=True, timeout=120,
+                          env=local_process_env(1, env_with()))
+    assert done.returncode == 2
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1, done.stderr
+    assert lines[0].startswith("error: process 0 of 3: processes 1, 2 did not join at port ")
+    assert not (tmp_path / "out.jsonl").exists()
+
+
+def test_a_process_whose_peer_dies_stops_in_one_line(tiny_scorer, tmp_path):
+    pairs = write_pairs(tmp_path / "pairs.jsonl")
+    output = tmp_path / "out.jsonl"
+    base = local_process_commands(
+        [sys.executable, "-m", "cappy", "score", "--model_name_or_path", tiny_scorer,
+         "--input", str(pairs), "--output", str(output)], 2, free_port(), 60)
+    dying = [sys.executable, "-c", kill_on_scoring(), *base[1][3:]]
+    env = local_process_env(1, env_with())
+    survivor = subprocess.Popen(base[0], cwd=REPO, text=True, stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, env=env)
+    peer = subprocess.Popen(dying, cwd=REPO, env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    try:
+        _, stderr = survivor.communicate(timeout=90)
+    finally:
+        for process in (survivor, peer):
+            if process.poll() is None:
+                process.send_signal(signal.SIGKILL)
+        peer.wait()
+    assert peer.returncode == 9
+    assert survivor.returncode == 2, stderr
+    errors = [line for line in stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1, stderr
+    assert errors[0].startswith("error: process 0 of 2: lost contact with another process (")
+    # The last thing it says: no abort of JAX's runtime after it, no traceback.
+    assert stderr.strip().splitlines()[-1] == errors[0]
+    assert "Traceback" not in stderr and "Check failure" not in stderr
+    assert not output.exists()
+
+
+# ---- the experiments (slow: each runs three processes of a whole command) ------------------
+
+@pytest.mark.slow  # about 40 s here
+def test_bigbench_task_over_two_processes_matches_one_process(tiny_scorer, tmp_path):
+    from test_cappy_bigbench import write_candidates
+
+    write_candidates(tmp_path / "gens" / "gen", "toy")
+    single, first, second = folders(tmp_path, "single", "first", "second")
+    argv = [os.path.join(REPO, "cappy_bigbench.py"), "--model_name_or_path", tiny_scorer,
+            "--bigbench_gen_dir", tmp_path / "gens", "--bigbench_gen_model", "gen",
+            "--bigbench_subset_name", "toy", "--results_dir", "results", "--train_size", 32,
+            "--per_device_batch_size", 2, "--accumulate_grad_batches", 2, "--max_length", 64,
+            "--quiet"]
+    done = one_process(argv, single)
+    assert done.returncode == 0, done.stderr[-3000:]
+    codes, output = two_processes(argv, [first, second])
+    assert codes == [0, 0], output[-3000:]
+    ours, theirs = (json.loads((folder / "results/gen/toy.json").read_text())
+                    for folder in (first, single))
+    assert ours["rougeL"] == theirs["rougeL"]
+    assert ours["counts"] == theirs["counts"]
+    assert ours["environment"]["processes"] == 2 and theirs["environment"]["processes"] == 1
+    assert ((first / "results/gen/toy.predictions.jsonl").read_bytes()
+            == (single / "results/gen/toy.predictions.jsonl").read_bytes())
+    assert sorted(os.listdir(first / "results/gen")) == ["toy.json", "toy.predictions.jsonl"]
+    assert os.listdir(second) == []
+
+
+@pytest.mark.slow  # about 30 s here
+def test_promptsource_over_two_processes_matches_one_process(tiny_scorer, tmp_path):
+    from conftest import promptsource_rows
+
+    data = tmp_path / "test.jsonl"
+    data.write_text("".join(json.dumps(row) + "\n" for row in promptsource_rows(4)))
+    single, first, second = folders(tmp_path, "single", "first", "second")
+    argv = [os.path.join(REPO, "cappy_promptsource.py"), "--model_name_or_path", tiny_scorer,
+            "--data_file", data, "--output_file", "results.json", "--max_length", 64,
+            "--per_device_batch_size", 2, "--quiet"]
+    done = one_process(argv, single)
+    assert done.returncode == 0, done.stderr[-3000:]
+    codes, output = two_processes(argv, [first, second])
+    assert codes == [0, 0], output[-3000:]
+    ours, theirs = (json.loads((folder / "results.json").read_text())
+                    for folder in (first, single))
+    assert ours["accuracy"] == theirs["accuracy"] and ours["counts"] == theirs["counts"]
+    assert ((first / "results.predictions.jsonl").read_bytes()
+            == (single / "results.predictions.jsonl").read_bytes())
+    assert os.listdir(second) == []
+
+
+@pytest.mark.slow  # about 60 s each here
+@pytest.mark.parametrize("n_model_shards", [1, 2])
+def test_generation_over_two_processes_gives_the_same_files(tiny_t5, tmp_path, n_model_shards):
+    data = tmp_path / "data"
+    data.mkdir()
+    rows = [{"instruction": f"Name a colour, number {i}.", "references": ["red"]}
+            for i in range(5)]
+    (data / "toy_validation.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    single, first, second = folders(tmp_path, "single", "first", "second")
+    argv = [os.path.join(REPO, "scripts", "bigbench_flan_generate.py"),
+            "--model_name_or_path", tiny_t5, "--data_dir", data, "--output_dir", "gens",
+            "--tasks", "toy", "--splits", "validation", "--n_sample_gens", 2,
+            "--per_device_batch_size", 2, "--max_tgt_len", 8, "--dtype", "float32",
+            "--n_model_shards", n_model_shards]
+    done = one_process(argv, single)
+    assert done.returncode == 0, done.stderr[-3000:]
+    codes, output = two_processes(argv, [first, second])
+    assert codes == [0, 0], output[-3000:]
+    name = os.path.join("gens", os.path.basename(tiny_t5), "toy_validation.jsonl")
+    assert (first / name).read_bytes() == (single / name).read_bytes()
+    assert os.listdir(second) == []
+
+
+@pytest.mark.slow  # about 60 s here
+def test_pretraining_over_two_processes_killed_and_restarted_matches_one_process(tmp_path):
+    from test_pretrain import final_params, flags, make_backbone, read_log, write_data
+
+    from cappy.pretraining.train import list_checkpoints
+
+    data = write_data(tmp_path / "pretraining_data", train=(48, 48))
+    model = make_backbone(str(tmp_path / "tiny-mlm"))
+    single, shared = str(tmp_path / "single"), str(tmp_path / "shared")
+    work, idle = folders(tmp_path, "work", "idle")
+    script = os.path.join(REPO, "cappy_pretrain.py")
+    argv = [script, *flags(data, shared, model, "--max_steps", 24, "--eval_every", 8)]
+    done = one_process([script, *flags(data, single, model, "--max_steps", 24,
+                                       "--eval_every", 8)], work)
+    assert done.returncode == 0, done.stderr[-3000:]
+
+    # Both processes killed (SIGKILL) once a checkpoint is complete, then started again.
+    env = local_process_env(1, env_with())
+    commands = local_process_commands([sys.executable, *map(str, argv)], 2, free_port(), 120)
+    processes = [subprocess.Popen(command, cwd=str(cwd), env=env, stdout=subprocess.DEVNULL,
+                                  stderr=subprocess.DEVNULL)
+                 for command, cwd in zip(commands, (work, idle))]
+    deadline = time.monotonic() + 300
+    while (not os.path.isdir(os.path.join(shared, "checkpoints"))
+           or not [step for step, _ in list_checkpoints(shared) if step >= 4]):
+        assert time.monotonic() < deadline and all(p.poll() is None for p in processes)
+        time.sleep(0.02)
+    for process in processes:
+        process.kill()
+        process.wait()
+    assert not os.path.exists(os.path.join(shared, "final"))  # killed before the end
+    codes, output = two_processes(argv, [work, idle])
+    assert codes == [0, 0], output[-3000:]
+    assert "[0] resuming from" in output
+    assert "[1] resuming" not in output  # process 1 says nothing
+
+    ours, theirs = read_log(shared), read_log(single)
+    assert [row["step"] for row in ours] == [row["step"] for row in theirs]
+    np.testing.assert_allclose([r.get("train_loss", 0) for r in ours],
+                               [r.get("train_loss", 0) for r in theirs], atol=1e-6)
+    ours, theirs = final_params(shared), final_params(single)
+    assert ours.keys() == theirs.keys()
+    for key in theirs:
+        np.testing.assert_allclose(ours[key], theirs[key], atol=1e-6, err_msg=str(key))
+    assert os.listdir(idle) == []
