@@ -57,10 +57,13 @@ def write_pairs(path, n=40):
     return path
 
 
-def kill_on_scoring():
-    """Python code for a process that dies (SIGKILL-like) when it starts scoring."""
-    return ("import os, sys; from cappy.engine import scoring; "
-            "scoring.PairScorer._score_distinct = lambda *a, **k: os._exit(9); "
+def dies_mid_run():
+    """Python code for `cappy` that dies (as if SIGKILLed) after its first cross-process
+    gather of scores, so its peer is inside the next one."""
+    return ("import os, sys; import redco.predictors.utils as utils; real = utils.process_allgather; "
+            "calls = []; "
+            "utils.process_allgather = lambda *a, **k: (calls.append(1), real(*a, **k))[1] "
+            "if len(calls) < 1 else os._exit(9); "
             "sys.argv = ['cappy'] + sys.argv[1:]; from cappy.cli import main; sys.exit(main())")
 
 
@@ -119,8 +122,9 @@ def test_a_process_whose_peer_dies_stops_in_one_line(tiny_scorer, tmp_path):
     output = tmp_path / "out.jsonl"
     base = local_process_commands(
         [sys.executable, "-m", "cappy", "score", "--model_name_or_path", tiny_scorer,
-         "--input", str(pairs), "--output", str(output)], 2, free_port(), 60)
-    dying = [sys.executable, "-c", kill_on_scoring(), *base[1][3:]]
+         "--input", str(pairs), "--output", str(output), "--batch_size", "1"], 2, free_port(),
+        60)
+    dying = [sys.executable, "-c", dies_mid_run(), *base[1][3:]]
     env = local_process_env(1, env_with())
     survivor = subprocess.Popen(base[0], cwd=REPO, text=True, stdout=subprocess.PIPE,
                                 stderr=subprocess.PIPE, env=env)
@@ -143,6 +147,81 @@ def test_a_process_whose_peer_dies_stops_in_one_line(tiny_scorer, tmp_path):
     assert "Traceback" not in stderr and "Check failure" not in stderr
     assert not output.exists()
 
+
+def test_rendezvous_refuses_a_taken_port_and_a_repeated_process_id():
+    import socket
+    import threading
+
+    from cappy.engine.errors import CappyError
+    from cappy.engine.hosts import rendezvous
+
+    with socket.socket() as taken:
+        taken.bind(("", 0))
+        taken.listen(1)
+        with pytest.raises(CappyError, match=r"process 0 of 2: cannot listen on port \d+"):
+            rendezvous("127.0.0.1", taken.getsockname()[1], 2, 0, 2)
+
+    port, errors = free_port(), {}
+
+    def run(process_id):
+        try:
+            rendezvous("127.0.0.1", port, 3, process_id, 10)
+        except CappyError as error:
+            errors.setdefault(process_id, []).append(str(error))
+
+    threads = [threading.Thread(target=run, args=(0,))]
+    threads[0].start()
+    time.sleep(0.3)
+    for _ in range(2):  # two processes that both say they are process 1
+        threads.append(threading.Thread(target=run, args=(1,)))
+        threads[-1].start()
+        time.sleep(0.3)
+    for thread in threads:
+        thread.join(timeout=30)
+    assert errors[0] == ["process 0 of 3: a process that calls itself 1 was given an "
+                         "--process_id another process has"]
+    assert any("refused: process 1 was given an --process_id another process has" in text
+               for text in errors[1])
+
+def test_detect_cluster_takes_the_processes_from_slurms_environment(tiny_scorer, tmp_path):
+    """--detect_cluster under srun, as two tasks of a SLURM step on this machine."""
+    pairs = write_pairs(tmp_path / "pairs.jsonl", 12)
+    single, first, second = folders(tmp_path, "single", "first", "second")
+    argv = [sys.executable, "-m", "cappy", "score", "--model_name_or_path", tiny_scorer,
+            "--input", str(pairs), "--output", "scored.jsonl"]
+    done = one_process(argv[1:], single)
+    assert done.returncode == 0, done.stderr[-3000:]
+    job = str(free_port())  # JAX's coordinator port comes from the job id
+    processes = [subprocess.Popen(
+        argv + ["--detect_cluster", "--host_timeout", "60"], cwd=str(cwd), text=True,
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        env=local_process_env(1, env_with(
+            SLURM_JOB_ID=job, SLURM_STEP_NODELIST="127.0.0.1", SLURM_NTASKS="2",
+            SLURM_PROCID=str(index), SLURM_LOCALID=str(index))))
+        for index, cwd in enumerate((first, second))]
+    outputs = [process.communicate(timeout=120)[0] for process in processes]
+    assert [process.returncode for process in processes] == [0, 0], outputs
+    assert (first / "scored.jsonl").read_bytes() == (single / "scored.jsonl").read_bytes()
+    assert os.listdir(second) == []
+
+    alone = subprocess.run(argv + ["--detect_cluster"], cwd=str(second), text=True,
+                           capture_output=True, timeout=120, env=local_process_env(1, env_with()))
+    assert alone.returncode == 2
+    assert alone.stderr.strip().splitlines() == [alone.stderr.strip()]
+    assert alone.stderr.startswith("error: --detect_cluster: no cluster found")
+
+
+def test_the_local_launcher_prefixes_each_process_and_returns_the_first_failure(tmp_path):
+    script = os.path.join(REPO, "scripts", "run_local_processes.py")
+    code = ("import sys; args = sys.argv[1:]; i = int(args[args.index('--process_id') + 1]); "
+            "print('hello from', i, args[args.index('--n_processes') + 1]); sys.exit(3 * i)")
+    done = subprocess.run([sys.executable, script, "--n_processes", "3", "--", sys.executable,
+                           "-c", code], text=True, capture_output=True, timeout=60)
+    assert done.returncode == 3
+    assert sorted(done.stdout.splitlines()) == [f"[{i}] hello from {i} 3" for i in range(3)]
+    missing = subprocess.run([sys.executable, script, "--"], text=True, capture_output=True,
+                             timeout=60)
+    assert missing.returncode == 2 and "give the command" in missing.stderr
 
 # ---- the experiments (slow: each runs three processes of a whole command) ------------------
 

@@ -10,7 +10,7 @@ taken, two processes given one id) into one line naming the address and the proc
 within `--host_timeout` seconds. The same timeout bounds how long JAX's heartbeats let a
 silent peer go once the run is under way.
 
-Only process 0 writes results; every process computes (docs/DESIGN.md, several hosts).
+Only process 0 writes results; every process computes (README.md, "Several hosts").
 """
 
 import dataclasses
@@ -39,6 +39,9 @@ class HostSettings:
                                      type=int, group=GROUP, at_least=0)
     n_local_devices: int | None = setting(None, "devices this process uses (None: all)",
                                           type=int, group=GROUP, at_least=1)
+    detect_cluster: bool = setting(False, "take the processes from the cluster's environment "
+                                   "(SLURM's srun, Open MPI's mpirun, a Cloud TPU pod), as "
+                                   "JAX detects them, instead of the flags above", group=GROUP)
     host_timeout: int = setting(300, "seconds a process waits for the others to join, and "
                                 "gives a silent one once running, before it stops",
                                 group=GROUP, at_least=1)
@@ -65,6 +68,8 @@ def join(config):
 
     settings = host_settings(config)
     check_config(settings)
+    if settings.detect_cluster:
+        return _join_detected_cluster(settings)
     n, pid = settings.n_processes, settings.process_id
     if n is None or n == 1:
         if pid not in (None, 0):
@@ -87,6 +92,29 @@ def join(config):
         coordinator_address=f"{settings.host0_address}:{port}", num_processes=n,
         process_id=pid, local_device_ids=local_ids, initialization_timeout=timeout,
         heartbeat_timeout_seconds=timeout, shutdown_timeout_seconds=timeout)
+
+
+def _join_detected_cluster(settings):
+    import jax
+
+    given = [f"--{name}" for name in ("n_processes", "host0_address", "host0_port", "process_id")
+             if getattr(settings, name) is not None]
+    if given:
+        raise CappyError(f"--detect_cluster takes the processes from the cluster; drop "
+                         f"{', '.join(given)}")
+    if jax.distributed.is_initialized():
+        return
+    timeout = settings.host_timeout
+    try:
+        jax.distributed.initialize(
+            local_device_ids=(None if settings.n_local_devices is None
+                              else list(range(settings.n_local_devices))),
+            initialization_timeout=timeout, heartbeat_timeout_seconds=timeout,
+            shutdown_timeout_seconds=timeout)
+    except ValueError as error:  # JAX found no cluster to take the settings from
+        raise CappyError(f"--detect_cluster: no cluster found in this process's environment "
+                         f"(run it under srun, mpirun or on a Cloud TPU pod, or give the host "
+                         f"flags): {str(error).splitlines()[0]}") from None
 
 
 # ---- the meeting before JAX's coordinator starts ----------------------------------------
