@@ -11,7 +11,8 @@ The experiments' commands are here too, with their entry scripts' flags: `cappy 
 score:    rows {"instruction", "response"}      -> the row plus "score"
 rerank:   rows {"instruction", "candidates": [...]} (from any generator) -> the row plus
           "best" (ties go to the earliest candidate), "scores" (input order) and, when
-          the row has "references", "rougeL_best" and "rougeL_first"
+          the row has "references", "rougeL_best" and "rougeL_first" (fractions in [0, 1],
+          as in every results file; tables print ROUGE-L x100)
 finetune: rows {"instruction", "response", "label" in [0, 1]} -> a checkpoint folder that
           both backends load (Cappy.from_pretrained, cappy_bigbench.py)
 
@@ -34,6 +35,7 @@ from cappy.engine.checkpoints import (DTYPES, TRUNCATIONS, check_output_dir,
                                      keep_torch_out_of_transformers)
 from cappy.engine.config import MIN_MAX_LENGTH, REQUIRED, add_fields, check_config, setting
 from cappy.engine.hosts import HostSettings, join
+from cappy.engine.recipes import LR_SCHEDULES
 
 DEFAULT_MODEL = "btan2/cappy-large"
 
@@ -56,6 +58,7 @@ class CappySettings(HostSettings):
         None, "how pairs longer than max_length are cut (default: the policy the checkpoint "
               "records, else longest_first, the original's)", choices=TRUNCATIONS, type=str)
     skip_bad_rows: bool = setting(False, "skip and count malformed rows instead of stopping")
+    verbose: bool = setting(True, "no progress bars or Redco logs", flag="--quiet")
 
 
 @dataclasses.dataclass(kw_only=True)
@@ -67,7 +70,8 @@ class ScoreConfig(CappySettings):
 
 @dataclasses.dataclass(kw_only=True)
 class FinetuneConfig(CappySettings):
-    """`cappy finetune`: the trainer of cappy_bigbench.py, its schedule counted in updates."""
+    """`cappy finetune`: the trainer of cappy_bigbench.py; its schedule counted in optimizer
+    updates unless --lr_schedule paper."""
     train_file: str = setting(REQUIRED, 'jsonl rows {"instruction", "response", "label" in '
                                         '[0, 1]}')
     validation_file: str | None = setting(None, "rows as --train_file, scored after training "
@@ -80,6 +84,11 @@ class FinetuneConfig(CappySettings):
     warmup_rate: float = setting(0.1, "share of the updates spent warming up", at_least=0,
                                  at_most=1)
     weight_decay: float = setting(0.0, "AdamW's weight decay", at_least=0)
+    lr_schedule: str = setting(
+        "corrected", "corrected: warm-up and linear decay counted in optimizer updates; "
+                     "paper: the published runs' schedule, sized in micro-batches, which with "
+                     "accumulation never decays (cappy_bigbench.py's default, to reproduce "
+                     "Table 2)", choices=list(LR_SCHEDULES))
     seed: int = setting(11111, "seed of the example order and dropout")
     batch_size: int = setting(8, "examples per device per batch, counted at max_length tokens "
                                  "each (packed into rows up to that many tokens)", at_least=1)
@@ -184,7 +193,8 @@ def stream_rows(config, check, process_chunk, chunk_size, desc, total):
     with (run_lock(config.output, f"--output {config.output}") if leader
           else contextlib.nullcontext()), \
             (atomic_open(config.output) if leader else open(os.devnull, "w")) as out, \
-            tqdm.tqdm(total=total, desc=desc, unit="row", disable=not leader) as bar:
+            tqdm.tqdm(total=total, desc=desc, unit="row",
+                      disable=not leader or not config.verbose) as bar:
         for chunk in _chunks(rows, chunk_size):
             for result in process_chunk(chunk):
                 out.write(json.dumps(result, ensure_ascii=False) + "\n")

@@ -55,6 +55,8 @@ def parse_args(argv=None):
                         help="generator weights' dtype (float16 as in the paper)")
     parser.add_argument("--jax_seed", type=int, default=42,
                         help="seed of every file's random stream")
+    parser.add_argument("--quiet", action="store_true",
+                        help="no progress bars, Redco logs or per-file lines")
     add_multihost_arguments(parser)
     return parser.parse_args(argv)
 
@@ -82,8 +84,9 @@ def main(argv=None):
     check_output_folder(output_dir, "--output_dir")
     todo, done = plan_bigbench_generation(args.data_dir, output_dir, tasks, splits,
                                           src_key=args.src_key)
+    say = (lambda *_: None) if args.quiet else print
     for task, split, path in done:
-        print(f"skip {task} {split}: {path} exists")
+        say(f"skip {task} {split}: {path} exists")
     if not todo:
         print("nothing to do")
         return 0
@@ -91,11 +94,15 @@ def main(argv=None):
         args.model_name_or_path, n_model_shards=args.n_model_shards,
         n_sample_gens=args.n_sample_gens, per_device_batch_size=args.per_device_batch_size,
         max_src_len=args.max_src_len, max_tgt_len=args.max_tgt_len, dtype=args.dtype,
-        jax_seed=args.jax_seed, hosts=args)
+        jax_seed=args.jax_seed, verbose=not args.quiet, hosts=args)
+    import jax
+
+    if jax.process_index() > 0:  # process 0 writes, and says so
+        say = lambda *_: None  # noqa: E731
     for index, (task, split, rows, out_path) in enumerate(todo, start=1):
         write_candidates(generator, rows, out_path, seed=args.jax_seed, src_key=args.src_key,
                          tgt_key=args.tgt_key, desc=f"[{index}/{len(todo)}] {task} {split}")
-        print(f"wrote {out_path} ({len(rows)} rows)")
+        say(f"wrote {out_path} ({len(rows)} rows)")
     return 0
 
 

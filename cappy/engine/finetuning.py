@@ -1,7 +1,9 @@
 """Finetune Cappy on your own labelled (instruction, response, label) rows.
 
 Same trainer as cappy_bigbench.py (packed rows, AdamW, MSE on logits[..., 0],
-float32 parameters), with the schedule counted in optimizer updates. The
+float32 parameters); its default schedule is counted in optimizer updates
+(`--lr_schedule corrected`), where cappy_bigbench.py defaults to the published runs'
+(`paper`). The
 checkpoint folder (`cappy.engine.checkpoints.save_cappy`) holds the weights as
 `model.safetensors` (PyTorch names) and `flax_model.msgpack`, and records the
 truncation policy the model was trained with, which loading it again uses.
@@ -28,7 +30,7 @@ def finetune_on_rows(config, train_rows, validation_rows=None):
     start = time.time()
     import jax
 
-    deployer = make_deployer(config.seed, verbose=True, hosts=config)
+    deployer = make_deployer(config.seed, verbose=config.verbose, hosts=config)
     model, tokenizer = load_cappy(config.model_name_or_path, dtype=config.dtype,
                                   truncation=config.truncation)
     max_length = config.max_length or min(512, longest_pair(model.config))
@@ -39,7 +41,8 @@ def finetune_on_rows(config, train_rows, validation_rows=None):
         model, tokenizer, deployer, encoded, config.seed, per_device_batch_size=config.batch_size,
         accumulate_grad_batches=config.accumulate_grad_batches,
         learning_rate=config.learning_rate, warmup_rate=config.warmup_rate,
-        weight_decay=config.weight_decay, lr_schedule="corrected", max_length=max_length)
+        weight_decay=config.weight_decay, lr_schedule=config.lr_schedule, max_length=max_length,
+        progress=config.verbose)
     params = trainer.host_params()
     summary = {"train_rows": len(train_rows), "n_epochs": config.n_epochs,
                "truncation": model.truncation, "train_seconds": round(time.time() - start, 2),
