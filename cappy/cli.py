@@ -274,7 +274,10 @@ def main(argv=None):
     command = namespace.command
     check_config(config)
     if argv is None and (command == "finetune" or config.backend == "flax"):
+        from cappy.engine.compilation_cache import enable_compilation_cache
+
         keep_torch_out_of_transformers()  # a process computing with JAX only
+        enable_compilation_cache()
     if command == "finetune":
         if config.backend != "flax":
             raise CappyError("cappy finetune trains with JAX only; --backend torch is for score "

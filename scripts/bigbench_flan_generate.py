@@ -90,6 +90,10 @@ def main(argv=None):
     if not todo:
         print("nothing to do")
         return 0
+    if argv is None:  # a process of its own: the programs an earlier run compiled
+        from cappy.engine.compilation_cache import enable_compilation_cache
+
+        enable_compilation_cache()
     generator = CandidateGenerator(
         args.model_name_or_path, n_model_shards=args.n_model_shards,
         n_sample_gens=args.n_sample_gens, per_device_batch_size=args.per_device_batch_size,

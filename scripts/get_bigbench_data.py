@@ -31,6 +31,8 @@ def parse_args(argv=None):
                         help="keep only the first N train rows per task (for small samples)")
     parser.add_argument("--max_validation_rows", type=int, default=None,
                         help="keep only the first N validation rows per task")
+    parser.add_argument("--quiet", action="store_true",
+                        help="no progress bars (pip's download bar included) and no size table")
     return parser.parse_args(argv)
 
 
@@ -40,7 +42,10 @@ def main(argv=None):
     sizes = build(args.source, args.output_dir, tasks_arg=args.tasks,
                   bigbench_sdist=args.bigbench_sdist, cache_dir=args.cache_dir,
                   max_train_rows=args.max_train_rows,
-                  max_validation_rows=args.max_validation_rows)
+                  max_validation_rows=args.max_validation_rows, progress=not args.quiet)
+    if args.quiet:
+        print(f"wrote {len(sizes)} tasks to {args.output_dir}")
+        return 0
     width = max(len(task) for task, _, _ in sizes)
     print(f"{'task':<{width}}  {'train':>6}  {'validation':>10}")
     for task, n_train, n_validation in sizes:

@@ -395,10 +395,11 @@ def test_max_rows_cut_the_first_rows(built, sdist, tmp_path):
 
 
 def test_sdist_download_is_cached_and_failures_are_clear(tmp_path, monkeypatch):
-    calls = []
+    calls, shown = [], []
 
     def fake_run(command, **kwargs):
         calls.append(command)
+        shown.append(kwargs.get("stdout", "captured"))
         download_dir = command[command.index("-d") + 1]
         with open(os.path.join(download_dir, bb.SDIST_NAME), "wb") as file:
             file.write(b"x")
@@ -410,13 +411,16 @@ def test_sdist_download_is_cached_and_failures_are_clear(tmp_path, monkeypatch):
     assert calls and calls[0][1:4] == ["-m", "pip", "download"]
     assert "bigbench==1.0.0" in calls[0] and "--no-deps" in calls[0]
     assert bb.ensure_sdist(str(tmp_path)) == path and len(calls) == 1  # reused
+    assert shown == [None]  # pip's progress bar reaches the terminal
+    bb.ensure_sdist(str(tmp_path / "quiet"), progress=False)
+    assert shown[-1] == subprocess.PIPE
 
     monkeypatch.setattr(bb.subprocess, "run", lambda command, **kwargs:
                         subprocess.CompletedProcess(command, 1, "", "ERROR: no network\n"))
     with pytest.raises(CappyError, match="no network.*--bigbench_sdist"):
         bb.ensure_sdist(str(tmp_path / "empty"))
     assert listing(tmp_path / "empty") == []  # no partial download left to reuse
-    assert listing(tmp_path) == [bb.SDIST_NAME, "empty"]
+    assert listing(tmp_path) == [bb.SDIST_NAME, "empty", "quiet"]
 
 
 # --- the hub source (monkeypatched, no network) --------------------------------

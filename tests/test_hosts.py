@@ -58,12 +58,12 @@ def write_pairs(path, n=40):
 
 
 def dies_mid_run():
-    """Python code for `cappy` that dies (as if SIGKILLed) after its first cross-process
-    gather of scores, so its peer is inside the next one."""
-    return ("import os, sys; import redco.predictors.utils as utils; real = utils.process_allgather; "
+    """Python code for `cappy` that dies (as if SIGKILLed) once it has scored a batch
+    together with its peer, so that the peer is inside the next one."""
+    return ("import os, sys; from cappy.engine import scoring; real = scoring.place; "
             "calls = []; "
-            "utils.process_allgather = lambda *a, **k: (calls.append(1), real(*a, **k))[1] "
-            "if len(calls) < 1 else os._exit(9); "
+            "scoring.place = lambda *a, **k: (calls.append(1), real(*a, **k))[1] "
+            "if len(calls) < 2 else os._exit(9); "
             "sys.argv = ['cappy'] + sys.argv[1:]; from cappy.cli import main; sys.exit(main())")
 
 

@@ -263,11 +263,12 @@ def convert_task(task, task_data, subtask_names=None, subtasks=None):
 # Reading the sdist
 
 
-def ensure_sdist(cache_dir):
+def ensure_sdist(cache_dir, progress=True):
     """Path of the bigbench 1.0.0 sdist in `cache_dir`, downloading it once.
 
     pip downloads into a fresh temporary folder and the file is moved into place
-    only when pip succeeded, so an interrupted download is never reused.
+    only when pip succeeded, so an interrupted download is never reused. With
+    `progress`, pip's own progress bar is shown (its output goes to the terminal).
     """
     cache_dir = os.path.expanduser(cache_dir)
     path = os.path.join(cache_dir, SDIST_NAME)
@@ -280,7 +281,8 @@ def ensure_sdist(cache_dir):
     print(f"downloading {SDIST_REQUIREMENT} (about 360 MB) into {cache_dir}", file=sys.stderr)
     try:
         try:
-            result = subprocess.run(command, capture_output=True, text=True)
+            result = subprocess.run(command, text=True, stderr=subprocess.PIPE,
+                                    stdout=None if progress else subprocess.PIPE)
         except OSError as error:
             raise CappyError(f"could not run pip to download {SDIST_REQUIREMENT}: "
                              f"{error}") from None
@@ -529,7 +531,7 @@ def build(source, output_dir, tasks_arg=None, bigbench_sdist=None,
     if source == "hub":
         return build_from_hub(output_dir, tasks, max_train_rows, max_validation_rows, progress)
     if source == "pypi":
-        sdist = bigbench_sdist or ensure_sdist(cache_dir)
+        sdist = bigbench_sdist or ensure_sdist(cache_dir, progress)
         return build_from_sdist(sdist, output_dir, tasks, max_train_rows,
                                 max_validation_rows, progress)
     raise CappyError(f"--source must be hub or pypi, got {source!r}")

@@ -110,7 +110,8 @@ def parse_config(config_class, parser, argv=None):
 def job_command(config_class, doc, run):
     """`(parse_args, main)` of a job's command: flags made from `config_class` (described by
     `doc`'s first paragraph), then `run(config)`. `main` keeps PyTorch out of transformers
-    when it is a process of its own (argv None, or `own_process`, as `cappy` passes it)."""
+    and switches JAX's persistent compilation cache on when it is a process of its own
+    (argv None, or `own_process`, as `cappy` passes it)."""
     from cappy.engine.errors import exit_on_error
 
     def parse_args(argv=None, prog=None):
@@ -122,8 +123,10 @@ def job_command(config_class, doc, run):
         config = parse_args(argv, prog)
         if argv is None if own_process is None else own_process:
             from cappy.engine.checkpoints import keep_torch_out_of_transformers
+            from cappy.engine.compilation_cache import enable_compilation_cache
 
             keep_torch_out_of_transformers()  # a process computing with JAX only: start-up
+            enable_compilation_cache()  # and the programs an earlier run compiled
         run(config)
         return 0
 

@@ -93,6 +93,11 @@ def show_progress(deployer, shown):
     deployer._verbose = bool(shown)
 
 
+def progress_shown(deployer):
+    """Whether the deployer's progress bars are on (`show_progress`, its `verbose`)."""
+    return bool(deployer._verbose)
+
+
 def reseed(deployer, key):
     """Restart the random stream Redco hands to prediction steps (kept in `_rng`)."""
     deployer._rng = key

@@ -9,6 +9,7 @@ import jax
 import numpy as np
 
 from cappy.engine import packing, roberta
+from cappy.engine.mesh import data_parallel_mesh, place
 from cappy.engine.padding import bucket_length, length_sorted_order, pad_batch
 from cappy.engine.checkpoints import DTYPES, TRUNCATIONS, check_truncation  # noqa: F401 (re-exported)
 
@@ -78,41 +79,40 @@ def collate_pairs(examples, pad_id, max_length, label_key=None, bucketed=True):
 
 
 class PairScorer:
-    """Scores pairs with a Cappy over the deployer's devices (Redco's Predictor).
+    """Scores pairs with a Cappy over every device of every process.
 
     Each distinct pair is scored once; pairs are packed into rows of two widths
     (`cappy.engine.packing`), each attending only to its own tokens, so a pair gets the
     score it gets alone. A batch holds `per_device_batch_size * max_length`
     tokens per device (the original's batch of padded pairs) in packed rows; on
     CPUs at most CPU_TOKENS_PER_BATCH, which keeps a batch's activations in
-    cache. Pairs are encoded with the model's truncation policy unless
-    `truncation` says otherwise.
+    cache. A batch's rows are spread over the mesh's "dp" axis: every device without
+    model shards, else the deployer's (dp, mp) mesh with the parameters sharded by
+    Redco's rules. Every process builds the whole batch and keeps its devices' rows, so
+    several processes score as one process of all their devices. Pairs are encoded with
+    the model's truncation policy unless `truncation` says otherwise.
     """
 
     CPU_TOKENS_PER_BATCH = 2048
 
     def __init__(self, model, tokenizer, deployer, max_length=512, per_device_batch_size=32,
                  params_sharding_rules=None, truncation=None):
-        from cappy.engine.redco_adapter import make_predictor
+        from jax.sharding import NamedSharding, PartitionSpec
 
         roberta.check_max_length(model.config, max_length, model.source)
         self.model, self.tokenizer, self.deployer = model, tokenizer, deployer
         self.max_length = max_length
         self.truncation = check_truncation(truncation or model.truncation)
         self.per_device_batch_size = per_device_batch_size
-        self.predictor = make_predictor(
-            deployer, collate_fn=self._collate, pred_fn=self._pred_fn,
-            output_fn=lambda preds: list(np.asarray(preds, np.float32)),
-            params_sharding_rules=params_sharding_rules)
-
-    def _collate(self, examples):
-        return packing.collate_packed_rows([row["pairs"] for row in examples],
-                                           examples[0]["width"], self.tokenizer.pad_token_id)
-
-    def _pred_fn(self, rng, params, batch):
-        del rng
-        return roberta.packed_scores(params, self.model.config, batch,
-                                     dtype=self.model.compute_dtype)
+        self._rules = params_sharding_rules
+        self.mesh = data_parallel_mesh() if deployer.mesh is None else deployer.mesh
+        self._rows = NamedSharding(self.mesh, PartitionSpec("dp"))
+        self._replicated = NamedSharding(self.mesh, PartitionSpec())
+        config, dtype = model.config, model.compute_dtype
+        # The scores come back whole on every process (an all-gather where rows are spread).
+        self._step = jax.jit(lambda params, batch: roberta.packed_scores(
+            params, config, batch, dtype=dtype), out_shardings=self._replicated)
+        self._placed = (None, None)  # (host parameters, the same on the devices)
 
     def tokens_per_batch(self):
         """Tokens in one device's packed batch."""
@@ -121,12 +121,32 @@ class PairScorer:
             tokens = min(tokens, self.CPU_TOKENS_PER_BATCH)
         return tokens
 
+    def _device_params(self, params, on_devices):
+        """`params` laid out on the mesh (placed once, kept while the same are scored)."""
+        if on_devices:
+            return params
+        if self._placed[0] is not params:
+            from flax.core import unfreeze
+            from jax.sharding import NamedSharding, PartitionSpec
+
+            tree = unfreeze(params)
+            if self.deployer.mesh is None:
+                specs = jax.tree.map(lambda _: PartitionSpec(), tree)
+            else:
+                rules = (self._rules if self._rules is not None
+                         else self.deployer.get_sharding_rules(tree))
+                specs = unfreeze(self.deployer.get_params_spec(tree, rules))
+            shardings = jax.tree.map(lambda spec: NamedSharding(self.mesh, spec), specs,
+                                     is_leaf=lambda x: isinstance(x, PartitionSpec))
+            self._placed = (params, place(tree, shardings))
+        return self._placed[1]
+
     def score(self, instructions, responses, params=None, desc="scoring", **placement):
         """float32 scores of (instruction, response) pairs, in input order.
 
-        `params` default to the model's; `placement` is passed to Redco
-        (`params_replicated` / `params_sharded`) when they already live on the
-        devices (`cappy.engine.training.Trainer.placement()`).
+        `params` default to the model's; `placement` (`params_replicated` /
+        `params_sharded`, as `cappy.engine.training.Trainer.scoring_params()` gives it)
+        says they already lie on the devices.
         """
         if len(instructions) != len(responses):
             raise ValueError("instructions and responses differ in length")
@@ -137,25 +157,36 @@ class PairScorer:
                       for pair in zip(instructions, responses)]
         distinct = list(index_of)
         params = self.model.params if params is None else params
+        on_devices = bool(placement.get("params_replicated") or placement.get("params_sharded"))
         return self._score_distinct([p[0] for p in distinct], [p[1] for p in distinct],
-                                    params, desc, placement)[pair_index]
+                                    self._device_params(params, on_devices), desc)[pair_index]
 
-    def _score_distinct(self, instructions, responses, params, desc, placement):
+    def _score_distinct(self, instructions, responses, params, desc):
+        import tqdm
+
+        from cappy.engine.redco_adapter import progress_shown
+
         examples = encode_pairs(self.tokenizer, instructions, responses, self.max_length,
                                 self.truncation)
         lengths = [len(ex["input_ids"]) for ex in examples]
         scores = np.empty(len(examples), np.float32)
         rows = packing.pack_rows(lengths, packing.row_widths(self.max_length))
+        n_devices = self.mesh.shape["dp"]
+        pad_id = self.tokenizer.pad_token_id
+        shown = progress_shown(self.deployer) and jax.process_index() == 0
         for width in sorted({width for width, _ in rows}):
             indices = [row for w, row in rows if w == width]
-            preds = self.predictor.predict(
-                examples=[{"width": width, "pairs": [examples[i] for i in row]}
-                          for row in indices],
-                params=params,
-                per_device_batch_size=packing.rows_per_batch(width, self.tokens_per_batch()),
-                desc=f"{desc} ({width}-token rows)", **placement)
-            for row, row_scores in zip(indices, preds):
-                scores[row] = row_scores[:len(row)]
+            per_batch = packing.rows_per_batch(width, self.tokens_per_batch()) * n_devices
+            for start in tqdm.tqdm(range(0, len(indices), per_batch), disable=not shown,
+                                   desc=f"{desc} ({width}-token rows)", unit="batch"):
+                chunk = indices[start:start + per_batch]
+                batch = packing.collate_packed_rows(
+                    [[examples[i] for i in row] for row in chunk]
+                    + [[]] * (per_batch - len(chunk)), width, pad_id)
+                batch = place(batch, jax.tree.map(lambda _: self._rows, batch))
+                found = np.asarray(self._step(params, batch))
+                for row, row_scores in zip(chunk, found):
+                    scores[row] = row_scores[:len(row)]
         return scores
 
 

@@ -37,6 +37,7 @@ import optax
 
 from cappy.engine import packing, roberta
 from cappy.engine.errors import CappyError
+from cappy.engine.mesh import data_parallel_mesh, place
 from cappy.engine.recipes import LR_SCHEDULES
 CPU_TOKENS_PER_STEP = 2048
 
@@ -177,7 +178,7 @@ class Trainer:
 
     def __init__(self, model, deployer, optimizer, max_length, step_tokens, pad_id, seed,
                  params=None, opt_state=None, params_sharding_rules=None, label_key="label"):
-        from jax.sharding import Mesh, NamedSharding, PartitionSpec
+        from jax.sharding import NamedSharding, PartitionSpec
 
         roberta.check_max_length(model.config, max_length, model.source)
         self.model, self.deployer, self.optimizer = model, deployer, optimizer
@@ -187,7 +188,7 @@ class Trainer:
 
         params = unfreeze(model.params if params is None else params)
         if deployer.mesh is None:  # data parallel: every device holds every parameter
-            self.mesh = Mesh(np.array(jax.devices()), ("dp",))
+            self.mesh = data_parallel_mesh()
             params_spec = jax.tree.map(lambda _: PartitionSpec(), params)
         else:  # Redco's rules shard the parameters over the mesh's "mp" axis
             self.mesh = deployer.mesh
@@ -204,9 +205,9 @@ class Trainer:
             params_sharding, transform_non_params=lambda _: replicated)
         accumulator = {"grads": params_sharding, "loss": replicated}
         self._rows_sharding = NamedSharding(self.mesh, PartitionSpec("dp"))
-        self.params = _place(params, params_sharding)
+        self.params = place(params, params_sharding)
         self.opt_state = (jax.jit(optimizer.init, out_shardings=opt_sharding)(self.params)
-                          if opt_state is None else _place(opt_state, opt_sharding))
+                          if opt_state is None else place(opt_state, opt_sharding))
         loss = functools.partial(roberta.weighted_squared_error, config=model.config,
                                  dtype=model.compute_dtype)
 
@@ -235,7 +236,7 @@ class Trainer:
 
     def _device_batch(self, batch):
         """One step's host arrays, [n_devices * rows, ...], split over the devices."""
-        return _place(batch, jax.tree.map(lambda _: self._rows_sharding, batch))
+        return place(batch, jax.tree.map(lambda _: self._rows_sharding, batch))
 
     # -- training
 
@@ -279,13 +280,6 @@ class Trainer:
         if self.deployer.mesh is None:
             return self.host_params(), {}
         return self.params, {"params_sharded": True}
-
-
-def _place(tree, shardings):
-    """Host arrays as global arrays laid out by `shardings` (every process holds the
-    whole host tree and keeps the pieces its devices own)."""
-    return jax.tree.map(lambda x, sharding: jax.make_array_from_callback(
-        np.shape(x), sharding, lambda index: np.asarray(x)[index]), tree, shardings)
 
 
 # ---- training checkpoints (orbax, nothing pickled) ---------------------------------------
