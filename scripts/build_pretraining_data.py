@@ -82,7 +82,8 @@ def parse_args(argv=None):
                         help="the augmenting generators' weights and compute dtype")
     parser.add_argument("--n_model_shards", type=int, default=1,
                         help="devices each generator is split over")
-    parser.add_argument("--no_progress", action="store_true", help="no progress bars")
+    parser.add_argument("--no_progress", "--quiet", dest="no_progress", action="store_true",
+                        help="no progress bars")
     return parser.parse_args(argv)
 
 

@@ -24,10 +24,12 @@ def main(argv=None):
         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     parser.add_argument("--output_dir", default="demo_run",
                         help="where the demo's models, data and results go")
+    parser.add_argument("--quiet", action="store_true",
+                        help="print only the two tables, not each step")
     args = parser.parse_args(argv)
     from cappy.bigbench.demo import run_demo
 
-    run_demo(args.output_dir)
+    run_demo(args.output_dir, quiet=args.quiet)
     return 0
 
 

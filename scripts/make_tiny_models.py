@@ -26,6 +26,7 @@ def parse_args(argv=None):
     parser.add_argument("--models", default=",".join(MODELS),
                         help="comma-separated models to write")
     parser.add_argument("--overwrite", action="store_true", help="replace models already there")
+    parser.add_argument("--quiet", action="store_true", help="do not list the folders written")
     return parser.parse_args(argv)
 
 
@@ -36,7 +37,8 @@ def main(argv=None):
 
     for name, path in build_tiny_models(args.output_dir, comma_list(args.models, "--models"),
                                         overwrite=args.overwrite).items():
-        print(f"{name}: {path}")
+        if not args.quiet:
+            print(f"{name}: {path}")
     return 0
 
 

@@ -47,6 +47,9 @@ def parse_args(argv=None):
                              "give each task two GPUs)")
     parser.add_argument("--overwrite", action="store_true",
                         help="run finished tasks again too (passes --overwrite)")
+    parser.add_argument("--quiet", action="store_true",
+                        help="print only failures and the summary (and pass --quiet to each "
+                             "task: no progress bars in its log)")
     parser.add_argument("--dry_run", action="store_true",
                         help="print the commands without running them")
     parser.add_argument("--script", default=None,
@@ -59,6 +62,9 @@ def parse_args(argv=None):
 def main(argv=None):
     args, extra = parse_args(argv)
     from cappy.bigbench.runner import run_batch
+
+    if args.quiet and "--quiet" not in extra:
+        extra = [*extra, "--quiet"]
 
     return run_batch(args, extra)
 

@@ -24,6 +24,8 @@ def parse_args(argv=None):
                         help="CPU devices of each process")
     parser.add_argument("--host_timeout", type=int, default=60,
                         help="--host_timeout given to each process (seconds)")
+    parser.add_argument("--quiet", action="store_true",
+                        help="show only process 0's output (the others' is dropped)")
     parser.add_argument("command", nargs=argparse.REMAINDER,
                         help="the command, after --, without the host flags")
     return parser.parse_args(argv)
@@ -39,7 +41,7 @@ def main(argv=None):
         if getattr(args, flag) < 1:
             raise CappyError(f"--{flag} must be at least 1, got {getattr(args, flag)}")
     codes = run_local_processes(command, args.n_processes, args.devices_per_process,
-                                args.host_timeout)
+                                args.host_timeout, shown=[0] if args.quiet else None)
     return next((code for code in codes if code), 0)
 
 

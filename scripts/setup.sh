@@ -19,13 +19,17 @@ fi
 if [ ! -x .venv/bin/python ]; then
     "$PYTHON" -m venv .venv
 fi
+# pip's own progress (downloads, builds) on a terminal; one line per step in logs.
+pip_quiet=""
+[ -t 1 ] || pip_quiet="--quiet"
 echo "installing cappy (editable) and its locked requirements into .venv (a few minutes the first time) ..."
-.venv/bin/python -m pip install --quiet -e ".[test]" -c constraints.txt
+.venv/bin/python -m pip install $pip_quiet -e ".[test]" -c constraints.txt
 if [ "${CAPPY_TORCH:-0}" = "1" ]; then  # the optional PyTorch backend
     echo "installing PyTorch (CPU) for the torch backend ..."
-    .venv/bin/python -m pip install --quiet -r requirements-torch.txt -c constraints.txt
+    .venv/bin/python -m pip install $pip_quiet -r requirements-torch.txt -c constraints.txt
 fi
 if [ -n "${CAPPY_JAX:-}" ]; then
-    .venv/bin/python -m pip install --quiet "$CAPPY_JAX"
+    echo "installing $CAPPY_JAX ..."
+    .venv/bin/python -m pip install $pip_quiet "$CAPPY_JAX"
 fi
 .venv/bin/python -c "import jax, flax, optax, redco, transformers; print('cappy environment ready: jax', jax.__version__, 'on', jax.default_backend())"

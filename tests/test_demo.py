@@ -31,3 +31,8 @@ def test_demo_runs_every_step_and_skips_finished_work(tmp_path, monkeypatch):
     assert skipped and all(f"delete {out} to run the demo again" in line
                            and "--overwrite" not in line for line in skipped)
     assert os.path.getmtime(out / "bigbench_flan_gens" / "tiny-t5" / "tense_train.jsonl") == before
+
+    quiet = []
+    demo.run_demo(str(out), log=quiet.append, tasks=["tense"], quiet=True)
+    assert len(quiet) == 2  # the two tables, no step lines
+    assert "| Beam Search (beam=4) |" in quiet[0] and "| tense |" in quiet[1]

@@ -219,6 +219,10 @@ def test_the_local_launcher_prefixes_each_process_and_returns_the_first_failure(
                            "-c", code], text=True, capture_output=True, timeout=60)
     assert done.returncode == 3
     assert sorted(done.stdout.splitlines()) == [f"[{i}] hello from {i} 3" for i in range(3)]
+    quiet = subprocess.run([sys.executable, script, "--n_processes", "2", "--quiet", "--",
+                            sys.executable, "-c", code], text=True, capture_output=True,
+                           timeout=60)
+    assert quiet.returncode == 3 and quiet.stdout.splitlines() == ["[0] hello from 0 2"]
     missing = subprocess.run([sys.executable, script, "--"], text=True, capture_output=True,
                              timeout=60)
     assert missing.returncode == 2 and "give the command" in missing.stderr

@@ -23,7 +23,8 @@ DEMO_CAPPY_SETTINGS = {"train_size": 512, "per_device_batch_size": 8,
                        "max_length": 160, "lr_schedule": "corrected"}
 
 
-def run_demo(output_dir="demo_run", log=print, tasks=None):
+def run_demo(output_dir="demo_run", log=print, tasks=None, quiet=False):
+    """The demo's five steps; `quiet` logs only the two tables."""
     from cappy.bigbench.task import TaskConfig, run_task
     from cappy.bigbench.candidates import plan_bigbench_generation, write_candidates
     from cappy.engine.generation import CandidateGenerator
@@ -33,6 +34,9 @@ def run_demo(output_dir="demo_run", log=print, tasks=None):
                                format_cappy_table, plot_cappy_comparison)
 
     start = time.time()
+    table = log
+    if quiet:
+        log = lambda *_: None  # noqa: E731
     tasks = tasks or read_task_names(SAMPLE_DIR)
     gen_dir = os.path.join(output_dir, "bigbench_flan_gens")
     results_dir = os.path.join(output_dir, "bigbench_cappy_results")
@@ -51,7 +55,7 @@ def run_demo(output_dir="demo_run", log=print, tasks=None):
 
     log("[3/5] baselines (ROUGE-L x100; the paper's FLAN-T5 figures do not apply here)")
     baselines = baseline_report(SAMPLE_DIR, gen_dir, [GENERATOR], tasks=tasks)
-    log(format_baseline_table(baselines))
+    table(format_baseline_table(baselines))
     baselines_file = os.path.join(output_dir, "baselines.json")
     write_json(baselines_file, {m: entry["mean"] for m, entry in baselines.items()})
 
@@ -66,7 +70,7 @@ def run_demo(output_dir="demo_run", log=print, tasks=None):
 
     log("[5/5] Cappy against the baselines")
     report = cappy_report(results_dir, tasks, [GENERATOR])
-    log(format_cappy_table(report, tasks))
+    table(format_cappy_table(report, tasks))
     plot_path = os.path.join(output_dir, "cappy_vs_baselines.png")
     plot_cappy_comparison(report, plot_path,
                           baselines={m: entry["mean"] for m, entry in baselines.items()})

@@ -117,8 +117,8 @@ def plan_jobs(child, gen_dir, results_dir, models, tasks, extra, overwrite=False
 class BatchRunner:
     """Runs jobs one after another, or one per device from a shared queue."""
 
-    def __init__(self, jobs, devices=None, out=None):
-        self.jobs = jobs
+    def __init__(self, jobs, devices=None, out=None, quiet=False):
+        self.jobs, self.quiet = jobs, quiet
         self.devices = devices
         self.out = out or sys.stdout
         self._print_lock = threading.Lock()
@@ -203,7 +203,8 @@ class BatchRunner:
                           f"; its log is {job.log_path}")
             self.say(f"{job.label} FAILED ({job.detail})")
             return
-        self.say(f"{job.label} ...{where}")
+        if not self.quiet:
+            self.say(f"{job.label} ...{where}")
         start = time.monotonic()
         try:
             os.makedirs(os.path.dirname(job.log_path), exist_ok=True)
@@ -242,7 +243,8 @@ class BatchRunner:
         else:
             job.status, job.detail = "done", f"ROUGE-L {100 * value:.2f}"
         if job.status == "done":
-            self.say(f"{job.label} done {job.seconds:.1f} s, {job.detail}")
+            if not self.quiet:
+                self.say(f"{job.label} done {job.seconds:.1f} s, {job.detail}")
         else:
             self.say(f"{job.label} FAILED ({job.detail}; see {job.log_path})")
 
@@ -322,7 +324,7 @@ def run_batch(args, extra, out=None):
     if devices:
         say(f"running on {where}")
     start = time.monotonic()
-    runner = BatchRunner(jobs, devices=devices, out=out)
+    runner = BatchRunner(jobs, devices=devices, out=out, quiet=getattr(args, "quiet", False))
     try:
         runner.run()
     except (KeyboardInterrupt, Stopped) as stop:

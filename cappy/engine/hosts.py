@@ -309,10 +309,11 @@ def local_process_env(devices_per_process, env=None):
 
 
 def run_local_processes(command, n_processes=2, devices_per_process=1, host_timeout=None,
-                        cwds=None, env=None, out=None):
+                        cwds=None, env=None, out=None, shown=None):
     """Run `command` as `n_processes` JAX processes on this machine, coordinator on a free
-    loopback port; each line they print is passed to `out` prefixed with `[i]`. Returns
-    the exit codes, in process order. Ctrl-C stops them all."""
+    loopback port; each line they print is passed to `out` prefixed with `[i]` (only
+    the processes in `shown`, when given). Returns the exit codes, in process order.
+    Ctrl-C stops them all."""
     import subprocess
     import sys
     import threading
@@ -324,6 +325,8 @@ def run_local_processes(command, n_processes=2, devices_per_process=1, host_time
 
     def relay(index, stream):
         for line in stream:
+            if shown is not None and index not in shown:
+                continue
             with lock:
                 out.write(f"[{index}] {line}")
                 out.flush()
