@@ -1,12 +1,14 @@
 """Everything cappy takes from Redco (0.4.23), in one place.
 
-Redco's Deployer sets up JAX's multi-process runtime, the (dp, mp) device mesh
-and the parameters' sharding rules, and places parameters on the devices; its
-Predictor runs scoring and generation batches over the devices. Training steps
-are cappy's own (`cappy.engine.training`): an optimizer update of packed rows takes a
-varying number of device steps, which Redco's Trainer (one fixed micro-batch
-per step) cannot express. The few places that depend on Redco's internals or
-on how its Trainer behaved are here, so that a change in Redco is mended here.
+Redco's Deployer gives the (dp, mp) device mesh for model shards and the parameters'
+sharding rules, and places parameters on the devices; its Predictor runs generation
+batches over the devices. JAX's multi-process runtime is joined by cappy itself
+(`cappy.engine.hosts`), and scoring and training steps are cappy's own
+(`cappy.engine.scoring`, `cappy.engine.training`): an optimizer update of packed rows
+takes a varying number of device steps, which Redco's Trainer (one fixed micro-batch per
+step) cannot express, and scoring needs no random keys per batch. The few places that
+depend on Redco's internals or on how its Trainer behaved are here, so that a change in
+Redco is mended here.
 """
 
 import jax
