@@ -345,3 +345,22 @@ def test_pretraining_over_two_processes_killed_and_restarted_matches_one_process
     for key in theirs:
         np.testing.assert_allclose(ours[key], theirs[key], atol=1e-6, err_msg=str(key))
     assert os.listdir(idle) == []
+
+
+@pytest.mark.slow  # about 20 s here
+def test_cappy_finetune_over_two_processes_saves_the_same_model(tiny_scorer, tmp_path):
+    rows = [{"instruction": f"question {i}", "response": f"answer {i % 5}", "label": i % 2}
+            for i in range(64)]
+    train = tmp_path / "labelled.jsonl"
+    train.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    single, first, second = folders(tmp_path, "single", "first", "second")
+    argv = ["-m", "cappy", "finetune", "--model_name_or_path", tiny_scorer, "--train_file",
+            train, "--output_dir", "model", "--batch_size", 4, "--max_length", 32, "--quiet"]
+    done = one_process(argv, single)
+    assert done.returncode == 0, done.stderr[-3000:]
+    codes, output = two_processes(argv, [first, second])
+    assert codes == [0, 0], output[-3000:]
+    for name in ("model.safetensors", "flax_model.msgpack", "config.json"):
+        assert (first / "model" / name).read_bytes() == (single / "model" / name).read_bytes()
+    assert os.listdir(second) == []
+    assert "[0] saved model" in output and "[1] saved" not in output
