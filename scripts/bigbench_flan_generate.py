@@ -18,6 +18,7 @@ cast to `--dtype` (float16 in the paper; use float32 on a CPU).
 """
 
 import argparse
+import contextlib
 import os
 import sys
 
@@ -64,10 +65,9 @@ def parse_args(argv=None):
 @exit_on_error
 def main(argv=None):
     args = parse_args(argv)
-    from cappy.bigbench.candidates import plan_bigbench_generation, write_candidates
     from cappy.engine.config import check_number
-    from cappy.engine.io import check_output_folder
-    from cappy.engine.generation import CandidateGenerator, generator_name
+    from cappy.engine.generation import generator_name
+    from cappy.engine.io import check_output_folder, run_lock
 
     if args.tasks:
         tasks = comma_list(args.tasks, "--tasks")
@@ -82,6 +82,20 @@ def main(argv=None):
         check_number(f"--{flag}", getattr(args, flag), at_least=1)
     output_dir = os.path.join(args.output_dir, generator_name(args.model_name_or_path))
     check_output_folder(output_dir, "--output_dir")
+    from cappy.bigbench.candidates import plan_bigbench_generation
+
+    plan_bigbench_generation(args.data_dir, output_dir, tasks, splits, src_key=args.src_key)
+    # Inputs are good. One run at a time writes a generator's folder (process 0 writes, so
+    # it holds the lock); the plan is made again under it.
+    with (run_lock(output_dir, f"--output_dir {output_dir}") if not args.process_id
+          else contextlib.nullcontext()):
+        return generate(args, tasks, splits, output_dir, own_process=argv is None)
+
+
+def generate(args, tasks, splits, output_dir, own_process):
+    from cappy.bigbench.candidates import plan_bigbench_generation, write_candidates
+    from cappy.engine.generation import CandidateGenerator
+
     todo, done = plan_bigbench_generation(args.data_dir, output_dir, tasks, splits,
                                           src_key=args.src_key)
     say = (lambda *_: None) if args.quiet else print
@@ -90,7 +104,7 @@ def main(argv=None):
     if not todo:
         print("nothing to do")
         return 0
-    if argv is None:  # a process of its own: the programs an earlier run compiled
+    if own_process:  # the programs an earlier run compiled
         from cappy.engine.compilation_cache import enable_compilation_cache
 
         enable_compilation_cache()

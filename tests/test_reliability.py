@@ -250,3 +250,34 @@ def test_a_jax_only_command_reads_pytorch_bin_weights_though_torch_is_kept_out(w
         assert done.returncode == 0, done.stderr[-2000:]
         outputs[name] = (work / f"{name}.jsonl").read_text()
     assert outputs["bin"] == outputs["safetensors"]
+
+
+def test_one_promptsource_run_and_one_generator_run_at_a_time_per_output(tmp_path):
+    """A live run's lock beside the output makes a second run refuse before any work."""
+    import socket
+
+    from conftest import promptsource_rows
+
+    host = socket.gethostname()
+    holder = json.dumps({"pid": os.getpid(), "host": host, "started": "then"})
+    data = tmp_path / "test.jsonl"
+    data.write_text("".join(json.dumps(row) + "\n" for row in promptsource_rows()))
+    output = tmp_path / "results.json"
+    (tmp_path / "results.json.lock").write_text(holder)
+    done = run_script("cappy_promptsource.py", "--data_file", data, "--output_file", output,
+                      "--model_name_or_path", tmp_path / "no-model-needed")
+    assert_one_line_error(done, f"--output_file {output}: another run is writing it (pid "
+                                f"{os.getpid()} on {host}, since then")
+    assert not output.exists()
+
+    bigbench = tmp_path / "bigbench"
+    bigbench.mkdir()
+    (bigbench / "toy_validation.jsonl").write_text(json.dumps({"instruction": "x"}) + "\n")
+    gens = tmp_path / "gens"
+    gens.mkdir()
+    (gens / "my-t5.lock").write_text(holder)
+    done = run_script("scripts/bigbench_flan_generate.py", "--model_name_or_path",
+                      tmp_path / "my-t5", "--data_dir", bigbench, "--output_dir", gens,
+                      "--tasks", "toy", "--splits", "validation")
+    assert_one_line_error(done, f"--output_dir {gens / 'my-t5'}: another run is writing it")
+    assert sorted(os.listdir(gens)) == ["my-t5.lock"]

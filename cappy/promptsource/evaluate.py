@@ -20,6 +20,7 @@ Each distinct (instruction, response) pair is scored once, with the checkpoint's
 truncation policy: the original release's "longest_first" for every published Cappy.
 """
 
+import contextlib
 import dataclasses
 import json
 import sys
@@ -30,7 +31,7 @@ from cappy.engine.config import (MIN_MAX_LENGTH, check_config, job_command,
                                  setting, settings_of)
 from cappy.engine.errors import CappyError, exit_on_error, located
 from cappy.engine.hosts import HostSettings
-from cappy.engine.io import check_output_file, iter_jsonl, write_json, write_jsonl
+from cappy.engine.io import check_output_file, iter_jsonl, run_lock, write_json, write_jsonl
 from cappy.engine.ranking import best_index
 from cappy.paper import promptsource_row, promptsource_table
 
@@ -212,6 +213,14 @@ def run(config, log=print, warn=None):
         check_output_file(config.output_file, "--output_file", inputs=[config.data_file])
         check_output_file(predictions_path(config.output_file), "--output_file",
                           inputs=[config.data_file])
+    # One run at a time writes an output file (process 0 writes, so it holds the lock).
+    lock = (run_lock(config.output_file, f"--output_file {config.output_file}")
+            if config.output_file and not config.process_id else contextlib.nullcontext())
+    with lock:
+        return _evaluate(config, log, warn)
+
+
+def _evaluate(config, log, warn):
     warn = warn or (lambda text: print(text, file=sys.stderr))
     start = time.time()
     rows, lines = read_test_file(config.data_file, config.sent0_key, config.sent1_key)
