@@ -27,6 +27,7 @@ FAKE = textwrap.dedent("""\
     p.add_argument("--train_size", type=int)
     p.add_argument("--sleep", type=float, default=0.0)
     p.add_argument("--overwrite", action="store_true")
+    p.add_argument("--quiet", action="store_true")
     args = p.parse_args()
     model, task = args.bigbench_gen_model, args.bigbench_subset_name
     with open(os.path.join(args.results_dir, "launches.txt"), "a") as f:
@@ -110,6 +111,19 @@ def test_failure_isolated_and_summarised(setup):
     assert (f"  FAILED flan-t5-base bad_task: exit code 3; log: "
             f"{results / 'flan-t5-base' / 'bad_task.log'}") in lines
     assert out.stderr == ""
+
+
+def test_quiet_prints_failures_and_the_summary_and_quiets_each_task(setup):
+    fake, data, gens, results = setup
+    write_tasks(data, ["alpha", "bad_task"])
+    out = run_runner(setup, "--gen_models", "my-llm", "--quiet")
+    assert out.returncode == 1, out.stdout + out.stderr
+    lines = out.stdout.splitlines()
+    assert not any(" ..." in line or " done " in line for line in lines), lines
+    bad_log = results / "my-llm" / "bad_task.log"
+    assert f"[2/2] my-llm bad_task FAILED (exit code 3; see {bad_log})" in lines
+    assert "summary: 1 done, 0 skipped (already finished), 1 failed" in lines
+    assert result(results, "my-llm", "alpha")["argv"][-1] == "--quiet"
 
 
 def test_exit_zero_without_result_is_a_failure(setup):
