@@ -214,6 +214,21 @@ def test_finetune_then_reload_in_both_backends(tiny_scorer, tmp_path):
     assert np.mean((a - labels) ** 2) < np.mean((before - labels) ** 2)  # it learned
     assert run_cli("finetune", "--model_name_or_path", tiny_scorer, "--train_file", train,
                    "--output_dir", out) == 2  # never overwrites silently
+    assert summary["settings"]["lr_schedule"] == "corrected"  # counted in optimizer updates
+
+    # --lr_schedule paper, cappy_bigbench.py's: sized in micro-batches, so with
+    # accumulation it decays more slowly over the same updates and trains differently.
+    tuned = {}
+    for schedule in ("corrected", "paper"):
+        folder = tmp_path / f"{schedule}-cappy"
+        assert run_cli("finetune", "--model_name_or_path", tiny_scorer, "--train_file", train,
+                       "--output_dir", folder, "--batch_size", 4, "--learning_rate", "1e-3",
+                       "--max_length", 48, "--accumulate_grad_batches", 2,
+                       "--lr_schedule", schedule, "--quiet") == 0
+        saved = json.loads((folder / "cappy_finetune.json").read_text())["settings"]
+        assert saved["lr_schedule"] == schedule
+        tuned[schedule] = Cappy.from_pretrained(str(folder), max_length=48).score(ins, resp)
+    assert np.abs(tuned["paper"] - tuned["corrected"]).max() > 1e-4
 
 
 def test_jax_backend_loads_weights_transformers_wrote(tiny_scorer, tmp_path, flax_cappy):
