@@ -34,7 +34,7 @@ from cappy.engine.rows import check_candidates_row, check_labelled_row, check_pa
 from cappy.engine.checkpoints import (DTYPES, TRUNCATIONS, check_output_dir,
                                      keep_torch_out_of_transformers)
 from cappy.engine.config import MIN_MAX_LENGTH, REQUIRED, add_fields, check_config, setting
-from cappy.engine.hosts import HostSettings, join
+from cappy.engine.hosts import HostSettings, join, writes_outputs
 from cappy.engine.recipes import LR_SCHEDULES
 
 DEFAULT_MODEL = "btan2/cappy-large"
@@ -185,9 +185,7 @@ def stream_rows(config, check, process_chunk, chunk_size, desc, total):
 
     from cappy.engine.io import atomic_open, run_lock
 
-    import jax
-
-    counter = {"bad": 0, "rows": 0, "written": jax.process_index() == 0}
+    counter = {"bad": 0, "rows": 0, "written": writes_outputs()}
     rows = good_rows(config.input, check, config.skip_bad_rows, counter)
     leader = counter["written"]  # every process computes every chunk; process 0 writes
     with (run_lock(config.output, f"--output {config.output}") if leader
@@ -283,9 +281,7 @@ def main(argv=None):
             raise CappyError("cappy finetune trains with JAX only; --backend torch is for score "
                              "and rerank (the folder it saves loads in both backends)")
         summary = run_finetune(config)
-        import jax
-
-        if jax.process_index() == 0:
+        if writes_outputs():
             print(f"saved {config.output_dir}: {summary}")
     else:
         check, process, chunk_size, desc = COMMANDS[command]
@@ -295,8 +291,9 @@ def main(argv=None):
             raise CappyError(f"{config.input}: no rows to {command}"
                              + (" (every row was bad and skipped)" if config.skip_bad_rows
                                 else ""))
-        if config.backend == "torch" and (config.n_processes or 1) > 1:
-            raise CappyError("--n_processes: several processes need --backend flax")
+        if config.backend == "torch" and (config.detect_cluster or (config.n_processes or 1) > 1):
+            raise CappyError("several processes (--n_processes, --detect_cluster) need "
+                             "--backend flax")
         join(config)  # before the model loads, which computes on a device
         from cappy.api import Cappy
 

@@ -55,6 +55,15 @@ def add_multihost_arguments(parser):
     add_fields(parser, HostSettings)
 
 
+def writes_outputs():
+    """Whether this process writes the run's outputs: process 0 of a multi-process run, or
+    a process on its own (one that never imported JAX, such as the torch backend's)."""
+    import sys
+
+    jax = sys.modules.get("jax")
+    return jax is None or jax.process_index() == 0
+
+
 def host_settings(config):
     """The HostSettings part of any configuration object or namespace (unset where absent)."""
     return HostSettings(**{name: getattr(config, name) for name in MULTIHOST_FLAGS
