@@ -65,10 +65,10 @@ class Cappy:
 
             return cls(TorchPairScorer(torch_model(model), tokenizer, model.truncation,
                                        max_length=max_length, batch_size=batch_size), backend)
-        from cappy.engine.redco_adapter import make_deployer
+        from cappy.engine.redco_adapter import make_scoring_deployer
         from cappy.engine.scoring import PairScorer
 
-        scorer = PairScorer(model, tokenizer, make_deployer(0), max_length=max_length,
+        scorer = PairScorer(model, tokenizer, make_scoring_deployer(), max_length=max_length,
                             per_device_batch_size=batch_size)
         return cls(scorer, backend, params=model.params)
 

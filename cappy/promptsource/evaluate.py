@@ -233,15 +233,16 @@ def _evaluate(config, log, warn):
     import jax
 
     from cappy.engine.checkpoints import load_cappy
-    from cappy.engine.redco_adapter import make_deployer
+    from cappy.engine.redco_adapter import make_scoring_deployer
     from cappy.engine.scoring import PairScorer
 
-    deployer = make_deployer(config.jax_seed, config.n_model_shards, config.verbose,
-                             hosts=config)
+    deployer = make_scoring_deployer(config.jax_seed, config.n_model_shards, config.verbose,
+                                     hosts=config)
     model, tokenizer = load_cappy(config.model_name_or_path, dtype=config.dtype)
     scorer = PairScorer(model, tokenizer, deployer, max_length=config.max_length,
                         per_device_batch_size=config.per_device_batch_size,
-                        params_sharding_rules=deployer.get_sharding_rules(model.params))
+                        params_sharding_rules=None if deployer.mesh is None
+                        else deployer.get_sharding_rules(model.params))
     loaded = time.time()
     pairs = [(row[config.sent0_key], row[config.sent1_key]) for row in rows]
     # The scorer scores each distinct pair once (a prompt's choices repeat across prompts).
