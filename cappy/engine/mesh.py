@@ -16,7 +16,35 @@ def data_parallel_mesh():
     return Mesh(np.array(jax.devices()), ("dp",))
 
 
+def mesh_of(deployer):
+    """The mesh a deployer computes on: its (dp, mp) mesh with model shards, else every
+    device on "dp"."""
+    return data_parallel_mesh() if deployer.mesh is None else deployer.mesh
+
+
+def parameter_layout(deployer, params, rules=None):
+    """(mesh, shardings of `params`) for a deployer: without model shards (its mesh None)
+    every device on "dp", each holding every parameter; else the deployer's (dp, mp) mesh,
+    the parameters sharded over "mp" by Redco's rules (`rules`, or the deployer's own)."""
+    from flax.core import unfreeze
+    from jax.sharding import NamedSharding, PartitionSpec
+
+    params, mesh = unfreeze(params), mesh_of(deployer)
+    if deployer.mesh is None:
+        specs = jax.tree.map(lambda _: PartitionSpec(), params)
+    else:
+        rules = rules if rules is not None else deployer.get_sharding_rules(params)
+        specs = unfreeze(deployer.get_params_spec(params, rules))
+    return mesh, jax.tree.map(lambda spec: NamedSharding(mesh, spec), specs,
+                              is_leaf=lambda x: isinstance(x, PartitionSpec))
+
+
 def place(tree, shardings):
-    """Host arrays as global arrays laid out by `shardings` (a tree like `tree`)."""
+    """Host arrays as global arrays laid out by `shardings` (a tree like `tree`, or one
+    sharding for every array)."""
+    from jax.sharding import Sharding
+
+    if isinstance(shardings, Sharding):
+        shardings = jax.tree.map(lambda _: shardings, tree)
     return jax.tree.map(lambda x, sharding: jax.make_array_from_callback(
         np.shape(x), sharding, lambda index: np.asarray(x)[index]), tree, shardings)

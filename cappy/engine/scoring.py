@@ -9,7 +9,7 @@ import jax
 import numpy as np
 
 from cappy.engine import packing, roberta
-from cappy.engine.mesh import data_parallel_mesh, place
+from cappy.engine.mesh import mesh_of, parameter_layout, place
 from cappy.engine.padding import bucket_length, length_sorted_order, pad_batch
 from cappy.engine.checkpoints import DTYPES, TRUNCATIONS, check_truncation  # noqa: F401 (re-exported)
 
@@ -105,7 +105,7 @@ class PairScorer:
         self.truncation = check_truncation(truncation or model.truncation)
         self.per_device_batch_size = per_device_batch_size
         self._rules = params_sharding_rules
-        self.mesh = data_parallel_mesh() if deployer.mesh is None else deployer.mesh
+        self.mesh = mesh_of(deployer)
         self._rows = NamedSharding(self.mesh, PartitionSpec("dp"))
         self._replicated = NamedSharding(self.mesh, PartitionSpec())
         config, dtype = model.config, model.compute_dtype
@@ -127,18 +127,9 @@ class PairScorer:
             return params
         if self._placed[0] is not params:
             from flax.core import unfreeze
-            from jax.sharding import NamedSharding, PartitionSpec
 
-            tree = unfreeze(params)
-            if self.deployer.mesh is None:
-                specs = jax.tree.map(lambda _: PartitionSpec(), tree)
-            else:
-                rules = (self._rules if self._rules is not None
-                         else self.deployer.get_sharding_rules(tree))
-                specs = unfreeze(self.deployer.get_params_spec(tree, rules))
-            shardings = jax.tree.map(lambda spec: NamedSharding(self.mesh, spec), specs,
-                                     is_leaf=lambda x: isinstance(x, PartitionSpec))
-            self._placed = (params, place(tree, shardings))
+            _, shardings = parameter_layout(self.deployer, params, self._rules)
+            self._placed = (params, place(unfreeze(params), shardings))
         return self._placed[1]
 
     def score(self, instructions, responses, params=None, desc="scoring", **placement):
@@ -183,7 +174,7 @@ class PairScorer:
                 batch = packing.collate_packed_rows(
                     [[examples[i] for i in row] for row in chunk]
                     + [[]] * (per_batch - len(chunk)), width, pad_id)
-                batch = place(batch, jax.tree.map(lambda _: self._rows, batch))
+                batch = place(batch, self._rows)
                 found = np.asarray(self._step(params, batch))
                 for row, row_scores in zip(chunk, found):
                     scores[row] = row_scores[:len(row)]

@@ -37,7 +37,7 @@ import optax
 
 from cappy.engine import packing, roberta
 from cappy.engine.errors import CappyError
-from cappy.engine.mesh import data_parallel_mesh, place
+from cappy.engine.mesh import parameter_layout, place
 from cappy.engine.recipes import LR_SCHEDULES
 CPU_TOKENS_PER_STEP = 2048
 
@@ -187,18 +187,9 @@ class Trainer:
         from flax.core import unfreeze
 
         params = unfreeze(model.params if params is None else params)
-        if deployer.mesh is None:  # data parallel: every device holds every parameter
-            self.mesh = data_parallel_mesh()
-            params_spec = jax.tree.map(lambda _: PartitionSpec(), params)
-        else:  # Redco's rules shard the parameters over the mesh's "mp" axis
-            self.mesh = deployer.mesh
-            rules = (params_sharding_rules if params_sharding_rules is not None
-                     else deployer.get_sharding_rules(params))
-            params_spec = unfreeze(deployer.get_params_spec(params, rules))
+        self.mesh, params_sharding = parameter_layout(deployer, params, params_sharding_rules)
         self.n_devices = self.mesh.shape["dp"]
         replicated = NamedSharding(self.mesh, PartitionSpec())
-        params_sharding = jax.tree.map(lambda spec: NamedSharding(self.mesh, spec), params_spec,
-                                       is_leaf=lambda x: isinstance(x, PartitionSpec))
         # AdamW's moments lie like the parameters; its step counts on every device.
         opt_sharding = optax.tree_utils.tree_map_params(
             optimizer, lambda _, sharding: sharding, jax.eval_shape(optimizer.init, params),
@@ -236,7 +227,7 @@ class Trainer:
 
     def _device_batch(self, batch):
         """One step's host arrays, [n_devices * rows, ...], split over the devices."""
-        return place(batch, jax.tree.map(lambda _: self._rows_sharding, batch))
+        return place(batch, self._rows_sharding)
 
     # -- training
 
