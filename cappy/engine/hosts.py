@@ -94,13 +94,21 @@ def join(config):
         raise CappyError(f"--process_id must be 0 to {n - 1}, got {pid}")
     port = settings.host0_port or DEFAULT_PORT
     rendezvous(settings.host0_address, port, n, pid, settings.host_timeout)
-    local_ids = (None if settings.n_local_devices is None
-                 else list(range(settings.n_local_devices)))
+    _initialize(settings, coordinator_address=f"{settings.host0_address}:{port}",
+                num_processes=n, process_id=pid)
+
+
+def _initialize(settings, **where):
+    """JAX's runtime with this run's devices and timeouts; `where` names the processes
+    (none: JAX detects them from the cluster's environment)."""
+    import jax
+
     timeout = settings.host_timeout
     jax.distributed.initialize(
-        coordinator_address=f"{settings.host0_address}:{port}", num_processes=n,
-        process_id=pid, local_device_ids=local_ids, initialization_timeout=timeout,
-        heartbeat_timeout_seconds=timeout, shutdown_timeout_seconds=timeout)
+        local_device_ids=(None if settings.n_local_devices is None
+                          else list(range(settings.n_local_devices))),
+        initialization_timeout=timeout, heartbeat_timeout_seconds=timeout,
+        shutdown_timeout_seconds=timeout, **where)
 
 
 def _join_detected_cluster(settings):
@@ -113,13 +121,8 @@ def _join_detected_cluster(settings):
                          f"{', '.join(given)}")
     if jax.distributed.is_initialized():
         return
-    timeout = settings.host_timeout
     try:
-        jax.distributed.initialize(
-            local_device_ids=(None if settings.n_local_devices is None
-                              else list(range(settings.n_local_devices))),
-            initialization_timeout=timeout, heartbeat_timeout_seconds=timeout,
-            shutdown_timeout_seconds=timeout)
+        _initialize(settings)
     except ValueError as error:  # JAX found no cluster to take the settings from
         raise CappyError(f"--detect_cluster: no cluster found in this process's environment "
                          f"(run it under srun, mpirun or on a Cloud TPU pod, or give the host "
