@@ -24,7 +24,7 @@ import sys
 
 from cappy.engine.errors import CappyError, exit_on_error
 from cappy.engine.flags import comma_list
-from cappy.engine.hosts import add_multihost_arguments
+from cappy.engine.hosts import add_multihost_arguments, join, writes_outputs
 from cappy.bigbench.data import read_task_names
 
 
@@ -85,9 +85,11 @@ def main(argv=None):
     from cappy.bigbench.candidates import plan_bigbench_generation
 
     plan_bigbench_generation(args.data_dir, output_dir, tasks, splits, src_key=args.src_key)
-    # Inputs are good. One run at a time writes a generator's folder (process 0 writes, so
-    # it holds the lock); the plan is made again under it.
-    with (run_lock(output_dir, f"--output_dir {output_dir}") if not args.process_id
+    # Inputs are good. One run at a time writes a generator's folder: process 0 writes, so
+    # it holds the lock, and which process is 0 is known once they have joined. The plan is
+    # made again under the lock.
+    join(args)
+    with (run_lock(output_dir, f"--output_dir {output_dir}") if writes_outputs()
           else contextlib.nullcontext()):
         return generate(args, tasks, splits, output_dir, own_process=argv is None)
 

@@ -191,16 +191,8 @@ def test_detect_cluster_takes_the_processes_from_slurms_environment(tiny_scorer,
             "--input", str(pairs), "--output", "scored.jsonl"]
     done = one_process(argv[1:], single)
     assert done.returncode == 0, done.stderr[-3000:]
-    job = str(free_port())  # JAX's coordinator port comes from the job id
-    processes = [subprocess.Popen(
-        argv + ["--detect_cluster", "--host_timeout", "60"], cwd=str(cwd), text=True,
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-        env=local_process_env(1, env_with(
-            SLURM_JOB_ID=job, SLURM_STEP_NODELIST="127.0.0.1", SLURM_NTASKS="2",
-            SLURM_PROCID=str(index), SLURM_LOCALID=str(index))))
-        for index, cwd in enumerate((first, second))]
-    outputs = [process.communicate(timeout=120)[0] for process in processes]
-    assert [process.returncode for process in processes] == [0, 0], outputs
+    codes, outputs = slurm_step(argv, [first, second])
+    assert codes == [0, 0], outputs
     assert (first / "scored.jsonl").read_bytes() == (single / "scored.jsonl").read_bytes()
     assert os.listdir(second) == []
 
@@ -209,6 +201,40 @@ def test_detect_cluster_takes_the_processes_from_slurms_environment(tiny_scorer,
     assert alone.returncode == 2
     assert alone.stderr.strip().splitlines() == [alone.stderr.strip()]
     assert alone.stderr.startswith("error: --detect_cluster: no cluster found")
+
+
+def slurm_step(argv, cwds):
+    """`argv` as the two tasks of a SLURM step on this machine (--detect_cluster); the
+    processes' (exit codes, outputs)."""
+    job = str(free_port())  # JAX's coordinator port comes from the job id
+    processes = [subprocess.Popen(
+        argv + ["--detect_cluster", "--host_timeout", "60"], cwd=str(cwd), text=True,
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        env=local_process_env(1, env_with(
+            SLURM_JOB_ID=job, SLURM_STEP_NODELIST="127.0.0.1", SLURM_NTASKS="2",
+            SLURM_PROCID=str(index), SLURM_LOCALID=str(index))))
+        for index, cwd in enumerate(cwds)]
+    outputs = [process.communicate(timeout=120)[0] for process in processes]
+    return [process.returncode for process in processes], outputs
+
+
+@pytest.mark.slow  # about 20 s here
+def test_detect_cluster_writes_one_shared_output_once(tiny_scorer, tmp_path):
+    """Under --detect_cluster no process knows its id before joining: process 0 alone must
+    take the output's lock, or the second process refuses a file on a shared folder."""
+    from conftest import promptsource_rows
+
+    data = tmp_path / "test.jsonl"
+    data.write_text("".join(json.dumps(row) + "\n" for row in promptsource_rows(2)))
+    first, second = folders(tmp_path, "first", "second")
+    output = tmp_path / "shared" / "results.json"
+    codes, outputs = slurm_step(
+        [sys.executable, os.path.join(REPO, "cappy_promptsource.py"), "--model_name_or_path",
+         tiny_scorer, "--data_file", str(data), "--output_file", str(output),
+         "--max_length", "64", "--quiet"], [first, second])
+    assert codes == [0, 0], outputs
+    assert json.loads(output.read_text())["accuracy"]
+    assert sorted(os.listdir(output.parent)) == ["results.json", "results.predictions.jsonl"]
 
 
 def test_the_local_launcher_prefixes_each_process_and_returns_the_first_failure(tmp_path):

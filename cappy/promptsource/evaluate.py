@@ -30,7 +30,7 @@ from cappy.engine.checkpoints import DTYPES
 from cappy.engine.config import (MIN_MAX_LENGTH, check_config, job_command,
                                  setting, settings_of)
 from cappy.engine.errors import CappyError, exit_on_error, located
-from cappy.engine.hosts import HostSettings
+from cappy.engine.hosts import HostSettings, join, writes_outputs
 from cappy.engine.io import check_output_file, iter_jsonl, run_lock, write_json, write_jsonl
 from cappy.engine.ranking import best_index
 from cappy.paper import promptsource_row, promptsource_table
@@ -213,9 +213,11 @@ def run(config, log=print, warn=None):
         check_output_file(config.output_file, "--output_file", inputs=[config.data_file])
         check_output_file(predictions_path(config.output_file), "--output_file",
                           inputs=[config.data_file])
-    # One run at a time writes an output file (process 0 writes, so it holds the lock).
+    # One run at a time writes an output file: process 0 writes, so it holds the lock, and
+    # which process is 0 is known once the processes have joined (--detect_cluster).
+    join(config)
     lock = (run_lock(config.output_file, f"--output_file {config.output_file}")
-            if config.output_file and not config.process_id else contextlib.nullcontext())
+            if config.output_file and writes_outputs() else contextlib.nullcontext())
     with lock:
         return _evaluate(config, log, warn)
 
