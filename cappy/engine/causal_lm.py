@@ -7,7 +7,10 @@ Parameters are the checkpoint's tree in the names of `flax_model.msgpack`
 `model/layers/N/...` and `lm_head/kernel` for the Llama family); the semantics
 are transformers' (tests compare logits and generations with its PyTorch models).
 Prompts are left-padded: each row's positions count its real tokens from 0, and
-padding is never attended.
+padding is never attended. A sliding window (Mistral's `sliding_window`, Qwen2's layers
+of `layer_types` "sliding_attention") lets a token attend to the `sliding_window` slots
+up to its own, counted in the sequence's slots, padding included, as transformers'
+masks count them.
 
 `forward` computes whole sequences (log-likelihoods); `prefill` fills a key/value
 cache with the prompt and `step` extends it one token at a time (`cappy.engine.decoding`).
@@ -56,6 +59,29 @@ def _rope_type(config):
 
 def _head_dim(config):
     return getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
+
+
+def sliding_window(config, layer_index):
+    """The attention window of a layer in slots (None: the whole causal past)."""
+    if config.model_type == "mistral":
+        return getattr(config, "sliding_window", None)
+    if config.model_type == "qwen2":
+        types = getattr(config, "layer_types", None)
+        if types is None:  # a config of transformers 4: no per-layer list
+            sliding = (getattr(config, "use_sliding_window", False)
+                       and layer_index >= getattr(config, "max_window_layers", 0))
+        else:
+            sliding = types[layer_index] == "sliding_attention"
+        return getattr(config, "sliding_window", None) if sliding else None
+    return None
+
+
+def _windowed(mask, window, query_slots, key_slots):
+    """`mask` [b, q, k] limited to keys within `window` slots of each query."""
+    if window is None:
+        return mask
+    near = key_slots[None, :] > query_slots[:, None] - window
+    return mask & near[None]
 
 
 def _biases(config):
@@ -267,8 +293,11 @@ def forward(params, config, input_ids, attention_mask, dtype=jnp.float32):
     causal = jnp.tril(jnp.ones((length, length), bool))
     mask = causal[None] & attention_mask[:, None, :].astype(bool)
     x = _embed_tokens(params, config, input_ids, positions, dtype)
-    for layer in _layers(params, config):
-        x = _block(x, layer, config, dtype, positions, mask, lambda k, v: (k, v))
+    slots = jnp.arange(length)
+    for index, layer in enumerate(_layers(params, config)):
+        x = _block(x, layer, config, dtype, positions,
+                   _windowed(mask, sliding_window(config, index), slots, slots),
+                   lambda k, v: (k, v))
     return _logits(params, config, x, dtype)
 
 
@@ -294,8 +323,10 @@ def prefill(params, config, input_ids, attention_mask, max_length, dtype=jnp.flo
         values.append(jnp.zeros(shape, dtype).at[:, :length].set(v))
         return k, v
 
-    for layer in _layers(params, config):
-        x = _block(x, layer, config, dtype, positions, mask, keep)
+    slots = jnp.arange(length)
+    for index, layer in enumerate(_layers(params, config)):
+        x = _block(x, layer, config, dtype, positions,
+                   _windowed(mask, sliding_window(config, index), slots, slots), keep)
     cache = {"keys": keys, "values": values, "valid": valid,
              "next_position": positions[:, -1] + 1}
     return _logits(params, config, x[:, -1], dtype), cache
@@ -317,8 +348,11 @@ def step(params, config, cache, tokens, index, dtype=jnp.float32):
         values.append(v)
         return k, v
 
+    key_slots = jnp.arange(valid.shape[1])
     for layer_index, layer in enumerate(_layers(params, config)):
-        x = _block(x, layer, config, dtype, positions, valid[:, None, :],
+        mask = _windowed(valid[:, None, :], sliding_window(config, layer_index),
+                         jnp.reshape(index, (1,)), key_slots)
+        x = _block(x, layer, config, dtype, positions, mask,
                    lambda k, v, i=layer_index: keep(k, v, i))
     cache = {"keys": keys, "values": values, "valid": valid,
              "next_position": cache["next_position"] + 1}

@@ -67,6 +67,51 @@ def make_generator_tokenizer(texts=(), vocab_size=600, append_eos=True):
         model_max_length=512)
 
 
+def seeded_parameters(shapes, seed, std, norm_names=("scale", "weight")):
+    """Parameters drawn in sorted-name order from one seeded generator: weights normal
+    with `std`, biases small, norm scales near one. The same tree gives the same
+    numbers whichever code built the tree, so two implementations can be compared
+    on identical weights (tests/data/generation_golden.json was made on these)."""
+    import numpy as np
+
+    from cappy.engine.checkpoints import flatten, unflatten
+
+    rng = np.random.default_rng(seed)
+    flat = {}
+    for path, shape in sorted(flatten(shapes).items()):
+        shape = tuple(np.shape(shape)) if hasattr(shape, "shape") else tuple(shape)
+        if path[-1] == "bias":
+            value = rng.normal(0.0, 0.02, shape)
+        elif path[-1] in norm_names and len(shape) == 1:
+            value = 1.0 + rng.normal(0.0, 0.1, shape)
+        else:
+            value = rng.normal(0.0, std, shape)
+        flat[path] = value.astype(np.float32)
+    return unflatten(flat)
+
+
+def as_trained(params, seed, spread=0.1):
+    """A fresh initialisation with every bias and norm parameter moved off its initial
+    value (biases 0, norm scales 1), as a trained checkpoint's are: code that drops a
+    bias, a norm's scale or its offset gives other outputs on these weights, where fresh
+    weights hide it. Biases and norm offsets drawn normal with `spread`, norm scales
+    1 + normal(`spread`); weights as given. A new tree of float32 host arrays."""
+    import numpy as np
+
+    from cappy.engine.checkpoints import flatten, unflatten
+
+    rng = np.random.default_rng([seed, 7])
+    moved = {}
+    for path, value in sorted(flatten(params).items()):
+        value = np.array(value, np.float32)
+        if path[-1] == "bias":
+            value = value + rng.normal(0.0, spread, value.shape).astype(np.float32)
+        elif path[-1] in ("scale", "weight") and value.ndim == 1:
+            value = value * (1.0 + rng.normal(0.0, spread, value.shape)).astype(np.float32)
+        moved[path] = value
+    return unflatten(moved)
+
+
 def tiny_scorer_config(tokenizer, hidden_size=32, num_layers=2, num_heads=2, max_position=514,
                        **overrides):
     """The config of a small random RoBERTa regression scorer for `tokenizer`."""
@@ -88,13 +133,14 @@ def tiny_scorer_config(tokenizer, hidden_size=32, num_layers=2, num_heads=2, max
 def make_tiny_scorer(path, texts=(), hidden_size=32, num_layers=2, num_heads=2,
                      max_position=514, seed=0):
     """Save a random RoBERTa regression scorer (num_labels=1) and its tokenizer to `path`,
-    written as the project writes every checkpoint (`cappy.engine.checkpoints.save_cappy`)."""
+    written as the project writes every checkpoint (`cappy.engine.checkpoints.save_cappy`).
+    Every bias and LayerNorm parameter is drawn (`as_trained`), as in a real checkpoint."""
     from cappy.engine import roberta
     from cappy.engine.checkpoints import CappyModel, save_cappy
 
     tokenizer = make_scorer_tokenizer(texts)
     config = tiny_scorer_config(tokenizer, hidden_size, num_layers, num_heads, max_position)
-    params = roberta.init_params(config, seed)
+    params = as_trained(roberta.init_params(config, seed), seed)
     save_cappy(CappyModel(config=config, params=params), tokenizer, params, path, overwrite=True)
     return path
 
@@ -116,7 +162,7 @@ def save_generator(params, config, tokenizer, path):
 
 def make_tiny_seq2seq(path, texts=(), d_model=32, num_layers=2, num_heads=2, seed=0):
     """Save a random T5 generator (FLAN-T5's variant: gated GELU, untied head) and its
-    tokenizer to `path`."""
+    tokenizer to `path`; its norm scales drawn around one (`as_trained`)."""
     from transformers import T5Config
 
     from cappy.engine import t5
@@ -128,11 +174,13 @@ def make_tiny_seq2seq(path, texts=(), d_model=32, num_layers=2, num_heads=2, see
         num_heads=num_heads, relative_attention_num_buckets=8,
         feed_forward_proj="gated-gelu", tie_word_embeddings=False,
         pad_token_id=0, eos_token_id=1, decoder_start_token_id=0)
-    return save_generator(t5.init_params(config, seed), config, tokenizer, path)
+    return save_generator(as_trained(t5.init_params(config, seed), seed), config, tokenizer,
+                          path)
 
 
 def make_tiny_causal_lm(path, texts=(), n_embd=32, n_layer=2, n_head=2, seed=0):
-    """Save a random GPT-2 decoder-only generator and its tokenizer to `path`."""
+    """Save a random GPT-2 decoder-only generator and its tokenizer to `path`, every bias
+    and LayerNorm parameter drawn (`as_trained`)."""
     from transformers import GPT2Config
 
     from cappy.engine import causal_lm
@@ -141,7 +189,8 @@ def make_tiny_causal_lm(path, texts=(), n_embd=32, n_layer=2, n_head=2, seed=0):
     config = GPT2Config(
         vocab_size=len(tokenizer), n_embd=n_embd, n_layer=n_layer, n_head=n_head,
         n_positions=1024, bos_token_id=1, eos_token_id=1, pad_token_id=0)
-    return save_generator(causal_lm.init_params(config, seed), config, tokenizer, path)
+    return save_generator(as_trained(causal_lm.init_params(config, seed), seed), config,
+                          tokenizer, path)
 
 
 SAMPLE_DIR = os.path.join(os.path.dirname(os.path.dirname(__file__)), "data", "bigbench_sample")
