@@ -1,22 +1,21 @@
 """Side-by-side speed measurements: the project's paths against the original's.
 
-Everything runs in one process on the same random weights and the same data:
+Every path runs on the same random weights and the same data:
 
-- scoring, original: the release's model class, transformers 4's Flax RoBERTa
-  (under transformers 5, which has none, cappy's RoBERTa on the same rows: see
-  `original_model_scores`), every pair padded to max_length, batches in input
-  order, duplicates scored again (the release's path);
+- scoring, original: the release's own computation in the release's stack
+  (`scripts/baselines/original_benchmark.py`, a process of the interpreter that
+  `original_python` finds: transformers 4's Flax RoBERTa under Redco 0.4.13's Predictor),
+  every pair padded to max_length, batches in input order, duplicates scored again;
 - scoring, cappy: `cappy.engine.scoring.PairScorer` (each distinct pair once, pairs
-  packed into rows of two widths, `cappy.engine.roberta`);
+  packed into rows of two widths, `cappy.engine.roberta`), in this process;
 - scoring, PyTorch peer (optional): transformers' PyTorch model, pairs sorted
   by length, each batch padded to its own longest pair;
-- finetuning, original: the release's loop (Redco's Trainer, the release's
-  model as above, every pair padded to max_length, micro-batches of 8 accumulated 16 at a
-  time by optax.MultiSteps); buckets: the same loop with each micro-batch padded
-  to its power-of-two bucket (this project's path before packing); cappy: the
-  packed trainer (`cappy.engine.training`) on the same optimizer updates. Each runs two
-  epochs: the first compiles, the second shows the speed a 102,400-example run
-  lives at.
+- finetuning, original: the release's loop in the release's stack (Redco's Trainer, every
+  pair padded to max_length, micro-batches of 8 accumulated 16 at a time by
+  optax.MultiSteps); buckets: the same loop with each micro-batch padded to its
+  power-of-two bucket (this project's path before packing); cappy: the packed trainer
+  (`cappy.engine.training`) on the same optimizer updates. Each runs two epochs: the first
+  compiles, the second shows the speed a 102,400-example run lives at.
 
 Each scoring path is called twice on the same pairs: the first call compiles
 every batch shape it meets (what a short run pays), the second runs compiled
@@ -70,31 +69,29 @@ def make_model(size, tokenizer, dtype="float32", seed=0, dropout=0.1):
                       source=f"a random {size} RoBERTa")
 
 
-def original_model_scores(model):
-    """(scores(params, batch, dropout_rng), name): the original release's model on one
-    padded pair per row. That is transformers 4's Flax RoBERTa where it is installed;
-    transformers 5 has no Flax classes, so there it is cappy's own RoBERTa on the same
-    padded rows (the same arithmetic but the last layer's, which it computes for the
-    first token only: about 1/layers less work than the original did)."""
-    from cappy.engine.checkpoints import quiet_transformers
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ORIGINAL_VENV = os.path.join(ROOT, ".venv-original")
 
-    try:
-        from transformers import FlaxRobertaForSequenceClassification
-    except (ImportError, AttributeError):
-        from cappy.engine import roberta
 
-        def own(params, batch, dropout_rng):
-            return roberta.padded_scores(params, model.config, batch["input_ids"],
-                                         batch["attention_mask"], batch.get("token_type_ids"),
-                                         dropout_rng=dropout_rng)
-        return own, "cappy's RoBERTa on the original's padded rows"
-    with quiet_transformers():
-        module = FlaxRobertaForSequenceClassification(model.config, _do_init=False)
+def original_python():
+    """(the original release's interpreter, None) or (None, why it is missing): from
+    $CAPPY_ORIGINAL_PYTHON, else .venv-original/ (scripts/setup_original.sh), checked to
+    have transformers' Flax RoBERTa and Redco."""
+    import subprocess
 
-    def flax(params, batch, dropout_rng):
-        return module(**batch, params=params, dropout_rng=dropout_rng,
-                      train=dropout_rng is not None).logits[..., 0]
-    return flax, "transformers' Flax RoBERTa"
+    path = os.environ.get("CAPPY_ORIGINAL_PYTHON") or os.path.join(ORIGINAL_VENV, "bin",
+                                                                    "python")
+    if not os.path.exists(path):
+        return None, (f"no interpreter of the original release's stack at {path}: "
+                      f"bash scripts/setup_original.sh builds it (or set "
+                      f"CAPPY_ORIGINAL_PYTHON)")
+    check = subprocess.run([path, "-c", "import redco; from transformers import "
+                            "FlaxRobertaForSequenceClassification"], capture_output=True,
+                           text=True)
+    if check.returncode:
+        last = (check.stderr.strip().splitlines() or ["no output"])[-1]
+        return None, f"{path} lacks the original release's stack ({last})"
+    return path, None
 
 
 def _token_pool(tokenizer):
@@ -190,29 +187,6 @@ def _encode(tokenizer, pairs, max_length):
                         "longest_first")
 
 
-def original_scorer(model, tokenizer, batch_size, max_length):
-    """The release's scoring: transformers' Flax model, every pair padded to max_length,
-    batches in input order, duplicates scored again. Returns score(pairs)."""
-    import jax
-
-    from cappy.engine.scoring import collate_pairs
-
-    scores_fn, _ = original_model_scores(model)
-    forward = jax.jit(lambda params, batch: scores_fn(params, batch, None))
-
-    def score(pairs):
-        encoded = _encode(tokenizer, pairs, max_length)
-        scores = []
-        for start in range(0, len(encoded), batch_size):
-            chunk = encoded[start:start + batch_size]
-            chunk = chunk + [chunk[0]] * (batch_size - len(chunk))  # fixed batch shape
-            batch = collate_pairs(chunk, tokenizer.pad_token_id, max_length, bucketed=False)
-            scores.extend(np.asarray(forward(model.params, batch), np.float32))
-        return np.asarray(scores[:len(pairs)], np.float32)
-
-    return score
-
-
 def cappy_scorer(model, tokenizer, batch_size, max_length):
     """The project's scoring (cappy.engine.scoring.PairScorer): each distinct pair once,
     pairs packed into rows. Returns score(pairs, params)."""
@@ -286,46 +260,52 @@ def path_computed_positions(path_name, lengths, distinct_lengths, batch_size, ma
 
 # ---- finetuning paths ------------------------------------------------------------------
 
-def finetune_examples(tokenizer, rows, train_size, max_length, seed=11111):
-    """The paper's finetuning examples for the rows, tokenized as cappy_bigbench.py does."""
+def finetune_rows(rows, train_size, seed=11111):
+    """The paper's finetuning examples for the rows ({"instruction", "response", "label"})."""
     from cappy.bigbench.examples import build_finetune_examples
-    from cappy.engine.scoring import encode_examples
 
-    examples, _ = build_finetune_examples(rows, train_size, seed)
-    return encode_examples(tokenizer, examples, max_length, "longest_first")
+    return build_finetune_examples(rows, train_size, seed)[0]
 
 
-def original_training_loop(params, scores_fn, train_size, seed, per_device_batch_size,
-                           accumulate, learning_rate, max_length, pad_id, bucketed=False,
-                           lr_schedule="paper"):
-    """The original release's finetuning loop, a Redco Trainer to call `.train(examples,
-    per_device_batch_size)` on: examples shuffled with the deployer's first key, every
-    micro-batch padded to max_length (`bucketed`: to its power-of-two bucket), MSE on
-    `scores_fn(params, batch, dropout_rng)`, AdamW inside optax.MultiSteps
-    accumulating `accumulate` micro-batches, the paper's schedule."""
-    import jax.numpy as jnp
-    import optax
-    from redco import Deployer, Trainer
+def run_original_paths(python, model, tokenizer, datasets, rows, max_length, batch_size,
+                       per_device_batch_size, accumulate, learning_rate, seed, log=print):
+    """The original's scoring of each dataset and its two finetuning loops, measured by
+    scripts/baselines/original_benchmark.py in the original release's stack (`python`)
+    on `model` saved as the project saves checkpoints. Returns that script's figures, each
+    loop's parameters after its first epoch read back as a parameter tree."""
+    import json
+    import subprocess
+    import tempfile
 
-    from cappy.engine.scoring import collate_pairs
-    from cappy.engine.training import decay_mask, learning_rate_schedule
+    from cappy.engine.checkpoints import save_cappy, unflatten
+    from cappy.engine.errors import CappyError
 
-    deployer = Deployer(jax_seed=seed, verbose=False)
-    _, global_micro = deployer.get_local_global_micro_batch_size(per_device_batch_size)
-    schedule = learning_rate_schedule(learning_rate, 0.1, train_size, global_micro, accumulate,
-                                      lr_schedule)
-    optimizer = optax.MultiSteps(optax.adamw(learning_rate=schedule, weight_decay=0.0,
-                                             mask=decay_mask), every_k_schedule=accumulate)
-
-    def loss_fn(rng, state, params, batch, is_training):
-        labels = batch.pop("labels")
-        return jnp.mean(jnp.square(scores_fn(params, batch, rng if is_training else None)
-                                   - labels))
-
-    return Trainer(deployer=deployer, apply_fn=None, loss_fn=loss_fn, params=params,
-                   optimizer=optimizer, accumulate_grad_batches=accumulate,
-                   collate_fn=lambda examples: collate_pairs(examples, pad_id, max_length,
-                                                             "label", bucketed))
+    script = os.path.join(ROOT, "scripts", "baselines", "original_benchmark.py")
+    with tempfile.TemporaryDirectory(prefix="cappy-original-") as work_dir:
+        model_dir = save_cappy(model, tokenizer, model.params, os.path.join(work_dir, "model"))
+        work = {"model_dir": model_dir, "max_length": max_length, "batch_size": batch_size,
+                "datasets": {name: [list(pair) for pair in pairs]
+                             for name, pairs in datasets.items()},
+                "examples": rows, "per_device_batch_size": per_device_batch_size,
+                "accumulate_grad_batches": accumulate, "learning_rate": learning_rate,
+                "seed": seed, "params_dir": work_dir}
+        work_file, result_file = (os.path.join(work_dir, name) for name in ("work.json",
+                                                                          "result.json"))
+        with open(work_file, "w", encoding="utf-8") as file:
+            json.dump(work, file)
+        log(f"the original's paths, in {python} ...")
+        done = subprocess.run([python, script, work_file, result_file], text=True,
+                              capture_output=True)
+        if done.returncode:
+            last = (done.stderr.strip().splitlines() or ["no output"])[-1]
+            raise CappyError(f"{script} failed in {python}: {last}")
+        with open(result_file, encoding="utf-8") as file:
+            result = json.load(file)
+        for figures in result["finetuning"].values():
+            with np.load(figures.pop("params_file")) as saved:
+                figures["params"] = unflatten({tuple(name.split("/")): saved[name]
+                                               for name in saved.files})
+    return result
 
 
 def training_positions(path_name, examples, seed, global_micro, accumulate, max_length,
@@ -352,51 +332,29 @@ def training_positions(path_name, examples, seed, global_micro, accumulate, max_
                                                 fixed))
 
 
-def train_twice(path_name, model, tokenizer, examples, per_device_batch_size, accumulate,
-                max_length, seed=11111):
-    """Two epochs of one finetuning path, each timed: the first compiles every step shape
+def train_cappy_twice(model, tokenizer, examples, per_device_batch_size, accumulate,
+                      max_length, learning_rate, seed=11111):
+    """Two epochs of the packed trainer, each timed: the first compiles every step shape
     it meets, the second runs compiled. Returns (host params after the first epoch, whose
-    updates every path shares; s1, s2, computed positions of an epoch)."""
+    updates every path shares; s1, s2, the trainer)."""
     import jax
 
     from cappy.engine.redco_adapter import make_deployer
     from cappy.engine.training import finetune_trainer, original_updates, train_updates
 
+    trainer, per_update = finetune_trainer(
+        model, tokenizer, make_deployer(seed), 2 * len(examples), seed,
+        per_device_batch_size, accumulate, learning_rate=learning_rate, max_length=max_length)
+    updates = original_updates(examples, seed, per_update)
     seconds = []
-    if path_name == CAPPY:
-        trainer, per_update = finetune_trainer(
-            model, tokenizer, make_deployer(seed), 2 * len(examples), seed,
-            per_device_batch_size, accumulate, max_length=max_length)
-        updates = original_updates(examples, seed, per_update)
-
-        def epoch():
-            train_updates(trainer, updates, progress=False)
-            jax.block_until_ready(trainer.params)
-
-        def current():
-            return trainer.host_params()
-    else:
-        trainer = original_training_loop(
-            model.params, original_model_scores(model)[0], 2 * len(examples), seed,
-            per_device_batch_size, accumulate, 2e-5, max_length, tokenizer.pad_token_id,
-            bucketed=path_name == BUCKETS)
-
-        def epoch():
-            trainer.train(examples=examples, per_device_batch_size=per_device_batch_size)
-            jax.block_until_ready(trainer.state.params)
-
-        def current():
-            return jax.tree.map(lambda x: np.asarray(x[0]), trainer.state.params)
     for index in range(2):
         start = time.perf_counter()
-        epoch()
+        train_updates(trainer, updates, progress=False)
+        jax.block_until_ready(trainer.params)
         seconds.append(time.perf_counter() - start)
         if index == 0:  # the second epoch's order is the loop's own (Redco reshuffles)
-            params = current()
-    positions = training_positions(path_name, examples, seed,
-                                   per_device_batch_size * jax.device_count(), accumulate,
-                                   max_length, trainer)
-    return params, seconds[0], seconds[1], positions
+            params = trainer.host_params()
+    return params, seconds[0], seconds[1], trainer
 
 
 def timed(function, *args):
@@ -417,19 +375,23 @@ def machine_report(dtype):
 
 def run_benchmark(model_size="tiny", dtype="float32", batch_size=32, max_length=512,
                   train_size=256, per_device_train_batch=8, accumulate=16, with_torch=True,
-                  n_prompts=360, dropout=0.1, log=print):
-    """Run every measurement; return a JSON-ready dict of figures."""
+                  n_prompts=360, dropout=0.1, learning_rate=2e-5, original_python=None,
+                  log=print):
+    """Run every measurement; return a JSON-ready dict of figures. Without
+    `original_python` (the original release's interpreter) its paths are left out."""
     import jax
 
     from cappy.bigbench.candidates import all_candidates
+    from cappy.engine.errors import CappyError
+    from cappy.engine.scoring import encode_examples
     from cappy.engine.tiny_models import make_scorer_tokenizer, sample_texts
 
     tokenizer = make_scorer_tokenizer(sample_texts())
     model = make_model(model_size, tokenizer, dtype, dropout=dropout)
-    report = {**machine_report(dtype), "original_model": original_model_scores(model)[1],
-              "model_size": model_size, "shape": dict(zip(
+    report = {**machine_report(dtype), "model_size": model_size, "shape": dict(zip(
                   ("layers", "hidden", "heads", "intermediate"), MODEL_SHAPES[model_size])),
               "batch_size": batch_size, "max_length": max_length, "dropout": dropout,
+              "learning_rate": learning_rate, "original_python": original_python,
               "scoring": {}, "finetuning": {}}
     peak = report["matmul_peak_tflops"] * 1e12
 
@@ -439,6 +401,19 @@ def run_benchmark(model_size="tiny", dtype="float32", batch_size=32, max_length=
         "bigbench_candidates": [(row["instruction"], cand["response"])
                                 for row in rows for cand in all_candidates(row)],
     }
+    per_update = per_device_train_batch * jax.device_count() * accumulate
+    if train_size < per_update:
+        raise CappyError(f"--train_size {train_size} is less than one optimizer update "
+                         f"({per_update} examples)")
+    # Whole optimizer updates only, so that every path computes the same examples.
+    train_rows = finetune_rows(rows, train_size // per_update * per_update)
+    examples = encode_examples(tokenizer, train_rows, max_length, "longest_first")
+    original = {"scoring": {}, "finetuning": {}}
+    if original_python:
+        original = run_original_paths(original_python, model, tokenizer, datasets, train_rows,
+                                      max_length, batch_size, per_device_train_batch,
+                                      accumulate, learning_rate, 11111, log)
+        report["original_jax"] = original["jax"]
     peer = torch_peer(model, dtype) if with_torch else None
     if with_torch and peer is None:
         log("note: PyTorch is not installed; the PyTorch peer is skipped")
@@ -447,51 +422,60 @@ def run_benchmark(model_size="tiny", dtype="float32", batch_size=32, max_length=
         distinct_lengths = list({pair: n for pair, n in zip(pairs, lengths)}.values())
         # The work scoring needs: each distinct pair once, no padding.
         flops = model_flops(model.config, distinct_lengths)
-        scorers = {ORIGINAL: original_scorer, CAPPY: cappy_scorer}
+        measured = {}
+        if data_name in original["scoring"]:
+            figures = original["scoring"][data_name]
+            measured[ORIGINAL] = (np.asarray(figures["scores"], np.float32),
+                                  figures["first_call_seconds"], figures["seconds"], None)
+        scorers = {CAPPY: cappy_scorer}
         if peer is not None:
             scorers[PYTORCH] = lambda *a: torch_scorer(peer, *a[1:])
-        results, entry = {}, {"pairs": len(pairs), "distinct_pairs": len(set(pairs)),
-                              "mean_tokens": float(np.mean(lengths)),
-                              "max_tokens": int(np.max(lengths)), "paths": {}}
         for path_name, make_scorer in scorers.items():
             log(f"scoring {data_name}: {path_name} ...")
             score = make_scorer(model, tokenizer, batch_size, max_length)
             scores, first = timed(score, pairs)  # compiles every shape it meets
             _, second = timed(score, pairs)  # compiled: the speed of a long run
-            results[path_name] = scores
-            entry["paths"][path_name] = {
+            measured[path_name] = (scores, first, second, score)
+        entry = {"pairs": len(pairs), "distinct_pairs": len(set(pairs)),
+                 "mean_tokens": float(np.mean(lengths)), "max_tokens": int(np.max(lengths)),
+                 "largest_abs_score": float(np.max(np.abs(measured[CAPPY][0]))), "paths": {}}
+        for path_name, (scores, first, second, score) in measured.items():
+            figures = entry["paths"][path_name] = {
                 "first_call_seconds": first, "seconds": second,
                 "pairs_per_second": len(pairs) / second,
                 "first_call_pairs_per_second": len(pairs) / first,
                 "tflops": flops / second / 1e12, "fraction_of_peak": flops / second / peak,
                 "real_token_fraction": sum(distinct_lengths) / path_computed_positions(
-                    path_name, lengths, distinct_lengths, batch_size, max_length, score),
-                "max_abs_difference_from_original": float(np.max(np.abs(
-                    scores - results[ORIGINAL])))}
-        base = entry["paths"][ORIGINAL]
-        for figures in entry["paths"].values():
-            figures["speedup_over_original"] = base["seconds"] / figures["seconds"]
-            figures["first_call_speedup_over_original"] = (base["first_call_seconds"]
-                                                           / figures["first_call_seconds"])
+                    path_name, lengths, distinct_lengths, batch_size, max_length, score)}
+            if ORIGINAL in measured:
+                base_scores, base_first, base_second, _ = measured[ORIGINAL]
+                figures.update(
+                    max_abs_difference_from_original=float(np.max(np.abs(scores
+                                                                         - base_scores))),
+                    speedup_over_original=base_second / second,
+                    first_call_speedup_over_original=base_first / first)
         report["scoring"][data_name] = entry
 
-    per_update = per_device_train_batch * jax.device_count() * accumulate
-    if train_size < per_update:
-        from cappy.engine.errors import CappyError
-
-        raise CappyError(f"--train_size {train_size} is less than one optimizer update "
-                         f"({per_update} examples)")
-    # Whole optimizer updates only, so that every path computes the same examples.
-    examples = finetune_examples(tokenizer, rows, train_size // per_update * per_update,
-                                 max_length)
     train_lengths = [len(e["input_ids"]) for e in examples]
     flops = model_flops(model.config, train_lengths, training=True)
+    log(f"finetuning: {CAPPY} ...")
     params = {}
+    params[CAPPY], first, compiled, trainer = train_cappy_twice(
+        model, tokenizer, examples, per_device_train_batch, accumulate, max_length,
+        learning_rate)
+    timings = {CAPPY: (first, compiled)}
+    for path_name, key in ((ORIGINAL, "original"), (BUCKETS, "buckets")):
+        if key in original["finetuning"]:
+            figures = original["finetuning"][key]
+            params[path_name] = figures["params"]
+            timings[path_name] = (figures["first_epoch_seconds"], figures["seconds"])
     for path_name in (ORIGINAL, BUCKETS, CAPPY):
-        log(f"finetuning: {path_name} ...")
-        params[path_name], first, compiled, positions = train_twice(
-            path_name, model, tokenizer, examples, per_device_train_batch, accumulate,
-            max_length)
+        if path_name not in timings:
+            continue
+        first, compiled = timings[path_name]
+        positions = training_positions(path_name, examples, 11111,
+                                       per_device_train_batch * jax.device_count(), accumulate,
+                                       max_length, trainer)
         report["finetuning"][path_name] = {
             "first_epoch_seconds": first, "seconds": compiled,
             "examples_per_second": len(examples) / compiled,
@@ -500,42 +484,25 @@ def run_benchmark(model_size="tiny", dtype="float32", batch_size=32, max_length=
             # one epoch's compilation, then the paper's 102,400 examples compiled
             "projected_minutes_for_102400_examples": (
                 max(first - compiled, 0) + 102400 * compiled / len(examples)) / 60}
-    base = report["finetuning"][ORIGINAL]["seconds"]
-    for figures in report["finetuning"].values():
-        figures["speedup_over_original"] = base / figures["seconds"]
+        if ORIGINAL in timings:
+            report["finetuning"][path_name]["speedup_over_original"] = (
+                timings[ORIGINAL][1] / compiled)
     report["finetuning_examples"] = len(examples)
     report["finetuning_mean_tokens"] = float(np.mean(train_lengths))
-    # The first epoch's optimizer updates, computed three ways: the models score alike.
+    # The first epoch's optimizer updates, computed three ways: the models score alike,
+    # and unlike the model they started from.
     score = cappy_scorer(model, tokenizer, batch_size, max_length)
-    finetuned = {name: score(datasets["bigbench_candidates"], trained)
-                 for name, trained in params.items()}
-    report["finetuned_scores_max_abs_difference"] = max(
-        float(np.max(np.abs(finetuned[name] - finetuned[ORIGINAL]))) for name in params)
+    candidates = datasets["bigbench_candidates"]
+    finetuned = {name: score(candidates, trained) for name, trained in params.items()}
+    report["finetuned_scores_moved"] = float(np.max(np.abs(finetuned[CAPPY]
+                                                           - score(candidates))))
+    if ORIGINAL in finetuned:
+        report["finetuned_scores_max_abs_difference"] = max(
+            float(np.max(np.abs(finetuned[name] - finetuned[ORIGINAL]))) for name in params)
     return report
 
 
 # ---- candidate generation ------------------------------------------------------------
-
-def seeded_parameters(shapes, seed, std, norm_names=("scale", "weight")):
-    """Parameters drawn in sorted-name order from one seeded generator: weights normal
-    with `std`, biases small, norm scales near one. The same tree gives the same
-    numbers whichever code built the tree, so two implementations can be compared
-    on identical weights."""
-    from cappy.engine.checkpoints import flatten, unflatten
-
-    rng = np.random.default_rng(seed)
-    flat = {}
-    for path, shape in sorted(flatten(shapes).items()):
-        shape = tuple(np.shape(shape)) if hasattr(shape, "shape") else tuple(shape)
-        if path[-1] == "bias":
-            value = rng.normal(0.0, 0.02, shape)
-        elif path[-1] in norm_names and len(shape) == 1:
-            value = 1.0 + rng.normal(0.0, 0.1, shape)
-        else:
-            value = rng.normal(0.0, std, shape)
-        flat[path] = value.astype(np.float32)
-    return unflatten(flat)
-
 
 def t5_generator_config(size, tokenizer):
     from transformers import T5Config
@@ -553,7 +520,7 @@ def save_seeded_generator(folder, size, tokenizer, seed=0, eos_boost=3.0):
     tokenizer to `folder`. The weights are those the benchmark used before the switch
     from transformers' Flax T5 (the same tree, the same draws)."""
     from cappy.engine import t5
-    from cappy.engine.tiny_models import save_generator
+    from cappy.engine.tiny_models import save_generator, seeded_parameters
 
     config = t5_generator_config(size, tokenizer)
     params = seeded_parameters(t5.parameter_shapes(config), seed,
@@ -617,10 +584,16 @@ def format_report(report):
     return "\n".join(lines)
 
 
+def _speedup(figures, key="speedup_over_original"):
+    return f"{figures[key]:.2f}x" if key in figures else "-"
+
+
 def _scoring_and_finetuning_lines(report):
-    lines = [f"scoring and finetuning model: {report['model_size']} {report['shape']}; the "
-             f"original paths run {report.get('original_model', 'transformers Flax RoBERTa')}",
-             ""]
+    original = (f"the original's paths ran in {report['original_python']} (jax "
+                f"{report.get('original_jax')})" if report.get("original_python")
+                else "the original's paths were left out (--no_original)")
+    lines = [f"scoring and finetuning model: {report['model_size']} {report['shape']}; "
+             f"{original}", ""]
     for data_name, entry in report["scoring"].items():
         lines += [f"scoring {data_name}: {entry['pairs']} pairs ({entry['distinct_pairs']} "
                   f"distinct), {entry['mean_tokens']:.0f} tokens on average, up to "
@@ -629,29 +602,31 @@ def _scoring_and_finetuning_lines(report):
                   "TFLOP/s | of peak | real tokens | max abs diff |",
                   "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
         for name, f in entry["paths"].items():
+            difference = f.get("max_abs_difference_from_original")
             lines.append(f"| {name} | {f['first_call_seconds']:.1f} | "
-                         f"{f['first_call_speedup_over_original']:.2f}x | {f['seconds']:.1f} | "
-                         f"{f['pairs_per_second']:.1f} | "
-                         f"{f['speedup_over_original']:.2f}x | {f['tflops']:.3f} | "
-                         f"{100 * f['fraction_of_peak']:.1f}% | "
+                         f"{_speedup(f, 'first_call_speedup_over_original')} | "
+                         f"{f['seconds']:.1f} | {f['pairs_per_second']:.1f} | {_speedup(f)} | "
+                         f"{f['tflops']:.3f} | {100 * f['fraction_of_peak']:.1f}% | "
                          f"{100 * f['real_token_fraction']:.0f}% | "
-                         f"{f['max_abs_difference_from_original']:.1e} |")
+                         + ("-" if difference is None else f"{difference:.1e}") + " |")
         lines.append("")
+    agreement = ""
+    if "finetuned_scores_max_abs_difference" in report:
+        agreement = (f"; the finetuned models' scores differ from the original's by at most "
+                     f"{report['finetuned_scores_max_abs_difference']:.1e}"
+                     + (" (dropout masks differ between the paths, so the runs are equally "
+                        "valid random draws; with --dropout 0 they agree within float noise)"
+                        if report["dropout"] else ""))
     lines += [f"finetuning: 2 epochs of {report['finetuning_examples']} examples of a "
               "BIG-Bench task (the first compiles), "
-              f"{report['finetuning_mean_tokens']:.0f} tokens on average; the finetuned "
-              f"models' scores differ from the original's by at most "
-              f"{report['finetuned_scores_max_abs_difference']:.1e}"
-              + (" (dropout masks differ between the paths, so the runs are equally valid "
-                 "random draws; with --dropout 0 they agree within float noise)"
-                 if report["dropout"] else ""),
+              f"{report['finetuning_mean_tokens']:.0f} tokens on average; the first epoch "
+              f"moved the scores by up to {report['finetuned_scores_moved']:.1e}{agreement}",
               "", "| path | first epoch s | compiled epoch s | examples/s | speed-up | TFLOP/s | "
               "of peak | real tokens | 102,400 examples |",
               "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for name, f in report["finetuning"].items():
         lines.append(f"| {name} | {f['first_epoch_seconds']:.1f} | {f['seconds']:.1f} | "
-                     f"{f['examples_per_second']:.1f} | "
-                     f"{f['speedup_over_original']:.2f}x | {f['tflops']:.3f} | "
+                     f"{f['examples_per_second']:.1f} | {_speedup(f)} | {f['tflops']:.3f} | "
                      f"{100 * f['fraction_of_peak']:.1f}% | "
                      f"{100 * f['real_token_fraction']:.0f}% | "
                      f"{f['projected_minutes_for_102400_examples']:.1f} min |")

@@ -3,19 +3,21 @@
     python scripts/benchmark.py                         # 4-layer, 256-wide RoBERTa, CPU
     python scripts/benchmark.py --model_size large --dtype bfloat16   # on a GPU
 
-Runs, in one process on the same random weights and data, the original
-release's scoring (every pair padded to 512, duplicates scored again), the
-project's scoring (cappy.engine.scoring.PairScorer), and optionally transformers'
-PyTorch model with length-sorted dynamic padding; then the paper's finetuning
-recipe three ways: the original's loop with fixed padding, the same loop with
-bucketed padding (this project before packing), and the packed trainer. Prints
-pairs (examples) per second, the speed-up over the original, achieved FLOP/s on
-real tokens as a fraction of this machine's measured matrix-product peak, the
-share of computed positions that are real tokens, and the largest score
-difference from the original path. See benchmarks/harness.py for what each path
-does; the original paths use transformers 4's Flax classes where installed, else
-cappy's RoBERTa on the same padded rows. For whole processes, see
-scripts/benchmark_processes.py.
+Runs on the same random weights and data the original release's scoring (every pair
+padded to 512, duplicates scored again), the project's scoring
+(cappy.engine.scoring.PairScorer), and optionally transformers' PyTorch model with
+length-sorted dynamic padding; then the paper's finetuning recipe three ways: the
+original's loop with fixed padding, the same loop with bucketed padding (this project
+before packing), and the packed trainer. The original's paths are its own code in its own
+stack (transformers 4's Flax RoBERTa, Redco 0.4.13: scripts/setup_original.sh builds
+.venv-original; --original_python or $CAPPY_ORIGINAL_PYTHON names another), run as a
+process of their own; --no_original leaves them out (where that stack cannot be
+installed, such as a GPU machine without a network). Prints pairs (examples) per second,
+the speed-up over the original, achieved FLOP/s on real tokens as a fraction of this
+machine's measured matrix-product peak, the share of computed positions that are real
+tokens, the largest score difference from the original path, and how far finetuning
+moved the scores. See benchmarks/harness.py for what each path does. For whole
+processes, see scripts/benchmark_processes.py.
 """
 
 import argparse
@@ -50,6 +52,14 @@ def parse_args(argv=None):
                    help="finetuning examples per device per micro-batch")
     p.add_argument("--accumulate_grad_batches", type=int, default=16,
                    help="micro-batches per optimizer update")
+    p.add_argument("--learning_rate", type=float, default=2e-5,
+                   help="finetuning's peak rate (the paper's; tests raise it so that a few "
+                        "updates move the scores)")
+    p.add_argument("--original_python", default=None,
+                   help="the original release's interpreter (default: $CAPPY_ORIGINAL_PYTHON, "
+                        "else .venv-original/bin/python)")
+    p.add_argument("--no_original", action="store_true",
+                   help="leave out the original's paths (and the speed-ups over them)")
     p.add_argument("--dropout", type=float, default=0.1,
                    help="the model's dropout (RoBERTa's 0.1); 0 makes the two finetuning "
                         "paths compute the same updates")
@@ -87,6 +97,13 @@ def main(argv=None):
         "--generation_only); the larger shapes are meant for a GPU")
     if args.generation_only and args.generation_size == "none":
         raise CappyError("--generation_only needs a --generation_size")
+    original_python = None
+    if not (args.no_original or args.generation_only):
+        if args.original_python:
+            os.environ["CAPPY_ORIGINAL_PYTHON"] = args.original_python
+        original_python, problem = benchmark.original_python()
+        if problem:
+            raise CappyError(f"{problem}; or pass --no_original")
     with quiet_transformers():
         report = (benchmark.machine_report(args.dtype) if args.generation_only else
                   benchmark.run_benchmark(
@@ -94,7 +111,9 @@ def main(argv=None):
                       max_length=args.max_length, train_size=args.train_size,
                       per_device_train_batch=args.per_device_train_batch_size,
                       accumulate=args.accumulate_grad_batches, with_torch=not args.no_torch,
-                      n_prompts=args.n_prompts, dropout=args.dropout, log=log))
+                      n_prompts=args.n_prompts, dropout=args.dropout,
+                      learning_rate=args.learning_rate, original_python=original_python,
+                      log=log))
         if args.generation_size != "none":
             report["generation"] = benchmark.run_generation_benchmark(
                 args.generation_size, args.generation_instructions, dtype=args.dtype,

@@ -21,8 +21,9 @@ the commands, and the speed-ups of the fastest runs.
   `scripts/baselines/torch_promptsource_loop.py` (transformers' PyTorch model, sorted
   dynamic padding), `cappy_promptsource.py` and `cappy score` on the same file.
 
-The original's scripts need transformers<5: --python (or $CAPPY_ORIGINAL_PYTHON) names a
-venv of scripts/baselines/requirements-original.txt.
+The original's scripts run in the original release's stack (transformers 4's Flax
+classes, Redco 0.4.13): scripts/setup_original.sh builds .venv-original, which is the
+default; --python (or $CAPPY_ORIGINAL_PYTHON) names another.
 """
 
 import argparse
@@ -57,10 +58,10 @@ def parse_args(argv=None):
     p.add_argument("--repeats", type=int, default=2, help="runs of each path, alternating")
     p.add_argument("--work_dir", default=os.path.join("cache", "benchmark_processes"),
                    help="where the model, the data and the results are written")
-    p.add_argument("--python", default=os.environ.get("CAPPY_ORIGINAL_PYTHON", sys.executable),
-                   help="the interpreter for the original scripts, which need transformers<5: "
-                        "a venv of scripts/baselines/requirements-original.txt (default "
-                        "$CAPPY_ORIGINAL_PYTHON, else this one)")
+    p.add_argument("--python", default=None,
+                   help="the interpreter of the original's scripts, the original release's "
+                        "stack (default: $CAPPY_ORIGINAL_PYTHON, else .venv-original, which "
+                        "scripts/setup_original.sh builds)")
     p.add_argument("--paths", default=None,
                    help="comma-separated paths to run (default: all of the workload's)")
     p.add_argument("--output_file", default=None, help="also write the figures as JSON")
@@ -139,10 +140,12 @@ def commands(args, model_dir):
     return {
         "original": [args.python, os.path.join(baselines, "original_cappy_promptsource.py"),
                      *common, "--per_device_batch_size", "32",
-                     "--output_file", os.path.join(results, "original.json")],
+                     "--output_file", os.path.join(results, "original.json"),
+                     "--scores_file", os.path.join(results, "original_scores.jsonl")],
         "pytorch": [sys.executable, os.path.join(baselines, "torch_promptsource_loop.py"),
                     *common, "--batch_size", "32",
-                    "--output_file", os.path.join(results, "pytorch.json")],
+                    "--output_file", os.path.join(results, "pytorch.json"),
+                    "--scores_file", os.path.join(results, "pytorch_scores.jsonl")],
         "cappy_promptsource": [sys.executable, os.path.join(ROOT, "cappy_promptsource.py"),
                                *common, "--per_device_batch_size", "32", "--quiet",
                                "--output_file", os.path.join(results, "cappy_promptsource.json")],
@@ -166,6 +169,24 @@ def outcome(args, name):
         return {"accuracy": json.load(file)["accuracy"]["Average"]}
 
 
+SCORE_FILES = {"original": "original_scores.jsonl", "pytorch": "pytorch_scores.jsonl",
+               "cappy_score": "cappy_score.jsonl"}
+
+
+def score_differences(args, names):
+    """The largest |score - the original's score| of each path that writes every row's
+    score (the promptsource workload), over the same rows."""
+    from cappy.engine.io import read_jsonl
+
+    results = os.path.join(args.work_dir, "results")
+    if args.workload != "promptsource" or "original" not in names:
+        return {}
+    scores = {name: [row["score"] for row in read_jsonl(os.path.join(results, file))]
+              for name, file in SCORE_FILES.items() if name in names}
+    return {name: max(abs(a - b) for a, b in zip(values, scores["original"]))
+            for name, values in scores.items() if name != "original"}
+
+
 def run_once(command, env=None):
     start = time.perf_counter()
     done = subprocess.run(command, capture_output=True, text=True, cwd=ROOT, env=env)
@@ -180,6 +201,12 @@ def main(argv=None):
     import shutil
 
     args = parse_args(argv)
+    if args.python is None and (args.paths is None or "original" in args.paths):
+        from benchmarks.harness import original_python
+
+        args.python, problem = original_python()
+        if problem:
+            raise CappyError(f"{problem}; or leave the original out with --paths")
     model_dir = prepare_model(args.work_dir, args.model_size)
     runs = commands(args, model_dir)
     if args.paths:
@@ -215,6 +242,9 @@ def main(argv=None):
                   file=sys.stderr, flush=True)
     for name in runs:
         report["outcome"][name] = outcome(args, name)
+    report["max_abs_score_difference_from_original"] = score_differences(args, runs)
+    for name, value in report["max_abs_score_difference_from_original"].items():
+        print(f"{name}: every row's score within {value:.1e} of the original's")
     best = {name: min(times) for name, times in report["seconds"].items()}
     report["fastest_s"] = best
     for name, command in report["commands"].items():

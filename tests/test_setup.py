@@ -51,6 +51,24 @@ def test_a_broken_venv_is_rebuilt(tmp_path):
     assert done.returncode != 0
 
 
+def test_the_original_stack_is_refused_on_another_python_in_one_line(tmp_path):
+    """scripts/setup_original.sh: the original release's lock is for Python 3.11."""
+    (tmp_path / "scripts" / "baselines").mkdir(parents=True)
+    shutil.copy(os.path.join(REPO, "scripts", "setup_original.sh"), tmp_path / "scripts")
+    for name in ("requirements-original.txt", "constraints-original.txt"):
+        shutil.copy(os.path.join(REPO, "scripts", "baselines", name),
+                    tmp_path / "scripts" / "baselines")
+    newer = fake_python(tmp_path / "python3.12", "3.12.1", ok=False)
+    done = subprocess.run(["bash", str(tmp_path / "scripts" / "setup_original.sh")],
+                          env={**os.environ, "PYTHON": str(newer)}, capture_output=True,
+                          text=True, timeout=60)
+    assert done.returncode == 1
+    assert done.stderr.strip().splitlines() == [
+        f"the original release's stack (jax 0.9.2) is locked on Python 3.11; {newer} is "
+        "Python 3.12.1. Run again with PYTHON=python3.11."]
+    assert not (tmp_path / ".venv-original").exists()
+
+
 def test_download_scripts_use_the_projects_interpreter():
     """gdown is installed in .venv: the download scripts call that interpreter, not
     whatever `python` is on the PATH."""

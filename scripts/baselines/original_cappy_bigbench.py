@@ -1,19 +1,22 @@
-"""The original release's cappy_bigbench.py computation, as a baseline for timing.
+"""The original release's cappy_bigbench.py computation for one task: the baseline for
+timing and the reference tests compare cappy's finetuning and choices with.
 
-    python scripts/baselines/original_cappy_bigbench.py --model_name_or_path M \
-        --bigbench_gen_dir G --bigbench_gen_model gen --bigbench_subset_name TASK \
-        --train_size 512 --results_dir R
+    .venv-original/bin/python scripts/baselines/original_cappy_bigbench.py \
+        --model_name_or_path M --bigbench_gen_dir G --bigbench_gen_model gen \
+        --bigbench_subset_name TASK --train_size 512 --results_dir R
 
-What the release ran for one task, ported only as far as Redco 0.4.23 requires
-(its `get_default_predictor` is gone and `warmup_rate` became `warmup_ratio`):
-transformers 4's Flax RoBERTa, Redco's Trainer with every training pair padded
-to max_length in micro-batches of 8 accumulated 16 at a time by optax.MultiSteps
-under the release's schedule, then every validation candidate (17 per
-instruction, repeats included) scored in batches of 32 padded to max_length,
-and the best one's ROUGE-L. The training examples are built by the project's
-reproduction of the release's recipe (`cappy.bigbench.examples`), which costs
-milliseconds. scripts/benchmark_processes.py times it against cappy_bigbench.py;
-it needs transformers<5, whose Flax classes it uses.
+What the release ran (`original_release.py`: transformers 4's Flax RoBERTa, Redco 0.4.13):
+Redco's Trainer with every training pair padded to max_length, micro-batches of 8
+accumulated 16 at a time by optax.MultiSteps under Redco's schedule sized in micro-batches
+(the published one), then every validation candidate (17 per instruction, repeats
+included, in the file's decoding order) scored in batches of 32 padded to max_length;
+the best-scored candidate of each instruction (the first on a tie) and its ROUGE-L
+(rouge-score, stemming, best over the references), averaged. `--learning_rate 0` leaves
+the parameters as loaded. The training examples are the project's reproduction of the
+release's recipe (`cappy.bigbench.examples`: the one piece taken from cappy, since the
+release never shipped its data builder); they are what is trained on, not what is
+compared. Writes `{results_dir}/{gen_model}/{task}.json` ({"rougeL", "seconds"}) and, with
+`--predictions_file`, each instruction's choice and score. Needs `.venv-original`.
 """
 
 import argparse
@@ -22,7 +25,9 @@ import os
 import sys
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+sys.path.insert(1, os.path.dirname(os.path.dirname(HERE)))  # cappy, for the example builder
 
 
 def parse_args(argv=None):
@@ -42,81 +47,61 @@ def parse_args(argv=None):
     p.add_argument("--weight_decay", type=float, default=0.0)
     p.add_argument("--results_dir", default="bigbench_cappy_results")
     p.add_argument("--seed", type=int, default=11111)
+    p.add_argument("--predictions_file", default=None,
+                   help="jsonl: each validation instruction's choice and score")
     return p.parse_args(argv)
+
+
+def candidates_of(row):
+    return [sample["response"] for samples in row["flan_samples"].values()
+            for sample in samples]
 
 
 def main(argv=None):
     args = parse_args(argv)
-    import jax
-    import jax.numpy as jnp
     import numpy as np
-    import optax
-    from redco import Deployer, Predictor, Trainer
-    from transformers import AutoTokenizer, FlaxAutoModelForSequenceClassification
+    from redco import Deployer
 
-    from cappy.bigbench.candidates import all_candidates, candidate_path, read_candidate_file
+    import original_release as original
     from cappy.bigbench.examples import build_finetune_examples
-    from cappy.engine.io import write_json
-    from cappy.engine.rouge import rouge_l
 
     start = time.time()
-    deployer = Deployer(n_model_shards=args.n_model_shards, jax_seed=args.seed)
-    rows = {split: read_candidate_file(candidate_path(
-        args.bigbench_gen_dir, args.bigbench_gen_model, args.bigbench_subset_name, split))
-        for split in ("train", "validation")}
-    with jax.default_device(jax.devices("cpu")[0]):
-        tokenizer = AutoTokenizer.from_pretrained(args.model_name_or_path)
-        model = FlaxAutoModelForSequenceClassification.from_pretrained(args.model_name_or_path)
-        model.params = model.to_fp32(model.params)
+    deployer = Deployer(n_model_shards=args.n_model_shards, jax_seed=args.seed, verbose=False)
+    rows = {split: original.read_jsonl(os.path.join(
+        args.bigbench_gen_dir, args.bigbench_gen_model,
+        f"{args.bigbench_subset_name}_{split}.jsonl")) for split in ("train", "validation")}
+    tokenizer, module, params = original.load(args.model_name_or_path)
+    if args.learning_rate > 0:
+        trainer = original.original_trainer(
+            deployer, module, params,
+            original.pair_collate(tokenizer, args.max_length, label_key="label"),
+            args.train_size, args.per_device_batch_size, args.accumulate_grad_batches,
+            args.learning_rate, args.warmup_rate, args.weight_decay)
+        examples, _ = build_finetune_examples(rows["train"], args.train_size, args.seed)
+        trainer.train(examples=examples, per_device_batch_size=args.per_device_batch_size)
+        params = trainer.params
 
-    def collate(examples):
-        batch = tokenizer([(e["instruction"], e["response"]) for e in examples],
-                          max_length=args.max_length, padding="max_length", truncation=True,
-                          return_tensors="np")
-        batch = {key: batch[key] for key in ("input_ids", "attention_mask")}
-        if "label" in examples[0]:
-            batch["labels"] = np.array([e["label"] for e in examples], np.float32)
-        return batch
-
-    def loss_fn(rng, state, params, batch, is_training):
-        labels = batch.pop("labels")
-        logits = state.apply_fn(**batch, params=params, dropout_rng=rng,
-                                train=is_training).logits
-        return jnp.mean(jnp.square(logits[..., 0] - labels))
-
-    schedule = deployer.get_lr_schedule_fn(
-        train_size=args.train_size, per_device_batch_size=args.per_device_batch_size,
-        n_epochs=1, learning_rate=args.learning_rate, schedule_type="linear",
-        warmup_ratio=args.warmup_rate)
-    optimizer = optax.MultiSteps(optax.adamw(learning_rate=schedule,
-                                             weight_decay=args.weight_decay),
-                                 every_k_schedule=args.accumulate_grad_batches)
-    trainer = Trainer(deployer=deployer, collate_fn=collate, apply_fn=model, loss_fn=loss_fn,
-                      params=model.params, optimizer=optimizer, lr_schedule_fn=schedule,
-                      accumulate_grad_batches=args.accumulate_grad_batches,
-                      params_sharding_rules=deployer.get_sharding_rules(model.params))
-    examples, _ = build_finetune_examples(rows["train"], args.train_size, args.seed)
-    trainer.train(examples=examples, per_device_batch_size=args.per_device_batch_size)
-
-    predictor = Predictor(
-        deployer=deployer, collate_fn=collate,
-        pred_fn=lambda rng, params, batch: model(**batch, params=params,
-                                                 train=False).logits[..., 0],
-        params_sharding_rules=deployer.get_sharding_rules(model.params))
-    candidates = [(i, row["instruction"], cand["response"])
-                  for i, row in enumerate(rows["validation"]) for cand in all_candidates(row)]
-    scores = predictor.predict(
-        examples=[{"instruction": text, "response": cand} for _, text, cand in candidates],
-        per_device_batch_size=args.eval_per_device_batch_size, params=trainer.state.params,
-        params_replicated=deployer.mesh is None, params_sharded=deployer.mesh is not None)
+    candidates = [(index, text) for index, row in enumerate(rows["validation"])
+                  for text in candidates_of(row)]
+    scores = original.predict_scores(
+        deployer, module, params, original.pair_collate(tokenizer, args.max_length),
+        [{"instruction": rows["validation"][i]["instruction"], "response": text}
+         for i, text in candidates], args.eval_per_device_batch_size)
     best = {}
-    for (i, _, cand), score in zip(candidates, scores):
-        if i not in best or float(score) > best[i][0]:
-            best[i] = (float(score), cand)
-    values = [rouge_l(best[i][1], row["references"]) for i, row in enumerate(rows["validation"])]
+    for (index, text), score in zip(candidates, scores):
+        if index not in best or score > best[index][0]:
+            best[index] = (score, text)
+    values = [original.rouge_l(best[i][1], row["references"])
+              for i, row in enumerate(rows["validation"])]
     result = {"rougeL": float(np.mean(values)), "seconds": round(time.time() - start, 2)}
-    write_json(os.path.join(args.results_dir, args.bigbench_gen_model,
-                            f"{args.bigbench_subset_name}.json"), result)
+    if args.predictions_file:
+        with open(args.predictions_file, "w", encoding="utf-8") as file:
+            for index, row in enumerate(rows["validation"]):
+                file.write(json.dumps({"example_idx": row.get("example_idx", index),
+                                       "choice": best[index][1], "score": best[index][0],
+                                       "rougeL": values[index]}) + "\n")
+    original.write_json(os.path.join(args.results_dir, args.bigbench_gen_model,
+                                     f"{args.bigbench_subset_name}.json"), result)
     print(json.dumps(result))
     return 0
 

@@ -25,6 +25,7 @@ def parse_args(argv=None):
     p.add_argument("--batch_size", type=int, default=32)
     p.add_argument("--max_length", type=int, default=512)
     p.add_argument("--output_file", default=None)
+    p.add_argument("--scores_file", default=None, help="jsonl: every row plus its score")
     return p.parse_args(argv)
 
 
@@ -55,6 +56,11 @@ def main(argv=None):
                 scores[i] = score
     accuracy, _, _ = accuracy_report(prompts, predict(prompts, rows, scores))
     result = {"accuracy": accuracy, "seconds": round(time.time() - start, 2)}
+    if args.scores_file:
+        from cappy.engine.io import write_jsonl
+
+        write_jsonl(args.scores_file, [{**row, "score": score} for row, score in zip(rows,
+                                                                                     scores)])
     if args.output_file:
         write_json(args.output_file, result)
     print(json.dumps(result))
