@@ -10,9 +10,9 @@ from cappy import Cappy, cli
 from cappy.engine.rouge import rouge_l
 from cappy.engine.scoring import encode_pairs
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from conftest import assert_close
 
-torch = pytest.importorskip("torch")
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 INSTRUCTIONS = ["Is the sky blue? " * k for k in range(1, 12)] + [
     "Name a fruit.", "Sort: banana apple", "Q: How many legs does a spider have?\nA:"]
@@ -28,6 +28,8 @@ def flax_cappy(tiny_scorer):
 
 @pytest.fixture(scope="module")
 def torch_cappy(tiny_scorer):
+    pytest.importorskip("torch", reason="the torch backend needs PyTorch (pip install "
+                                          "'.[torch]')")
     return Cappy.from_pretrained(tiny_scorer, backend="torch", max_length=48, batch_size=4)
 
 
@@ -36,18 +38,17 @@ def test_backends_agree_on_the_same_weights(flax_cappy, torch_cappy):
     b = torch_cappy.score(INSTRUCTIONS, RESPONSES)
     assert a.dtype == np.float32 and b.dtype == np.float32
     assert np.ptp(a) > 1e-3  # the tiny model's scores really differ between pairs
-    np.testing.assert_allclose(a, b, atol=1e-4)
+    assert_close(a, b)
 
 
 def test_scores_keep_input_order_whatever_the_batch_size(flax_cappy, torch_cappy):
     for cappy in (flax_cappy, torch_cappy):
         base = cappy.score(INSTRUCTIONS, RESPONSES, batch_size=1)
-        np.testing.assert_allclose(cappy.score(INSTRUCTIONS, RESPONSES, batch_size=5), base,
-                                   atol=1e-5)
+        assert_close(cappy.score(INSTRUCTIONS, RESPONSES, batch_size=5), base)
         perm = np.random.RandomState(1).permutation(len(INSTRUCTIONS))
         shuffled = cappy.score([INSTRUCTIONS[i] for i in perm], [RESPONSES[i] for i in perm],
                                batch_size=3)
-        np.testing.assert_allclose(shuffled, base[perm], atol=1e-5)
+        assert_close(shuffled, base[perm])
 
 
 def test_truncation_cuts_the_instruction_before_the_response(flax_cappy):
@@ -109,7 +110,7 @@ def test_rerank_command_hand_checked(tiny_scorer, tmp_path, flax_cappy):
     for row, result in zip(rows, got):
         expected = flax_cappy.score([row["instruction"]] * len(row["candidates"]),
                                     row["candidates"])
-        np.testing.assert_allclose(result["scores"], expected, atol=1e-5)
+        assert_close(result["scores"], expected)
         assert result["best"] == row["candidates"][int(np.argmax(expected))]
         assert result["candidates"] == row["candidates"]
     # Duplicated candidates score alike; ROUGE-L of the choice and of the first candidate.
@@ -183,6 +184,7 @@ def test_bad_input_is_reported_before_the_model_loads(command, tmp_path):
 def test_finetune_then_reload_in_both_backends(tiny_scorer, tmp_path):
     import shutil
 
+    pytest.importorskip("torch", reason="the torch backend needs PyTorch")
     # Without dropout, whose noise on this tiny wide-initialised model (a score's std
     # under dropout is 0.5) would blur whether 8 updates learned anything.
     calm = tmp_path / "calm-cappy"
@@ -207,7 +209,7 @@ def test_finetune_then_reload_in_both_backends(tiny_scorer, tmp_path):
     tuned_torch = Cappy.from_pretrained(str(out), backend="torch", max_length=48)
     ins, resp = [r["instruction"] for r in rows], [r["response"] for r in rows]
     a, b = tuned_flax.score(ins, resp), tuned_torch.score(ins, resp)
-    np.testing.assert_allclose(a, b, atol=1e-4)
+    assert_close(a, b)
     labels = np.array([r["label"] for r in rows])
     assert summary["validation_mse"] == pytest.approx(float(np.mean((a - labels) ** 2)), abs=1e-5)
     before = Cappy.from_pretrained(tiny_scorer, max_length=48).score(ins, resp)
@@ -236,7 +238,7 @@ def test_jax_backend_loads_weights_transformers_wrote(tiny_scorer, tmp_path, fla
     scores the same."""
     import shutil
 
-    import torch
+    torch = pytest.importorskip("torch", reason="writing pytorch_model.bin needs PyTorch")
 
     from cappy.engine.checkpoints import load_cappy, torch_model
 
@@ -249,5 +251,6 @@ def test_jax_backend_loads_weights_transformers_wrote(tiny_scorer, tmp_path, fla
                pt_only / "pytorch_model.bin")
     assert (pt_only / "pytorch_model.bin").exists()
     converted = Cappy.from_pretrained(str(pt_only), max_length=48)
-    np.testing.assert_allclose(converted.score(INSTRUCTIONS, RESPONSES),
-                               flax_cappy.score(INSTRUCTIONS, RESPONSES), atol=1e-5)
+    # the same parameters read from another format (scored in other batches: rounding)
+    assert_close(converted.score(INSTRUCTIONS, RESPONSES),
+                 flax_cappy.score(INSTRUCTIONS, RESPONSES))

@@ -13,6 +13,7 @@ from cappy.engine.checkpoints import (flatten, load_cappy, read_state, save_capp
                                unflatten)
 from cappy.engine.errors import CappyError
 from cappy.engine.tiny_models import make_scorer_tokenizer, sample_texts, tiny_scorer_config
+from conftest import assert_close
 
 INSTRUCTIONS = ["Name a fruit.", "Is the sky blue? " * 30, "Sort: banana apple",
                 "Add two and three, then tell me how you did it. " * 4]
@@ -41,20 +42,71 @@ def tokenizer():
     return make_scorer_tokenizer(sample_texts())
 
 
+def pytorch_scores(module, tokenizer, torch):
+    with torch.no_grad():
+        return [float(module(**tokenizer(i, r, max_length=64, truncation=True,
+                                         return_tensors="pt")).logits[0, 0])
+                for i, r in zip(INSTRUCTIONS, RESPONSES)]
+
+
+def loaded_in_pytorch(folder):
+    """transformers' PyTorch model from a folder, every parameter read from the file."""
+    from transformers import AutoModelForSequenceClassification
+
+    module, info = AutoModelForSequenceClassification.from_pretrained(
+        str(folder), output_loading_info=True)
+    assert {key: value for key, value in info.items() if value} == {}  # nothing missing,
+    return module.eval()  # unexpected, mismatched or left to a fresh initialisation
+
+
 def test_our_checkpoint_loads_in_transformers_pytorch(tiny_scorer, torch):
-    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+    from transformers import AutoTokenizer
 
     assert {"model.safetensors", "flax_model.msgpack", "config.json"} <= set(
         os.listdir(tiny_scorer))
-    module = AutoModelForSequenceClassification.from_pretrained(tiny_scorer).eval()
-    tokenizer = AutoTokenizer.from_pretrained(tiny_scorer)
-    with torch.no_grad():
-        expected = [float(module(**tokenizer(i, r, max_length=64, truncation=True,
-                                             return_tensors="pt")).logits[0, 0])
-                    for i, r in zip(INSTRUCTIONS, RESPONSES)]
+    module = loaded_in_pytorch(tiny_scorer)
+    expected = pytorch_scores(module, AutoTokenizer.from_pretrained(tiny_scorer), torch)
     ours = scores_of(tiny_scorer)
     assert np.ptp(ours) > 1e-3
-    np.testing.assert_allclose(ours, expected, atol=1e-5, rtol=0)
+    assert_close(ours, expected)
+    # every bias and LayerNorm parameter is off its initial 0 or 1, so each one read matters
+    for name, value in module.state_dict().items():
+        if name.endswith("bias") or "LayerNorm" in name:
+            initial = 1.0 if "LayerNorm.weight" in name else 0.0
+            assert np.min(np.abs(value.numpy() - initial)) > 0 and \
+                np.max(np.abs(value.numpy() - initial)) > 0.01, name
+
+
+def test_a_trained_checkpoint_round_trips_through_pytorch_both_ways(tiny_scorer, tmp_path,
+                                                                    torch):
+    """A Cappy moved by training, saved here, loads in transformers' PyTorch model with
+    every parameter (1e-5 of the scores); PyTorch's save_pretrained of that model loads
+    back here with the trained parameters exactly."""
+    from transformers import AutoTokenizer
+
+    from cappy.engine import training
+    from cappy.engine.redco_adapter import make_deployer
+    from test_training import labelled_examples
+
+    model, tokenizer = load_cappy(tiny_scorer)
+    trainer = training.finetune(model, tokenizer, make_deployer(0),
+                                labelled_examples(tokenizer, 32, 64), seed=0,
+                                per_device_batch_size=4, accumulate_grad_batches=2,
+                                learning_rate=1e-2, lr_schedule="corrected", max_length=64,
+                                progress=False)
+    trained, initial = flatten(trainer.host_params()), flatten(model.params)
+    assert max(float(np.max(np.abs(trained[key] - initial[key]))) for key in initial) > 1e-3
+    trained = trainer.host_params()
+    ours = save_cappy(model, tokenizer, trained, str(tmp_path / "trained"))
+    module = loaded_in_pytorch(ours)
+    expected = pytorch_scores(module, AutoTokenizer.from_pretrained(ours), torch)
+    assert np.max(np.abs(np.array(expected) - scores_of(tiny_scorer))) > 1e-2  # it moved
+    assert_close(scores_of(ours), expected)
+
+    module.save_pretrained(str(tmp_path / "resaved"))
+    tokenizer.save_pretrained(str(tmp_path / "resaved"))
+    again, _ = load_cappy(str(tmp_path / "resaved"))
+    assert same_params(again.params, trained)
 
 
 def test_both_written_formats_hold_the_same_parameters(tiny_scorer, tmp_path):
@@ -98,6 +150,10 @@ def test_checkpoints_transformers_writes_load_here(how, tmp_path, tokenizer, tor
     config = tiny_scorer_config(tokenizer, initializer_range=0.2)
     torch.manual_seed(0)
     module = RobertaForSequenceClassification(config).eval()
+    with torch.no_grad():  # as trained: no bias left at 0, no LayerNorm scale at 1
+        for name, value in module.named_parameters():
+            if name.endswith("bias") or "LayerNorm" in name:
+                value.add_(0.1 * torch.randn_like(value))
     folder = tmp_path / how.replace(" ", "-")
     if "safetensors" in how:
         module.save_pretrained(str(folder), max_shard_size="100KB" if "sharded" in how else "5GB")
@@ -111,7 +167,7 @@ def test_checkpoints_transformers_writes_load_here(how, tmp_path, tokenizer, tor
                         padding=True, return_tensors="pt")
     with torch.no_grad():
         expected = module(**encoded).logits[:, 0].numpy()
-    np.testing.assert_allclose(scores_of(folder), expected, atol=1e-5, rtol=0)
+    assert_close(scores_of(folder), expected)
     model, _ = load_cappy(str(folder))
     assert model.truncation == "longest_first"  # nothing recorded: the original release's
 

@@ -92,6 +92,8 @@ def test_score_refuses_an_output_it_cannot_write_before_the_model_loads(work, ou
 @pytest.mark.parametrize("flags, needle", [
     (("--batch_size", "0"), "--batch_size must be at least 1, got 0"),
     (("--max_length", "2"), "--max_length must be at least 6, got 2"),
+    # the tiny Cappy's table holds 514 positions, RoBERTa's: two go to the padding offset
+    (("--max_length", "513"), "--max_length 513 is more than"),
 ])
 def test_score_refuses_out_of_range_numbers(work, tiny_scorer, flags, needle):
     done = cappy_score(tiny_scorer, "--input", work / "pairs.jsonl", "--output",
@@ -112,6 +114,28 @@ def test_a_bigbench_task_refuses_out_of_range_settings_at_once(tmp_path, flags, 
     done = run_script("cappy_bigbench.py", "--results_dir", tmp_path / "results", *flags)
     assert_one_line_error(done, needle)
     assert os.listdir(tmp_path) == []
+
+
+def test_max_length_above_the_position_table_is_refused_by_every_command(tmp_path,
+                                                                        tiny_scorer):
+    """The README's bound: --max_length from 6 to what the model's position table holds
+    (512 tokens here), checked once the model's config is read, before any pair is
+    scored; 512 itself is fine."""
+    from conftest import promptsource_rows
+
+    data = tmp_path / "test.jsonl"
+    data.write_text("".join(json.dumps(row) + "\n" for row in promptsource_rows(1)))
+    needle = "--max_length 600 is more than"
+    done = run_script("cappy_promptsource.py", "--model_name_or_path", tiny_scorer,
+                      "--data_file", data, "--max_length", 600, "--output_file",
+                      tmp_path / "results.json")
+    line = assert_one_line_error(done, needle)
+    assert "position table holds (512 tokens)" in line
+    assert not (tmp_path / "results.json").exists()
+    done = run_script("-m cappy", "score", "--model_name_or_path", tiny_scorer, "--input",
+                      data, "--output", tmp_path / "scored.jsonl", "--max_length", 512,
+                      "--quiet")
+    assert done.returncode == 0, done.stderr[-2000:]
 
 
 def test_a_bigbench_task_refuses_a_results_dir_under_a_file(tmp_path, tiny_scorer):

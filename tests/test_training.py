@@ -6,6 +6,7 @@ import copy
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 import pytest
 
 from cappy.engine import packing, roberta, training
@@ -26,18 +27,33 @@ def labelled_examples(tokenizer, n, max_length, truncation="longest_first"):
 
 def fixed_width_training(model, examples, seed, per_device_batch_size, accumulate,
                          learning_rate, max_length, schedule_mode):
-    """The original release's finetuning loop (`benchmarks.harness.original_training_loop`:
-    Redco's Trainer shuffling with the deployer's key, every pair padded to max_length,
-    optax.MultiSteps) on cappy's model function; its final parameters."""
-    from benchmarks.harness import original_training_loop
+    """The original release's loop shape (Redco's Trainer shuffling with the deployer's
+    key, every micro-batch padded to max_length, AdamW inside optax.MultiSteps) on cappy's
+    forward pass: against the packed trainer it checks the packing, the splitting into
+    device steps and the accumulation (tests/test_original.py checks the whole against the
+    release's own model). Its final parameters."""
+    import optax
+    from redco import Deployer, Trainer
 
-    def scores(params, batch, dropout_rng):
-        return roberta.padded_scores(params, model.config, batch["input_ids"],
-                                     batch["attention_mask"], dropout_rng=dropout_rng)
+    from cappy.engine.scoring import collate_pairs
 
-    trainer = original_training_loop(model.params, scores, len(examples), seed,
-                                     per_device_batch_size, accumulate, learning_rate,
-                                     max_length, pad_id=1, lr_schedule=schedule_mode)
+    deployer = Deployer(jax_seed=seed, verbose=False)
+    _, global_micro = deployer.get_local_global_micro_batch_size(per_device_batch_size)
+    schedule = training.learning_rate_schedule(learning_rate, 0.1, len(examples), global_micro,
+                                               accumulate, schedule_mode)
+    optimizer = optax.MultiSteps(optax.adamw(learning_rate=schedule, weight_decay=0.0),
+                                 every_k_schedule=accumulate)
+
+    def loss_fn(rng, state, params, batch, is_training):
+        labels = batch.pop("labels")
+        scores = roberta.padded_scores(params, model.config, batch["input_ids"],
+                                       batch["attention_mask"])
+        return jnp.mean(jnp.square(scores - labels))
+
+    trainer = Trainer(deployer=deployer, apply_fn=None, loss_fn=loss_fn, params=model.params,
+                      optimizer=optimizer, accumulate_grad_batches=accumulate,
+                      collate_fn=lambda examples: collate_pairs(examples, 1, max_length,
+                                                                "label", bucketed=False))
     trainer.train(examples=examples, per_device_batch_size=per_device_batch_size)
     return jax.tree.map(lambda x: np.asarray(x[0]), trainer.state.params)
 
@@ -97,6 +113,52 @@ def test_dropout_draws_its_own_mask_for_every_pair(tiny_scorer):
     assert len(set(train.ravel().round(6).tolist())) == 8  # ...and trains under 8 masks
     again = score(model.params, batch, jax.random.PRNGKey(0))
     np.testing.assert_array_equal(np.asarray(again)[:, :4], train)  # a function of the key
+
+
+def dropout_trainer(tiny_scorer, seed, learning_rate):
+    """A Trainer of the tiny Cappy (dropout 0.1) with a constant learning rate, and 16
+    examples of one update."""
+    model, tokenizer = load_cappy(tiny_scorer)
+    assert model.config.hidden_dropout_prob > 0
+    optimizer = training.make_optimizer(optax.constant_schedule(learning_rate), 0.0)
+    trainer = training.Trainer(model, make_deployer(0), optimizer, 64,
+                               training.tokens_per_step(8, 64), tokenizer.pad_token_id, seed)
+    return trainer, labelled_examples(tokenizer, 16, 64)
+
+
+def test_the_train_step_draws_new_dropout_masks_for_every_update_and_step(tiny_scorer):
+    """At learning rate 0 the parameters stay, so a loss differs only by its masks: each
+    (seed, update, step) has its own, and the same triple the same."""
+    trainer, examples = dropout_trainer(tiny_scorer, seed=5, learning_rate=0.0)
+    before = trainer.host_params()
+    losses = [float(trainer.update(examples, update_index=index)) for index in (0, 1, 0)]
+    assert largest_difference(trainer.host_params(), before) == 0.0
+    assert losses[0] == losses[2]  # a function of the update's index
+    assert abs(losses[0] - losses[1]) > 1e-6 * losses[0]
+    # One step's rows computed as step 0 and as step 1 of an update: other masks.
+    packed = training.pack_update([len(e["input_ids"]) for e in examples], 64)
+    width, size, rows = training.plan_steps(packed, 1, trainer.step_tokens)[0]
+    rows = rows + [[]] * (size - len(rows))
+    batch = trainer._device_batch(training.training_batch(examples, rows, width, 1, 1 / 16))
+    step_losses = [float(trainer._grad_step(trainer.params, trainer._zeros(trainer.params),
+                                            batch, np.int32(0), np.int32(step))["loss"])
+                   for step in (0, 1, 0)]
+    assert step_losses[0] == step_losses[2]
+    assert abs(step_losses[0] - step_losses[1]) > 1e-6 * step_losses[0]
+
+
+def test_the_same_seed_trains_the_same_parameters_and_another_seed_others(tiny_scorer):
+    """With dropout on, the seed alone decides the masks: two runs of one seed end with
+    the same parameters bit for bit; another seed, with the same examples in the same
+    updates, ends elsewhere."""
+    ends = []
+    for seed in (5, 5, 6):
+        trainer, examples = dropout_trainer(tiny_scorer, seed, learning_rate=1e-3)
+        for index in range(3):
+            trainer.update(examples, update_index=index)
+        ends.append(trainer.host_params())
+    assert largest_difference(ends[0], ends[1]) == 0.0
+    assert largest_difference(ends[0], ends[2]) > 1e-4
 
 
 def test_dropout_masks_keep_the_expected_rate():
