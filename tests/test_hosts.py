@@ -27,12 +27,27 @@ def env_with(**extra):
     return {**os.environ, **QUICK, **extra}
 
 
-def two_processes(argv, cwds, host_timeout=120):
-    """`python argv...` as two processes of one CPU device each; (exit codes, output)."""
+def two_processes(argv, cwds, host_timeout=120, work_log=None):
+    """`python argv...` as two processes of one CPU device each; (exit codes, output).
+    `work_log`: where each process counts the rows its device computed
+    (cappy.engine.mesh.record_share; `assert_each_computed_half`)."""
     out = io.StringIO()
+    extra = {} if work_log is None else {"CAPPY_WORK_LOG": str(work_log)}
     codes = run_local_processes([sys.executable, *map(str, argv)], 2, 1, host_timeout,
-                                cwds=[str(c) for c in cwds], env=env_with(), out=out)
+                                cwds=[str(c) for c in cwds], env=env_with(**extra), out=out)
     return codes, out.getvalue()
+
+
+def assert_each_computed_half(work_log, *kinds):
+    """Each of the two processes' devices held half of every global batch of each kind of
+    work done (`kinds` among them): the processes shared it, neither did it all alone."""
+    for process in (0, 1):
+        with open(f"{work_log}.{process}.json", encoding="utf-8") as file:
+            counts = json.load(file)
+        assert set(kinds) <= set(counts), (process, counts)
+        for kind, count in counts.items():
+            assert count["global_rows"] > 0 and 2 * count["local_rows"] == count["global_rows"], \
+                (process, kind, count)
 
 
 def one_process(argv, cwd, devices=2):
@@ -77,9 +92,10 @@ def test_score_over_two_processes_matches_one_process_and_only_process_0_writes(
             "--output", "scored.jsonl", "--batch_size", "2"]
     done = one_process(argv, single)
     assert done.returncode == 0, done.stderr[-3000:]
-    codes, output = two_processes(argv, [first, second])
+    codes, output = two_processes(argv, [first, second], work_log=tmp_path / "work")
     assert codes == [0, 0], output[-3000:]
     assert (first / "scored.jsonl").read_bytes() == (single / "scored.jsonl").read_bytes()
+    assert_each_computed_half(tmp_path / "work", "scoring")
     assert os.listdir(second) == []  # process 1 computed, wrote nothing
     assert "[0] wrote scored.jsonl: 40 rows" in output
     assert "[1] wrote" not in output
@@ -268,8 +284,9 @@ def test_bigbench_task_over_two_processes_matches_one_process(tiny_scorer, tmp_p
             "--quiet"]
     done = one_process(argv, single)
     assert done.returncode == 0, done.stderr[-3000:]
-    codes, output = two_processes(argv, [first, second])
+    codes, output = two_processes(argv, [first, second], work_log=tmp_path / "work")
     assert codes == [0, 0], output[-3000:]
+    assert_each_computed_half(tmp_path / "work", "training", "scoring")
     ours, theirs = (json.loads((folder / "results/gen/toy.json").read_text())
                     for folder in (first, single))
     assert ours["rougeL"] == theirs["rougeL"]
@@ -293,8 +310,9 @@ def test_promptsource_over_two_processes_matches_one_process(tiny_scorer, tmp_pa
             "--per_device_batch_size", 2, "--quiet"]
     done = one_process(argv, single)
     assert done.returncode == 0, done.stderr[-3000:]
-    codes, output = two_processes(argv, [first, second])
+    codes, output = two_processes(argv, [first, second], work_log=tmp_path / "work")
     assert codes == [0, 0], output[-3000:]
+    assert_each_computed_half(tmp_path / "work", "scoring")
     ours, theirs = (json.loads((folder / "results.json").read_text())
                     for folder in (first, single))
     assert ours["accuracy"] == theirs["accuracy"] and ours["counts"] == theirs["counts"]
@@ -319,8 +337,10 @@ def test_generation_over_two_processes_gives_the_same_files(tiny_t5, tmp_path, n
             "--n_model_shards", n_model_shards]
     done = one_process(argv, single)
     assert done.returncode == 0, done.stderr[-3000:]
-    codes, output = two_processes(argv, [first, second])
+    codes, output = two_processes(argv, [first, second], work_log=tmp_path / "work")
     assert codes == [0, 0], output[-3000:]
+    if n_model_shards == 1:  # data parallel: each process generates for half the rows
+        assert_each_computed_half(tmp_path / "work", "generation")
     name = os.path.join("gens", os.path.basename(tiny_t5), "toy_validation.jsonl")
     assert (first / name).read_bytes() == (single / name).read_bytes()
     assert os.listdir(second) == []
@@ -357,8 +377,9 @@ def test_pretraining_over_two_processes_killed_and_restarted_matches_one_process
         process.kill()
         process.wait()
     assert not os.path.exists(os.path.join(shared, "final"))  # killed before the end
-    codes, output = two_processes(argv, [work, idle])
+    codes, output = two_processes(argv, [work, idle], work_log=tmp_path / "work-log")
     assert codes == [0, 0], output[-3000:]
+    assert_each_computed_half(tmp_path / "work-log", "training")
     assert "[0] resuming from" in output
     assert "[1] resuming" not in output  # process 1 says nothing
 
@@ -384,8 +405,9 @@ def test_cappy_finetune_over_two_processes_saves_the_same_model(tiny_scorer, tmp
             train, "--output_dir", "model", "--batch_size", 4, "--max_length", 32, "--quiet"]
     done = one_process(argv, single)
     assert done.returncode == 0, done.stderr[-3000:]
-    codes, output = two_processes(argv, [first, second])
+    codes, output = two_processes(argv, [first, second], work_log=tmp_path / "work")
     assert codes == [0, 0], output[-3000:]
+    assert_each_computed_half(tmp_path / "work", "training")
     for name in ("model.safetensors", "flax_model.msgpack", "config.json"):
         assert (first / "model" / name).read_bytes() == (single / "model" / name).read_bytes()
     assert os.listdir(second) == []

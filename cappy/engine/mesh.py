@@ -5,8 +5,14 @@ parameters) and keeps the pieces its own devices own, so one process of N device
 several processes of N devices in all compute the same global arrays.
 """
 
+import json
+import os
+
 import jax
 import numpy as np
+
+WORK_LOG = "CAPPY_WORK_LOG"
+_work = {}
 
 
 def data_parallel_mesh():
@@ -48,3 +54,30 @@ def place(tree, shardings):
         shardings = jax.tree.map(lambda _: shardings, tree)
     return jax.tree.map(lambda x, sharding: jax.make_array_from_callback(
         np.shape(x), sharding, lambda index: np.asarray(x)[index]), tree, shardings)
+
+
+def record_share(kind, local_rows, global_rows):
+    """Count a batch of `kind` (scoring, training, generation) of which this process's
+    devices held `local_rows` of `global_rows`. With $CAPPY_WORK_LOG=PATH, the totals so
+    far are kept in PATH.<process index>.json: how runs of several processes are checked
+    to share the work (tests/test_hosts.py); a no-op otherwise."""
+    path = os.environ.get(WORK_LOG)
+    if not path:
+        return
+    totals = _work.setdefault(kind, [0, 0])
+    totals[0] += int(local_rows)
+    totals[1] += int(global_rows)
+    with open(f"{path}.{jax.process_index()}.json", "w", encoding="utf-8") as file:
+        json.dump({name: {"local_rows": a, "global_rows": b}
+                   for name, (a, b) in _work.items()}, file)
+
+
+def record_placed(kind, array):
+    """`record_share` of a placed global array: the rows its shards on this process's
+    devices cover (rows repeated over model shards counted once)."""
+    if not os.environ.get(WORK_LOG):
+        return
+    held = set()
+    for shard in array.addressable_shards:
+        held.update(range(*shard.index[0].indices(array.shape[0])))
+    record_share(kind, len(held), array.shape[0])

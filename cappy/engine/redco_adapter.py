@@ -95,7 +95,10 @@ def _deployer_class():
             start, devices = jax.process_index() * local, jax.local_device_count()
 
             def batches():
+                from cappy.engine.mesh import record_share
+
                 for offset in range(0, len(examples) - total + 1, total):
+                    record_share("generation", local, total)
                     batch = collate_fn(examples=examples[offset:offset + total])
                     yield jax.tree.map(lambda x: np.asarray(x)[start:start + local].reshape(
                         (devices, -1) + np.shape(x)[1:]), batch)

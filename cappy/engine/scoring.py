@@ -9,7 +9,7 @@ import jax
 import numpy as np
 
 from cappy.engine import packing, roberta
-from cappy.engine.mesh import mesh_of, parameter_layout, place
+from cappy.engine.mesh import mesh_of, parameter_layout, place, record_placed
 from cappy.engine.padding import bucket_length, length_sorted_order, pad_batch
 from cappy.engine.checkpoints import DTYPES, TRUNCATIONS, check_truncation  # noqa: F401 (re-exported)
 
@@ -175,6 +175,7 @@ class PairScorer:
                     [[examples[i] for i in row] for row in chunk]
                     + [[]] * (per_batch - len(chunk)), width, pad_id)
                 batch = place(batch, self._rows)
+                record_placed("scoring", batch["input_ids"])
                 found = np.asarray(self._step(params, batch))
                 for row, row_scores in zip(chunk, found):
                     scores[row] = row_scores[:len(row)]

@@ -37,7 +37,7 @@ import optax
 
 from cappy.engine import packing, roberta
 from cappy.engine.errors import CappyError
-from cappy.engine.mesh import parameter_layout, place
+from cappy.engine.mesh import parameter_layout, place, record_placed
 from cappy.engine.recipes import LR_SCHEDULES
 CPU_TOKENS_PER_STEP = 2048
 
@@ -227,7 +227,9 @@ class Trainer:
 
     def _device_batch(self, batch):
         """One step's host arrays, [n_devices * rows, ...], split over the devices."""
-        return place(batch, self._rows_sharding)
+        placed = place(batch, self._rows_sharding)
+        record_placed("training", placed["input_ids"])
+        return placed
 
     # -- training
 
