@@ -34,7 +34,7 @@ from cappy.engine.rows import check_candidates_row, check_labelled_row, check_pa
 from cappy.engine.checkpoints import (DTYPES, TRUNCATIONS, check_output_dir,
                                      keep_torch_out_of_transformers)
 from cappy.engine.config import MIN_MAX_LENGTH, REQUIRED, add_fields, check_config, setting
-from cappy.engine.hosts import HostSettings, join, writes_outputs
+from cappy.engine.hosts import HostSettings, writes_outputs
 from cappy.engine.recipes import LR_SCHEDULES
 
 DEFAULT_MODEL = "btan2/cappy-large"
@@ -57,6 +57,8 @@ class CappySettings(HostSettings):
     truncation: str | None = setting(
         None, "how pairs longer than max_length are cut (default: the policy the checkpoint "
               "records, else longest_first, the original's)", choices=TRUNCATIONS, type=str)
+    n_model_shards: int = setting(1, "devices each model copy is split over (--backend flax)",
+                                  at_least=1)
     skip_bad_rows: bool = setting(False, "skip and count malformed rows instead of stopping")
     verbose: bool = setting(True, "no progress bars or Redco logs", flag="--quiet")
 
@@ -115,8 +117,9 @@ FILE_COMMANDS = {
     "rerank": (RerankConfig, "pick the best of each row's candidates"),
     "finetune": (FinetuneConfig, "finetune Cappy on labelled rows"),
 }
-# The experiments' commands, each the same as its entry script: name -> (module, help).
-EXPERIMENTS = {
+# The commands whose modules parse their own flags: the experiments', each the same as its
+# entry script. name -> (module, help).
+MODULE_COMMANDS = {
     "bigbench": ("cappy.bigbench.task", "one BIG-Bench task: finetune on its candidates, "
                                         "rerank, score (= cappy_bigbench.py)"),
     "promptsource": ("cappy.promptsource.evaluate", "zero-shot PromptSource evaluation, "
@@ -132,7 +135,7 @@ def build_parser():
         add_fields(commands.add_parser(
             name, help=text, description=config_class.__doc__,
             formatter_class=argparse.ArgumentDefaultsHelpFormatter), config_class)
-    for name, (_, text) in EXPERIMENTS.items():  # parsed by their own modules (see main)
+    for name, (_, text) in MODULE_COMMANDS.items():  # parsed by their own modules (main)
         commands.add_parser(name, help=text, add_help=False)
     return parser
 
@@ -259,10 +262,10 @@ def run_finetune(config):
 @exit_on_error
 def main(argv=None):
     words = sys.argv[1:] if argv is None else list(argv)
-    if words and words[0] in EXPERIMENTS:  # an experiment's own flags and main
+    if words and words[0] in MODULE_COMMANDS:  # the command's own flags and main
         import importlib
 
-        module = importlib.import_module(EXPERIMENTS[words[0]][0])
+        module = importlib.import_module(MODULE_COMMANDS[words[0]][0])
         return module.main(words[1:], prog=f"{program_name()} {words[0]}",
                            own_process=argv is None)
     namespace = build_parser().parse_args(argv)
@@ -291,15 +294,13 @@ def main(argv=None):
             raise CappyError(f"{config.input}: no rows to {command}"
                              + (" (every row was bad and skipped)" if config.skip_bad_rows
                                 else ""))
-        if config.backend == "torch" and (config.detect_cluster or (config.n_processes or 1) > 1):
-            raise CappyError("several processes (--n_processes, --detect_cluster) need "
-                             "--backend flax")
-        join(config)  # before the model loads, which computes on a device
         from cappy.api import Cappy
 
+        # joins the processes of a multi-host run before the model loads
         cappy = Cappy.from_pretrained(config.model_name_or_path, backend=config.backend,
                                       dtype=config.dtype, max_length=config.max_length,
-                                      batch_size=config.batch_size, truncation=config.truncation)
+                                      batch_size=config.batch_size, truncation=config.truncation,
+                                      n_model_shards=config.n_model_shards, hosts=config)
         counter = stream_rows(config, check, lambda chunk: process(cappy, chunk, config.batch_size),
                               chunk_size, desc, total)
         if counter["written"]:

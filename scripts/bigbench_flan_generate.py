@@ -115,9 +115,7 @@ def generate(args, tasks, splits, output_dir, own_process):
         n_sample_gens=args.n_sample_gens, per_device_batch_size=args.per_device_batch_size,
         max_src_len=args.max_src_len, max_tgt_len=args.max_tgt_len, dtype=args.dtype,
         jax_seed=args.jax_seed, verbose=not args.quiet, hosts=args)
-    import jax
-
-    if jax.process_index() > 0:  # process 0 writes, and says so
+    if not writes_outputs():  # process 0 writes, and says so
         say = lambda *_: None  # noqa: E731
     for index, (task, split, rows, out_path) in enumerate(todo, start=1):
         write_candidates(generator, rows, out_path, seed=args.jax_seed, src_key=args.src_key,

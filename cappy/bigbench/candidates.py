@@ -120,7 +120,7 @@ def write_candidates(generator, rows, out_path, seed, src_key="instruction",
                      tgt_key="response", desc=None):
     """Generate candidates for `rows` and write rows + `flan_samples` atomically (process 0
     writes; in a run of several processes every process generates)."""
-    import jax
+    from cappy.engine.hosts import writes_outputs
 
     generator.reseed(seed, os.path.basename(out_path))
     candidates = generator.generate([row[src_key] for row in rows],
@@ -131,5 +131,5 @@ def write_candidates(generator, rows, out_path, seed, src_key="instruction",
                            **{key: c[key] for key in LOG_LIKELIHOOD_KEYS}} for c in cands]
                    for name, cands in by_decoding.items()}
         out_rows.append({**row, SAMPLES_KEY: samples})
-    if jax.process_index() == 0:
+    if writes_outputs():
         write_jsonl(out_path, out_rows)

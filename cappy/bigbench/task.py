@@ -21,7 +21,7 @@ from cappy.bigbench.results import read_result, result_paths
 from cappy.engine.checkpoints import DTYPES
 from cappy.engine.config import (MIN_MAX_LENGTH, check_config, job_command,
                                  setting, settings_of)
-from cappy.engine.hosts import HostSettings, join
+from cappy.engine.hosts import HostSettings, join, writes_outputs
 from cappy.engine.io import check_output_folder, run_lock, write_json, write_jsonl
 from cappy.engine.ranking import best_index
 from cappy.engine.recipes import LR_SCHEDULES
@@ -34,10 +34,8 @@ def run_task(config, log=print, rerun_hint="use --overwrite to run again"):
     check_config(config)
     import jax
 
-    from cappy.engine.checkpoints import load_cappy
-    from cappy.engine.redco_adapter import make_deployer
-    from cappy.engine.scoring import PairScorer, encode_examples
-    from cappy.engine.training import finetune, n_optimizer_updates
+    from cappy.engine.session import Cappy
+    from cappy.engine.training import n_optimizer_updates
 
     result_path, predictions_path = result_paths(config.results_dir, config.bigbench_gen_model,
                                                  config.bigbench_subset_name)
@@ -56,49 +54,44 @@ def run_task(config, log=print, rerun_hint="use --overwrite to run again"):
     train_rows = read_candidate_file(paths["train"], **keys)
     validation_rows = read_candidate_file(paths["validation"], **keys)
 
-    deployer = make_deployer(config.seed, config.n_model_shards, config.verbose, hosts=config)
+    join(config)  # which process is 0 is known once the processes have joined
     # One run of this (generator, task) at a time; process 0 writes, so it holds the lock.
-    lock = (run_lock(result_path, result_path) if jax.process_index() == 0
+    lock = (run_lock(result_path, result_path) if writes_outputs()
             else contextlib.nullcontext())
     with lock:
-        model, tokenizer = load_cappy(config.model_name_or_path, dtype=config.dtype)
-        rules = deployer.get_sharding_rules(model.params)
-
+        cappy = Cappy.from_pretrained(config.model_name_or_path, dtype=config.dtype,
+                                      max_length=config.max_length,
+                                      batch_size=config.eval_per_device_batch_size,
+                                      n_model_shards=config.n_model_shards, hosts=config,
+                                      seed=config.seed, progress=config.verbose)
         examples, n_distinct = build_finetune_examples(
             train_rows, config.train_size, config.seed, src_key=config.src_key,
             tgt_key=config.tgt_key,
             refs_key=config.refs_key, label_key=config.label_key)
-        encoded = encode_examples(tokenizer, examples, config.max_length, model.truncation,
-                                  config.src_key, config.tgt_key, config.label_key)
+        encoded = cappy.encode(examples, config.src_key, config.tgt_key, config.label_key)
         built = time.time()
 
-        _, global_micro = deployer.get_local_global_micro_batch_size(config.per_device_batch_size)
         if config.learning_rate > 0:
-            trainer = finetune(
-                model, tokenizer, deployer, encoded, config.seed,
+            cappy.finetune(
+                examples=encoded, seed=config.seed,
                 per_device_batch_size=config.per_device_batch_size,
                 accumulate_grad_batches=config.accumulate_grad_batches,
                 learning_rate=config.learning_rate, warmup_rate=config.warmup_rate,
                 weight_decay=config.weight_decay, lr_schedule=config.lr_schedule,
-                max_length=config.max_length, params_sharding_rules=rules,
                 label_key=config.label_key,
-                desc=f"{config.bigbench_gen_model}/{config.bigbench_subset_name}",
-                progress=config.verbose)
-            params, placement = trainer.scoring_params()
-            n_updates = n_optimizer_updates(config.train_size, global_micro,
-                                            config.accumulate_grad_batches)
+                desc=f"{config.bigbench_gen_model}/{config.bigbench_subset_name}")
+            n_updates = n_optimizer_updates(
+                config.train_size, cappy.global_micro_batch_size(config.per_device_batch_size),
+                config.accumulate_grad_batches)
         else:  # zero-shot: score with the initial model
-            params, placement, n_updates = model.params, {}, 0
+            n_updates = 0
         trained = time.time()
 
-        scorer = PairScorer(model, tokenizer, deployer, max_length=config.max_length,
-                            per_device_batch_size=config.eval_per_device_batch_size,
-                            params_sharding_rules=rules)
         # Every candidate of every row; the scorer scores each distinct pair once.
         pairs = [(row[config.src_key], cand[config.tgt_key]) for row in validation_rows
                  for cand in all_candidates(row, config.tgt_key)]
-        scores = scorer.score([p[0] for p in pairs], [p[1] for p in pairs], params,
-                              desc="scoring validation candidates", **placement)
+        scores = cappy.score([p[0] for p in pairs], [p[1] for p in pairs],
+                             desc="scoring validation candidates")
         score_of = dict(zip(pairs, scores.tolist()))
         choices = rerank_rows(validation_rows, score_of, config.src_key, config.tgt_key)
         per_row = [rouge_l(choice, row[config.refs_key])
@@ -115,7 +108,7 @@ def run_task(config, log=print, rerun_hint="use --overwrite to run again"):
                        "validation_candidates": sum(len(all_candidates(r, config.tgt_key))
                                                     for r in validation_rows),
                        "distinct_pairs_scored": len(score_of)},
-            "truncation": model.truncation,
+            "truncation": cappy.truncation,
             "timings_s": {"build": round(built - start, 2), "train": round(trained - built, 2),
                           "score": round(scored - trained, 2), "total": round(scored - start, 2)},
             "settings": settings_of(config),
@@ -123,7 +116,7 @@ def run_task(config, log=print, rerun_hint="use --overwrite to run again"):
                             "processes": jax.process_count(), "python": platform.python_version(),
                             "jax": jax.__version__},
         }
-        if jax.process_index() == 0:
+        if writes_outputs():
             write_jsonl(predictions_path, [
                 {"example_idx": row.get("example_idx", i), config.src_key: row[config.src_key],
                  config.refs_key: row[config.refs_key], "choice": choice, "score": score,

@@ -15,6 +15,17 @@ WORK_LOG = "CAPPY_WORK_LOG"
 _work = {}
 
 
+def data_parallel_size(n_model_shards=1):
+    """How many model copies the devices of every process hold, `n_model_shards` devices
+    each: what a micro-batch's per-device size is multiplied by."""
+    from cappy.engine.errors import CappyError
+
+    if jax.device_count() % n_model_shards:
+        raise CappyError(f"--n_model_shards {n_model_shards} does not divide the "
+                         f"{jax.device_count()} devices")
+    return jax.device_count() // n_model_shards
+
+
 def data_parallel_mesh():
     """Every device of every process on one axis, "dp"."""
     from jax.sharding import Mesh

@@ -13,23 +13,19 @@ Redco is mended here.
 
 import jax
 
-from cappy.engine.errors import CappyError
-
 
 def make_deployer(seed, n_model_shards=1, verbose=False, hosts=None):
     """Redco's Deployer over every device of every process. `hosts` (a configuration with
     the cappy.engine.hosts.HostSettings fields) joins the multi-process runtime first,
     if it has not been joined; Redco's own joining is never used (see cappy.engine.hosts)."""
     from cappy.engine.hosts import join
+    from cappy.engine.mesh import data_parallel_size
 
     if hosts is not None:
         join(hosts)
-    try:
-        return _deployer_class()(jax_seed=seed, n_model_shards=n_model_shards,
-                                 verbose=verbose, n_processes=1)
-    except AssertionError:  # Redco's check that the shards divide the devices
-        raise CappyError(f"--n_model_shards {n_model_shards} does not divide the "
-                         f"{jax.device_count()} devices") from None
+    data_parallel_size(n_model_shards)  # the shards divide the devices, or one line
+    return _deployer_class()(jax_seed=seed, n_model_shards=n_model_shards, verbose=verbose,
+                             n_processes=1)
 
 
 class DataParallel:
@@ -91,6 +87,8 @@ def _deployer_class():
                 return super().get_model_input_batches(
                     examples, per_device_batch_size, collate_fn, shuffle, shuffle_rng, desc,
                     is_train, accumulate_grad_batches)
+            from cappy.engine.hosts import writes_outputs
+
             local, total = self.get_local_global_micro_batch_size(per_device_batch_size)
             start, devices = jax.process_index() * local, jax.local_device_count()
 
@@ -105,7 +103,7 @@ def _deployer_class():
 
             return tqdm.tqdm(batches(), total=len(examples) // total,
                              desc=f"{desc} (global_batch_size = {total})",
-                             disable=jax.process_index() > 0 or not self._verbose)
+                             disable=not writes_outputs() or not self._verbose)
 
     return SpreadDeployer
 

@@ -9,22 +9,25 @@ import jax
 import numpy as np
 
 from cappy.engine import packing, roberta
+from cappy.engine.hosts import writes_outputs
 from cappy.engine.mesh import mesh_of, parameter_layout, place, record_placed
 from cappy.engine.padding import bucket_length, length_sorted_order, pad_batch
 from cappy.engine.checkpoints import DTYPES, TRUNCATIONS, check_truncation  # noqa: F401 (re-exported)
 
 
-def encode_pairs(tokenizer, instructions, responses, max_length, truncation):
+def encode_pairs(tokenizer, instructions, responses, max_length, truncation, truncate=True):
     """Token ids of `<s> instruction </s></s> response </s>`, at most `max_length` long.
 
     `longest_first` (the original release's, used for the paper runs): the
-    longer side gives way first, token by token. `instruction_first` (the API's
-    default): the instruction's end is cut first, and the response only once the
-    instruction is gone, so the response a caller asks about stays whole.
+    longer side gives way first, token by token. `instruction_first`: the
+    instruction's end is cut first, and the response only once the instruction is
+    gone, so the response a caller asks about stays whole. Tokens are cut from the end
+    of a side, or from its start where the tokenizer's `truncation_side` is "left".
+    `truncate=False` cuts nothing (the caller checks the lengths).
     """
-    if truncation == "longest_first":
+    if truncation == "longest_first" or not truncate:
         encoded = tokenizer(list(instructions), list(responses), max_length=max_length,
-                            truncation=True)
+                            truncation=bool(truncate))
         keys = [k for k in ("input_ids", "token_type_ids") if k in encoded]
         return [{k: encoded[k][i] for k in keys} for i in range(len(encoded["input_ids"]))]
     check_truncation(truncation)
@@ -34,13 +37,14 @@ def encode_pairs(tokenizer, instructions, responses, max_length, truncation):
     # The fast tokenizer's own pieces: its encodings, cut, then its post-processor adds
     # the special tokens (transformers 5 has no build_inputs_with_special_tokens).
     backend = tokenizer.backend_tokenizer
+    side = tokenizer.truncation_side
     firsts = backend.encode_batch(list(instructions), add_special_tokens=False)
     seconds = backend.encode_batch(list(responses), add_special_tokens=False)
     with_types = "token_type_ids" in tokenizer.model_input_names
     examples = []
     for first, second in zip(firsts, seconds):
-        second.truncate(budget)
-        first.truncate(budget - len(second.ids))
+        second.truncate(budget, direction=side)
+        first.truncate(budget - len(second.ids), direction=side)
         pair = backend.post_process(first, second, add_special_tokens=True)
         example = {"input_ids": list(pair.ids)}
         if with_types:
@@ -121,7 +125,7 @@ class PairScorer:
             tokens = min(tokens, self.CPU_TOKENS_PER_BATCH)
         return tokens
 
-    def _device_params(self, params, on_devices):
+    def device_params(self, params, on_devices=False):
         """`params` laid out on the mesh (placed once, kept while the same are scored)."""
         if on_devices:
             return params
@@ -150,21 +154,27 @@ class PairScorer:
         params = self.model.params if params is None else params
         on_devices = bool(placement.get("params_replicated") or placement.get("params_sharded"))
         return self._score_distinct([p[0] for p in distinct], [p[1] for p in distinct],
-                                    self._device_params(params, on_devices), desc)[pair_index]
+                                    self.device_params(params, on_devices), desc)[pair_index]
 
     def _score_distinct(self, instructions, responses, params, desc):
+        examples = encode_pairs(self.tokenizer, instructions, responses, self.max_length,
+                                self.truncation)
+        return self.score_encoded(examples, params, desc)
+
+    def score_encoded(self, examples, params, desc="scoring"):
+        """float32 scores of encoded pairs ({"input_ids"}, at most max_length long, as
+        `encode_pairs` makes them), in input order, every one computed; `params` as they
+        lie on the devices (`device_params`)."""
         import tqdm
 
         from cappy.engine.redco_adapter import progress_shown
 
-        examples = encode_pairs(self.tokenizer, instructions, responses, self.max_length,
-                                self.truncation)
         lengths = [len(ex["input_ids"]) for ex in examples]
         scores = np.empty(len(examples), np.float32)
         rows = packing.pack_rows(lengths, packing.row_widths(self.max_length))
         n_devices = self.mesh.shape["dp"]
         pad_id = self.tokenizer.pad_token_id
-        shown = progress_shown(self.deployer) and jax.process_index() == 0
+        shown = progress_shown(self.deployer) and writes_outputs()
         for width in sorted({width for width, _ in rows}):
             indices = [row for w, row in rows if w == width]
             per_batch = packing.rows_per_batch(width, self.tokens_per_batch()) * n_devices

@@ -37,6 +37,7 @@ import optax
 
 from cappy.engine import packing, roberta
 from cappy.engine.errors import CappyError
+from cappy.engine.hosts import writes_outputs
 from cappy.engine.mesh import parameter_layout, place, record_placed
 from cappy.engine.recipes import LR_SCHEDULES
 CPU_TOKENS_PER_STEP = 2048
@@ -365,7 +366,7 @@ def train_updates(trainer, updates, desc="finetuning", progress=True):
                           trainer.max_length) for examples in updates]
     rows_per_step = rows_per_step_for(packed, trainer.n_devices, trainer.step_tokens)
     bar = tqdm.tqdm(range(len(updates)), desc=desc, unit="update",
-                    disable=not progress or jax.process_index() > 0)
+                    disable=not progress or not writes_outputs())
     previous = None
     for index in bar:
         loss = trainer.update(updates[index], index, rows_per_step, packed[index])

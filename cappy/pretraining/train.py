@@ -45,7 +45,7 @@ from cappy.engine.config import (MIN_MAX_LENGTH, REQUIRED, changed_settings, job
                                  setting)
 from cappy.engine.config import check_config as check_bounds
 from cappy.engine.errors import CappyError, located
-from cappy.engine.hosts import HostSettings
+from cappy.engine.hosts import HostSettings, join, writes_outputs
 
 SPLITS = ("train", "validation")
 CHECKPOINT_PATTERN = re.compile(r"^step-(\d+)$")
@@ -292,14 +292,12 @@ def _sync(name):
 
 def save_training_checkpoint(trainer, output_dir, step, info, keep):
     """Write `checkpoints/step-{step}` beside, rename it into place, drop old ones."""
-    import jax
-
     from cappy.engine.io import write_json
     from cappy.engine.training import save_state
 
     final = os.path.join(checkpoints_dir(output_dir), f"step-{step}")
     staging = f"{final}.partial"
-    leader = jax.process_index() == 0
+    leader = writes_outputs()
     if leader:
         shutil.rmtree(staging, ignore_errors=True)
         os.makedirs(staging)
@@ -405,22 +403,6 @@ def _resume_point(config, checkpoints, settings, train_shards):
     return step, folder
 
 
-def _make_trainer(config, deployer, model, tokenizer, optimizer, resume_from):
-    """The Trainer, on the backbone's parameters or on a checkpoint's (with its optimizer state)."""
-    from cappy.engine.training import Trainer, restore_state, tokens_per_step
-
-    rules = deployer.get_sharding_rules(model.params)
-    params = opt_state = None
-    if resume_from:
-        params, opt_state = restore_state(os.path.join(resume_from, "state"), model.params,
-                                          optimizer)
-    trainer = Trainer(model, deployer, optimizer, config.max_length,
-                      tokens_per_step(config.per_device_batch_size, config.max_length),
-                      tokenizer.pad_token_id, config.seed, params=params, opt_state=opt_state,
-                      params_sharding_rules=rules)
-    return trainer, rules
-
-
 def pretrain(config, log=print):
     """Pretrain as configured by cappy_pretrain.py's flags; return the run's summary."""
     check_config(config)
@@ -437,18 +419,16 @@ def pretrain(config, log=print):
             raise CappyError(f"{config.data_dir}: no validation rows to evaluate on "
                              f"(use --eval_every 0 to train without evaluation)")
 
-    import jax
     from tqdm import tqdm
 
-    from cappy.engine.checkpoints import load_cappy, save_cappy
-    from cappy.engine.redco_adapter import make_deployer
-    from cappy.engine.scoring import PairScorer, encode_examples
-    from cappy.engine.training import make_optimizer, warmup_then_linear_decay
+    from cappy.engine.mesh import data_parallel_size
+    from cappy.engine.session import Cappy
+    from cappy.engine.training import make_optimizer, restore_state, warmup_then_linear_decay
 
-    deployer = make_deployer(config.seed, config.n_model_shards, hosts=config)
-    leader = jax.process_index() == 0
+    join(config)  # the devices of every process, before the settings are checked
+    leader = writes_outputs()
     say = log if leader else (lambda *_: None)
-    _, global_micro = deployer.get_local_global_micro_batch_size(config.per_device_batch_size)
+    global_micro = config.per_device_batch_size * data_parallel_size(config.n_model_shards)
     accumulate = config.accumulate_grad_batches
     global_batch = global_micro * accumulate
     warmup_steps = (config.warmup_steps if config.warmup_steps is not None
@@ -469,8 +449,12 @@ def pretrain(config, log=print):
         return {"step": start_step, "final": final_dir, "finished": True}
 
     started = time.time()
-    model, tokenizer = load_cappy(config.model_name_or_path, config.dtype,
-                                  new_head_seed=config.seed)
+    cappy = Cappy.from_pretrained(config.model_name_or_path, dtype=config.dtype,
+                                  max_length=config.max_length,
+                                  batch_size=config.eval_per_device_batch_size,
+                                  n_model_shards=config.n_model_shards, hosts=config,
+                                  seed=config.seed, new_head_seed=config.seed)
+    model, tokenizer = cappy.model, cappy.tokenizer
     # steps are optimizer updates: warm-up and decay counted in updates
     schedule = warmup_then_linear_decay(config.learning_rate, warmup_steps, config.max_steps)
     optimizer = make_optimizer(schedule, config.weight_decay)
@@ -481,18 +465,19 @@ def pretrain(config, log=print):
         say(f"starting from {config.model_name_or_path}"
             + (f" with a new regression head (seed {config.seed})" if model.new_head
                else " (a Cappy checkpoint: pretraining continues)"))
-    trainer, rules = _make_trainer(config, deployer, model, tokenizer, optimizer, resume_from)
-    scorer = PairScorer(
-        model, tokenizer, deployer, max_length=config.max_length,
-        per_device_batch_size=config.eval_per_device_batch_size,
-        params_sharding_rules=rules) if validation else None
+    # On the backbone's parameters, or on a checkpoint's with its optimizer state.
+    params = opt_state = None
+    if resume_from:
+        params, opt_state = restore_state(os.path.join(resume_from, "state"), model.params,
+                                          optimizer)
+    trainer = cappy.make_trainer(optimizer, config.per_device_batch_size, config.seed,
+                                 params=params, opt_state=opt_state)
     labels = np.array([pair["label"] for pair in validation], np.float32)
 
     def evaluate():
-        params, placement = trainer.scoring_params()
-        scores = scorer.score([p["instruction"] for p in validation],
-                              [p["response"] for p in validation], params,
-                              desc="evaluating", **placement)
+        cappy.use_trainer(trainer)  # its parameters now
+        scores = cappy.score([p["instruction"] for p in validation],
+                             [p["response"] for p in validation], desc="evaluating")
         return _eval_metrics(scores, labels)
 
     def checkpoint(step):
@@ -533,7 +518,7 @@ def pretrain(config, log=print):
         try:
             for update in range(step, end):
                 rows = list(itertools.islice(pairs, global_batch))  # tokenized only now
-                encoded = encode_examples(tokenizer, rows, config.max_length, model.truncation)
+                encoded = cappy.encode(rows)
                 chunk_losses.append(trainer.update(encoded, update))
                 done = update + 1
         except CappyError as error:  # a bad shard, found when the stream opened it
@@ -576,11 +561,9 @@ def pretrain(config, log=print):
         say(f"stopped at step {step} of {config.max_steps}; run the same command without "
             f"--stop_after_steps to resume")
         return summary
-    params = trainer.host_params()
-    if leader:
-        save_cappy(model, tokenizer, params, final_dir,
-                   {**summary, "settings": {k: v for k, v in sorted(vars(config).items())}},
-                   "cappy_pretrain.json")
+    cappy.use_trainer(trainer)
+    cappy.save(final_dir, {**summary, "settings": {k: v for k, v in sorted(vars(config).items())}},
+               "cappy_pretrain.json")  # every process gathers; process 0 writes
     _sync("final model written")
     say(f"finished {config.max_steps} steps; final model in {final_dir}")
     return {**summary, "final": final_dir}

@@ -234,22 +234,17 @@ def _evaluate(config, log, warn):
 
     import jax
 
-    from cappy.engine.checkpoints import load_cappy
-    from cappy.engine.redco_adapter import make_scoring_deployer
-    from cappy.engine.scoring import PairScorer
+    from cappy.engine.session import Cappy
 
-    deployer = make_scoring_deployer(config.jax_seed, config.n_model_shards, config.verbose,
-                                     hosts=config)
-    model, tokenizer = load_cappy(config.model_name_or_path, dtype=config.dtype)
-    scorer = PairScorer(model, tokenizer, deployer, max_length=config.max_length,
-                        per_device_batch_size=config.per_device_batch_size,
-                        params_sharding_rules=None if deployer.mesh is None
-                        else deployer.get_sharding_rules(model.params))
+    cappy = Cappy.from_pretrained(config.model_name_or_path, dtype=config.dtype,
+                                  max_length=config.max_length,
+                                  batch_size=config.per_device_batch_size,
+                                  n_model_shards=config.n_model_shards, hosts=config,
+                                  seed=config.jax_seed, progress=config.verbose)
     loaded = time.time()
     pairs = [(row[config.sent0_key], row[config.sent1_key]) for row in rows]
     # The scorer scores each distinct pair once (a prompt's choices repeat across prompts).
-    scores = scorer.score([p[0] for p in pairs], [p[1] for p in pairs], model.params,
-                          desc="scoring").tolist()
+    scores = cappy.score([p[0] for p in pairs], [p[1] for p in pairs]).tolist()
     scored = time.time()
 
     outcome = predict(prompts, rows, scores, config.sent1_key)
@@ -274,7 +269,7 @@ def _evaluate(config, log, warn):
         "environment": {"devices": f"{jax.device_count()} x {jax.devices()[0].device_kind}",
                         "jax": jax.__version__},
     }
-    if config.output_file and jax.process_index() == 0:
+    if config.output_file and writes_outputs():
         write_jsonl(predictions_path(config.output_file), [
             {"dataset_name": key[0], "template_name": key[1], "example_idx": rows[best]["example_idx"],
              "prediction": rows[best][config.sent1_key], "score": scores[best],
