@@ -174,3 +174,30 @@ def test_packed_scoring_on_two_devices_matches_one_device(tiny_scorer):
     assert np.std(base) > 1e-3
     for name in ("data", "model"):
         np.testing.assert_allclose(results[name][1], base, atol=1e-5, rtol=0)
+
+
+def test_pairs_are_encoded_as_the_tokenizer_encodes_them():
+    """encode_pairs tokenizes each distinct text once and assembles the pairs with the
+    tokenizer's post-processor; the ids are those of tokenizer(instruction, response):
+    cut from either side, left whole, with instructions shared by many responses."""
+    from cappy.engine.tiny_models import make_scorer_tokenizer
+
+    tokenizer = make_scorer_tokenizer(sample_texts())
+    texts = sample_texts()
+    rng = np.random.default_rng(0)
+    instructions = [" ".join(texts[i:i + int(rng.integers(1, 12))])
+                    for i in rng.integers(0, len(texts) - 12, 120)] * 2
+    responses = [texts[j][:int(rng.integers(1, 400))]
+                 for j in rng.integers(0, len(texts), 240)]
+    tokenizer("a", "b", max_length=8, truncation=True)  # a last call that cut: not carried
+    for side in ("right", "left"):
+        tokenizer.truncation_side = side
+        for max_length in (48, 512):
+            expected = tokenizer(instructions, responses, max_length=max_length,
+                                 truncation=True)["input_ids"]
+            assert sum(len(ids) == max_length for ids in expected) > 5  # pairs were cut
+            got = encode_pairs(tokenizer, instructions, responses, max_length, "longest_first")
+            assert [example["input_ids"] for example in got] == expected, (side, max_length)
+        whole = encode_pairs(tokenizer, instructions, responses, 48, "longest_first",
+                             truncate=False)
+        assert [e["input_ids"] for e in whole] == tokenizer(instructions, responses)["input_ids"]

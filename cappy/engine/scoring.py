@@ -24,32 +24,53 @@ def encode_pairs(tokenizer, instructions, responses, max_length, truncation, tru
     gone, so the response a caller asks about stays whole. Tokens are cut from the end
     of a side, or from its start where the tokenizer's `truncation_side` is "left".
     `truncate=False` cuts nothing (the caller checks the lengths).
+
+    Each distinct text is tokenized once (an instruction is shared by all its candidates)
+    and its pairs are assembled by the tokenizer's own post-processor; the pairs that
+    `longest_first` has to cut go through the tokenizer's pair truncation itself, so the
+    ids are those `tokenizer(instruction, response, truncation=True)` gives.
     """
-    if truncation == "longest_first" or not truncate:
-        encoded = tokenizer(list(instructions), list(responses), max_length=max_length,
-                            truncation=bool(truncate))
-        keys = [k for k in ("input_ids", "token_type_ids") if k in encoded]
-        return [{k: encoded[k][i] for k in keys} for i in range(len(encoded["input_ids"]))]
-    check_truncation(truncation)
+    if truncation != "longest_first":
+        check_truncation(truncation)
+    instructions, responses = list(instructions), list(responses)
+    backend = tokenizer.backend_tokenizer
     budget = max_length - tokenizer.num_special_tokens_to_add(pair=True)
     if budget < 1:
         raise ValueError(f"max_length {max_length} leaves no room for text")
-    # The fast tokenizer's own pieces: its encodings, cut, then its post-processor adds
-    # the special tokens (transformers 5 has no build_inputs_with_special_tokens).
-    backend = tokenizer.backend_tokenizer
     side = tokenizer.truncation_side
-    firsts = backend.encode_batch(list(instructions), add_special_tokens=False)
-    seconds = backend.encode_batch(list(responses), add_special_tokens=False)
+    # The backend keeps the truncation and padding of the tokenizer's last call; each
+    # text is encoded whole here.
+    if backend.truncation is not None:
+        backend.no_truncation()
+    if backend.padding is not None:
+        backend.no_padding()
+    texts = list(dict.fromkeys(instructions + responses))
+    encoding_of = dict(zip(texts, backend.encode_batch(texts, add_special_tokens=False)))
     with_types = "token_type_ids" in tokenizer.model_input_names
-    examples = []
-    for first, second in zip(firsts, seconds):
-        second.truncate(budget, direction=side)
-        first.truncate(budget - len(second.ids), direction=side)
+    examples, cut = [], []
+    for index, (instruction, response) in enumerate(zip(instructions, responses)):
+        first, second = encoding_of[instruction], encoding_of[response]
+        if truncate and len(first) + len(second) > budget:
+            if truncation == "longest_first":
+                cut.append(index)
+                examples.append(None)
+                continue
+            # cut copies: the shared encodings serve the instruction's other pairs
+            first, second = (backend.encode(text, add_special_tokens=False)
+                             for text in (instruction, response))
+            second.truncate(budget, direction=side)
+            first.truncate(budget - len(second.ids), direction=side)
         pair = backend.post_process(first, second, add_special_tokens=True)
         example = {"input_ids": list(pair.ids)}
         if with_types:
             example["token_type_ids"] = list(pair.type_ids)
         examples.append(example)
+    if cut:  # the tokenizer's own pair truncation
+        encoded = tokenizer([instructions[i] for i in cut], [responses[i] for i in cut],
+                            max_length=max_length, truncation=True)
+        keys = [k for k in ("input_ids", "token_type_ids") if k in encoded]
+        for at, index in enumerate(cut):
+            examples[index] = {k: encoded[k][at] for k in keys}
     return examples
 
 
@@ -165,19 +186,33 @@ class PairScorer:
         """float32 scores of encoded pairs ({"input_ids"}, at most max_length long, as
         `encode_pairs` makes them), in input order, every one computed; `params` as they
         lie on the devices (`device_params`)."""
+        return self.score_some(examples, params, desc)[0]
+
+    def score_some(self, examples, params, desc="scoring", defer=False, keep=()):
+        """(scores, deferred): as `score_encoded`, but with `defer` the rows of each width
+        that would only part-fill a last batch are left for later, unless they hold a pair
+        of `keep` (indices): their pairs' indices are `deferred`, their scores NaN. A
+        server batching requests tops those rows up with the next requests' pairs instead
+        of computing padding."""
         import tqdm
 
         from cappy.engine.redco_adapter import progress_shown
 
         lengths = [len(ex["input_ids"]) for ex in examples]
-        scores = np.empty(len(examples), np.float32)
+        scores = np.full(len(examples), np.nan, np.float32)
         rows = packing.pack_rows(lengths, packing.row_widths(self.max_length))
         n_devices = self.mesh.shape["dp"]
         pad_id = self.tokenizer.pad_token_id
         shown = progress_shown(self.deployer) and writes_outputs()
+        keep, deferred = set(keep), []
         for width in sorted({width for width, _ in rows}):
             indices = [row for w, row in rows if w == width]
             per_batch = packing.rows_per_batch(width, self.tokens_per_batch()) * n_devices
+            if defer and len(indices) % per_batch:
+                full = len(indices) - len(indices) % per_batch
+                if not keep.intersection(i for row in indices[full:] for i in row):
+                    deferred += [i for row in indices[full:] for i in row]
+                    indices = indices[:full]
             for start in tqdm.tqdm(range(0, len(indices), per_batch), disable=not shown,
                                    desc=f"{desc} ({width}-token rows)", unit="batch"):
                 chunk = indices[start:start + per_batch]
@@ -189,7 +224,7 @@ class PairScorer:
                 found = np.asarray(self._step(params, batch))
                 for row, row_scores in zip(chunk, found):
                     scores[row] = row_scores[:len(row)]
-        return scores
+        return scores, deferred
 
 
 class TorchPairScorer:
