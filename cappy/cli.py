@@ -6,7 +6,8 @@
 
 The experiments' commands are here too, with their entry scripts' flags: `cappy bigbench`
 (cappy_bigbench.py), `cappy promptsource` (cappy_promptsource.py), `cappy pretrain`
-(cappy_pretrain.py).
+(cappy_pretrain.py); and `cappy serve`, Cappy as a reranking service
+(`cappy.serve.command`).
 
 score:    rows {"instruction", "response"}      -> the row plus "score"
 rerank:   rows {"instruction", "candidates": [...]} (from any generator) -> the row plus
@@ -117,9 +118,11 @@ FILE_COMMANDS = {
     "rerank": (RerankConfig, "pick the best of each row's candidates"),
     "finetune": (FinetuneConfig, "finetune Cappy on labelled rows"),
 }
-# The commands whose modules parse their own flags: the experiments', each the same as its
-# entry script. name -> (module, help).
+# The commands whose modules parse their own flags: the experiments' (each the same as its
+# entry script) and the server. name -> (module, help).
 MODULE_COMMANDS = {
+    "serve": ("cappy.serve.command", "Cappy as a reranking service: text-embeddings-"
+                                     "inference's and Cohere's rerank APIs over HTTP"),
     "bigbench": ("cappy.bigbench.task", "one BIG-Bench task: finetune on its candidates, "
                                         "rerank, score (= cappy_bigbench.py)"),
     "promptsource": ("cappy.promptsource.evaluate", "zero-shot PromptSource evaluation, "

@@ -13,6 +13,7 @@ HEAVY = {"jax", "transformers", "torch", "datasets", "nltk", "redco", "flax"}
 COMMANDS = [["-m", "cappy"], ["-m", "cappy", "score"], ["-m", "cappy", "rerank"],
             ["-m", "cappy", "finetune"], ["-m", "cappy", "bigbench"],
             ["-m", "cappy", "promptsource"], ["-m", "cappy", "pretrain"],
+            ["-m", "cappy", "serve"],
             ["cappy_bigbench.py"], ["cappy_promptsource.py"],
             ["cappy_pretrain.py"]] + [
     [os.path.join("scripts", name)] for name in sorted(os.listdir(os.path.join(REPO, "scripts")))
@@ -37,6 +38,8 @@ SCRIPTS_WITH_PARSE_ARGS = [command[0] for command in COMMANDS if command[0].ends
 MODULES_WITH_PARSE_ARGS = {"cappy_bigbench.py": "cappy.bigbench.task",
                            "cappy_promptsource.py": "cappy.promptsource.evaluate",
                            "cappy_pretrain.py": "cappy.pretraining.train"}
+# Package commands with a parse_args of their own, behind `cappy NAME`.
+COMMAND_MODULES = ["cappy.serve.command"]
 
 
 def test_the_scripts_are_found():
@@ -46,7 +49,8 @@ def test_the_scripts_are_found():
         assert f"from {module} import main" in open(os.path.join(REPO, script)).read()
 
 
-@pytest.mark.parametrize("script", SCRIPTS_WITH_PARSE_ARGS + list(MODULES_WITH_PARSE_ARGS.values()))
+@pytest.mark.parametrize("script", SCRIPTS_WITH_PARSE_ARGS + list(MODULES_WITH_PARSE_ARGS.values())
+                         + COMMAND_MODULES)
 def test_every_flag_is_documented_with_its_default(script, monkeypatch):
     import argparse
     import importlib
@@ -83,7 +87,7 @@ def test_every_flag_of_the_cappy_command_is_documented():
     parser = build_parser()
     (commands,) = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
     assert set(commands.choices) == {"score", "rerank", "finetune", "bigbench",
-                                     "promptsource", "pretrain"}
+                                     "promptsource", "pretrain", "serve"}
     for name, sub in commands.choices.items():  # the experiments': tested above, as modules
         undocumented = [a.option_strings[0] for a in sub._actions
                         if a.option_strings and a.dest != "help" and not a.help]

@@ -3,7 +3,6 @@ transformers' PyTorch T5, the cache against whole sequences, and generations
 against those transformers' Flax `generate()` made before the switch."""
 
 import functools
-import json
 import os
 
 import jax

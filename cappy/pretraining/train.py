@@ -454,7 +454,7 @@ def pretrain(config, log=print):
                                   batch_size=config.eval_per_device_batch_size,
                                   n_model_shards=config.n_model_shards, hosts=config,
                                   seed=config.seed, new_head_seed=config.seed)
-    model, tokenizer = cappy.model, cappy.tokenizer
+    model = cappy.model
     # steps are optimizer updates: warm-up and decay counted in updates
     schedule = warmup_then_linear_decay(config.learning_rate, warmup_steps, config.max_steps)
     optimizer = make_optimizer(schedule, config.weight_decay)
