@@ -95,6 +95,7 @@ def main(argv=None):
               for i, row in enumerate(rows["validation"])]
     result = {"rougeL": float(np.mean(values)), "seconds": round(time.time() - start, 2)}
     if args.predictions_file:
+        os.makedirs(os.path.dirname(os.path.abspath(args.predictions_file)), exist_ok=True)
         with open(args.predictions_file, "w", encoding="utf-8") as file:
             for index, row in enumerate(rows["validation"]):
                 file.write(json.dumps({"example_idx": row.get("example_idx", index),

@@ -86,6 +86,9 @@ def main(argv=None):
     found = predictions(rows, scores)
     result = {"accuracy": accuracy(found), "seconds": round(time.time() - start, 2),
               "jax": jax.__version__}
+    for path in (args.scores_file, args.predictions_file):
+        if path:
+            os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     if args.scores_file:
         with open(args.scores_file, "w", encoding="utf-8") as file:
             for row, score in zip(rows, scores):
