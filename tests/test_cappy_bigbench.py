@@ -5,7 +5,7 @@ import os
 
 import numpy as np
 import pytest
-from conftest import run_script
+from conftest import assert_close, run_script
 
 from cappy.bigbench import task
 from cappy.bigbench.examples import build_finetune_examples
@@ -180,8 +180,8 @@ def test_scores_do_not_depend_on_batch_size_or_order(tiny_scorer):
     shuffled = PairScorer(model, tokenizer, deployer, max_length=64, per_device_batch_size=4).score(
         [instructions[i] for i in perm], [responses[i] for i in perm], model.params)
     assert base.dtype == np.float32
-    np.testing.assert_allclose(big, base, atol=1e-5)
-    np.testing.assert_allclose(shuffled, base[perm], atol=1e-5)
+    assert_close(big, base)
+    assert_close(shuffled, base[perm])
     # Against the model's output with one pair per row, as the tokenizer pads it
     # (same truncation: some pairs exceed 64).
     encoded = tokenizer(instructions, responses, max_length=64, truncation=True,
@@ -189,4 +189,4 @@ def test_scores_do_not_depend_on_batch_size_or_order(tiny_scorer):
     direct = roberta.padded_scores(model.params, model.config, encoded["input_ids"],
                                    encoded["attention_mask"])
     assert max(len(tokenizer(i, r)["input_ids"]) for i, r in zip(instructions, responses)) > 64
-    np.testing.assert_allclose(base, direct, atol=1e-5)
+    assert_close(base, direct)

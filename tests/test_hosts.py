@@ -10,9 +10,8 @@ import subprocess
 import sys
 import time
 
-import numpy as np
 import pytest
-from conftest import REPO
+from conftest import REPO, assert_close
 
 from cappy.engine.hosts import (free_port, local_process_commands, local_process_env,
                                 run_local_processes)
@@ -385,12 +384,14 @@ def test_pretraining_over_two_processes_killed_and_restarted_matches_one_process
 
     ours, theirs = read_log(shared), read_log(single)
     assert [row["step"] for row in ours] == [row["step"] for row in theirs]
-    np.testing.assert_allclose([r.get("train_loss", 0) for r in ours],
-                               [r.get("train_loss", 0) for r in theirs], atol=1e-6)
+    # another layout of the same devices: float32 rounding of the collectives only, on
+    # losses and parameters of magnitude about 1
+    assert_close([r.get("train_loss", 0) for r in ours],
+                 [r.get("train_loss", 0) for r in theirs], rel=1e-6)
     ours, theirs = final_params(shared), final_params(single)
     assert ours.keys() == theirs.keys()
     for key in theirs:
-        np.testing.assert_allclose(ours[key], theirs[key], atol=1e-6, err_msg=str(key))
+        assert_close(ours[key], theirs[key], rel=1e-6, err_msg=str(key))
     assert os.listdir(idle) == []
 
 

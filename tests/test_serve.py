@@ -67,6 +67,10 @@ def server(tiny_scorer):
     yield running
     code, out, err = running.stop()
     assert code == 0, err[-3000:]
+    lines = out.strip().splitlines()  # one start-up line, one on stopping; nothing else
+    assert len(lines) == 2 and lines[0].startswith(f"cappy serve: ready on {running.url} ")
+    assert lines[1].startswith("cappy serve: stopped (SIGTERM)"), out
+    assert "Traceback" not in err, err[-3000:]
 
 
 @pytest.fixture(scope="module")

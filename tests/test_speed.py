@@ -15,6 +15,7 @@ from cappy.engine.checkpoints import load_cappy
 from cappy.engine.redco_adapter import make_deployer
 from cappy.engine.scoring import PairScorer, collate_pairs, encode_pairs
 from cappy.engine.tiny_models import sample_texts
+from conftest import assert_close
 
 
 def test_pack_rows_places_every_pair_once_within_its_row():
@@ -93,7 +94,7 @@ def test_scoring_equals_fixed_width_scoring_and_same_choices(tiny):
         original.extend(np.asarray(roberta.padded_scores(
             model.params, model.config, batch["input_ids"], batch["attention_mask"])))
     original_of = dict(zip(pairs, original))
-    np.testing.assert_allclose(our_scores, [original_of[p] for p in distinct], atol=1e-5)
+    assert_close(our_scores, [original_of[p] for p in distinct])
     ours_of = dict(zip(distinct, our_scores.tolist()))
     assert ([c for c, _ in rerank_rows(rows, ours_of)]
             == [c for c, _ in rerank_rows(rows, original_of)])
@@ -113,7 +114,7 @@ def test_scorer_scores_each_distinct_pair_once(tiny, monkeypatch):
     assert seen == [list(dict.fromkeys(zip(instructions, responses)))]
     assert scores[0] == scores[2] and len(set(scores.tolist())) == 4
     alone = scorer.score(instructions[3:4], responses[3:4], model.params)
-    np.testing.assert_allclose(scores[3], alone[0], atol=1e-5)
+    assert_close([scores[3]], [alone[0]])
 
 
 def test_batch_tokens_follow_the_batch_size_capped_only_on_cpus(tiny, monkeypatch):
@@ -173,7 +174,7 @@ def test_packed_scoring_on_two_devices_matches_one_device(tiny_scorer):
     base = np.asarray(results["one"][1])
     assert np.std(base) > 1e-3
     for name in ("data", "model"):
-        np.testing.assert_allclose(results[name][1], base, atol=1e-5, rtol=0)
+        assert_close(results[name][1], base)
 
 
 def test_pairs_are_encoded_as_the_tokenizer_encodes_them():

@@ -14,6 +14,7 @@ from cappy.engine.checkpoints import load_cappy
 from cappy.engine.redco_adapter import make_deployer, original_example_order
 from cappy.engine.scoring import PairScorer, encode_examples
 from cappy.engine.tiny_models import sample_texts
+from conftest import assert_close
 
 
 def labelled_examples(tokenizer, n, max_length, truncation="longest_first"):
@@ -86,7 +87,7 @@ def test_packed_training_equals_fixed_width_training(tiny_scorer):
     texts = sample_texts()
     scores = [scorer.score(texts[40:56], texts[60:76], params) for params in (ours, reference)]
     assert np.std(scores[0]) > 1e-3
-    np.testing.assert_allclose(scores[0], scores[1], atol=1e-5)
+    assert_close(scores[0], scores[1])
 
 
 def test_training_order_is_the_original_shuffle():
@@ -272,4 +273,4 @@ def test_training_on_two_devices_matches_one_device(tiny_scorer):
     base = results["one"][2]
     for name in ("data", "model"):
         for key, values in base.items():
-            np.testing.assert_allclose(results[name][2][key], values, atol=1e-5, err_msg=key)
+            assert_close(results[name][2][key], values, err_msg=key)

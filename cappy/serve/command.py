@@ -61,7 +61,7 @@ class ServeConfig(HostSettings):
     shutdown_timeout: int = setting(30, "seconds a stopping server gives requests in flight",
                                     group=GROUP, at_least=0)
     log_requests: bool = setting(False, "one log line per request", group=GROUP)
-    verbose: bool = setting(True, "no start-up progress", flag="--quiet")
+    verbose: bool = setting(True, "no start-up line", flag="--quiet")
 
 
 class Metrics:
@@ -297,8 +297,9 @@ def serve(config, say=print):
             state.status = "failed"
             server.should_exit = True
             return
-        say(f"cappy serve: ready on {address} ({config.model_name_or_path}, max length "
-            f"{state.cappy.max_length}, {state.cappy.truncation} truncation)", flush=True)
+        if config.verbose:  # the one start-up line
+            say(f"cappy serve: ready on {address} ({config.model_name_or_path}, max length "
+                f"{state.cappy.max_length}, {state.cappy.truncation} truncation)", flush=True)
 
     loader = threading.Thread(target=load, name="cappy-load", daemon=True)
 
@@ -319,9 +320,6 @@ def serve(config, say=print):
     server = Server(uvicorn.Config(
         create_app(state), log_level="warning", access_log=False, lifespan="off",
         timeout_graceful_shutdown=config.shutdown_timeout))
-    if config.verbose:
-        print(f"cappy serve: loading {config.model_name_or_path} (on {address}: 503 until "
-              f"ready)", file=sys.stderr, flush=True)
     try:
         server.run(sockets=[sock])
     finally:
