@@ -149,6 +149,30 @@ def bigbench_candidate_rows(task="auto_categorization", split="train", n_candida
     return out
 
 
+REFERENCE_TASK, REFERENCE_GENERATOR = "auto_categorization", "gen"
+
+
+def write_bigbench_task(folder, task=REFERENCE_TASK, generator=REFERENCE_GENERATOR):
+    """One task's candidate files (train and validation) under folder/generator/, the
+    layout cappy_bigbench.py's --bigbench_gen_dir reads."""
+    import json
+
+    for split in ("train", "validation"):
+        path = os.path.join(folder, generator, f"{task}_{split}.jsonl")
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        with open(path, "w", encoding="utf-8") as out:
+            out.writelines(json.dumps(row) + "\n" for row in bigbench_candidate_rows(task, split))
+
+
+def bigbench_task_flags(scorer, folder, *flags):
+    """The flags of one task (cappy_bigbench.py's and the original's, the paper's settings
+    but max length 64) on the candidates written to folder/gens."""
+    write_bigbench_task(os.path.join(folder, "gens"))
+    return ["--model_name_or_path", scorer, "--bigbench_gen_dir", os.path.join(folder, "gens"),
+            "--bigbench_gen_model", REFERENCE_GENERATOR, "--bigbench_subset_name",
+            REFERENCE_TASK, "--max_length", 64, *flags]
+
+
 def model_flops(config, lengths, training=False):
     """Matrix-product FLOPs of the encoder on sequences of these real lengths."""
     hidden, layers = config.hidden_size, config.num_hidden_layers
@@ -529,11 +553,59 @@ def save_seeded_generator(folder, size, tokenizer, seed=0, eos_boost=3.0):
     return save_generator(params, config, tokenizer, folder)
 
 
+def torch_generate_peer(folder, instructions, batch_size, max_tgt_len, dtype, n_samples=4):
+    """transformers' PyTorch `generate()` on the same generator folder and instructions,
+    each decoding of the recipe (beam4 once, every sampling decoding `n_samples` times) in
+    batches of `batch_size` instructions, on the GPU where there is one; called twice, the
+    first warming up. It computes no log-likelihoods, which cappy's path also does, so the
+    comparison favours it. None without torch."""
+    try:
+        import torch
+    except ImportError:
+        return None
+    from transformers import AutoTokenizer, T5ForConditionalGeneration
+
+    from cappy.engine.recipes import DECODINGS, DETERMINISTIC_DECODINGS
+
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    model = T5ForConditionalGeneration.from_pretrained(
+        folder, dtype=torch.bfloat16 if dtype == "bfloat16" else torch.float32).to(device).eval()
+    tokenizer = AutoTokenizer.from_pretrained(folder)
+    eos = model.generation_config.eos_token_id
+
+    def generate_all():
+        tokens = 0
+        torch.manual_seed(0)
+        with torch.inference_mode():
+            for name, settings in DECODINGS.items():
+                copies = 1 if name in DETERMINISTIC_DECODINGS else n_samples
+                for start in range(0, len(instructions), batch_size):
+                    batch = tokenizer(instructions[start:start + batch_size], padding=True,
+                                      return_tensors="pt").to(device)
+                    out = model.generate(**batch, **settings, num_return_sequences=copies,
+                                         max_new_tokens=max_tgt_len,
+                                         min_new_tokens=1)[:, 1:].cpu().numpy()
+                    ended = np.cumsum(out == eos, axis=1)
+                    tokens += int(((ended == 0) | ((ended == 1) & (out == eos))).sum())
+        if device == "cuda":
+            torch.cuda.synchronize()
+        return tokens
+
+    calls = []
+    for _ in range(2):
+        tokens, seconds = timed(generate_all)
+        calls.append(seconds)
+    return {"device": device, "first_call_seconds": calls[0], "seconds": calls[1],
+            "candidate_tokens": tokens, "candidate_tokens_per_second": tokens / calls[1]}
+
+
 def run_generation_benchmark(size="tiny", n_instructions=24, per_device_batch_size=8,
-                             max_tgt_len=64, dtype="float32", log=print):
+                             max_tgt_len=64, dtype="float32", with_torch=True, log=print):
     """Candidate generation as scripts/bigbench_flan_generate.py runs it (17 candidates per
     instruction and their log-likelihoods) with a seeded random FLAN-T5-shaped model on
-    the shipped BIG-Bench sample's instructions; called twice, the first compiling."""
+    the shipped BIG-Bench sample's instructions; called twice, the first compiling. With
+    `with_torch` (and torch installed), PyTorch's `generate()` of the same candidates
+    beside it (`torch_generate_peer`)."""
     import tempfile
 
     from cappy.engine.generation import CandidateGenerator
@@ -555,16 +627,26 @@ def run_generation_benchmark(size="tiny", n_instructions=24, per_device_batch_si
             generator.reseed(0, "benchmark")
             candidates, seconds = timed(generator.generate, instructions)
             calls.append(seconds)
+        peer = None
+        if with_torch:
+            log("generating with PyTorch's generate() ...")
+            peer = torch_generate_peer(folder, instructions, per_device_batch_size,
+                                       max_tgt_len, dtype)
     responses = [c["response"] for row in candidates for cands in row.values() for c in cands]
     tokens = sum(map(len, generator._encode_targets(responses)))
-    return {"size": size, "shape": dict(zip(("d_model", "d_ff", "layers", "heads"),
-                                            GENERATOR_SHAPES[size])),
-            "instructions": len(instructions), "candidates": len(responses),
-            "candidate_tokens": tokens, "first_call_seconds": calls[0], "seconds": calls[1],
-            "candidates_per_second": len(responses) / calls[1],
-            "candidate_tokens_per_second": tokens / calls[1],
-            "first_call_candidate_tokens_per_second": tokens / calls[0],
-            "beam4": [row["beam4"][0]["response"] for row in candidates]}
+    report = {"size": size, "shape": dict(zip(("d_model", "d_ff", "layers", "heads"),
+                                              GENERATOR_SHAPES[size])),
+              "instructions": len(instructions), "candidates": len(responses),
+              "candidate_tokens": tokens, "first_call_seconds": calls[0], "seconds": calls[1],
+              "candidates_per_second": len(responses) / calls[1],
+              "candidate_tokens_per_second": tokens / calls[1],
+              "first_call_candidate_tokens_per_second": tokens / calls[0],
+              "beam4": [row["beam4"][0]["response"] for row in candidates]}
+    if peer:
+        report["torch_generate"] = peer
+        report["tokens_per_second_over_torch"] = (report["candidate_tokens_per_second"]
+                                                  / peer["candidate_tokens_per_second"])
+    return report
 
 
 def format_report(report):
@@ -581,6 +663,12 @@ def format_report(report):
                   "|---:|---:|---:|---:|",
                   f"| {g['first_call_seconds']:.1f} | {g['seconds']:.1f} | "
                   f"{g['candidates_per_second']:.1f} | {g['candidate_tokens_per_second']:.1f} |"]
+        if "torch_generate" in g:
+            t = g["torch_generate"]
+            lines += ["", f"PyTorch generate() on {t['device']}, the same candidates without "
+                          f"log-likelihoods: {t['seconds']:.1f} s warm, "
+                          f"{t['candidate_tokens_per_second']:.1f} tokens/s; cappy "
+                          f"{g['tokens_per_second_over_torch']:.2f}x its tokens/s"]
     return "\n".join(lines)
 
 

@@ -117,7 +117,7 @@ def main(argv=None):
         if args.generation_size != "none":
             report["generation"] = benchmark.run_generation_benchmark(
                 args.generation_size, args.generation_instructions, dtype=args.dtype,
-                max_tgt_len=min(64, args.max_length), log=log)
+                max_tgt_len=min(64, args.max_length), with_torch=not args.no_torch, log=log)
     report["command"] = command
     print(benchmark.format_report(report))
     if args.output_file:

@@ -60,6 +60,12 @@ def test_benchmark_script_end_to_end(tmp_path, original_python):
     assert generation["instructions"] == 3 and generation["candidates"] == 3 * 17
     assert generation["candidate_tokens"] >= generation["candidates"]  # every one ends
     assert generation["candidate_tokens_per_second"] > 0
+    # PyTorch's generate() beside it: the same decodings, so as many candidates, each of at
+    # least one token
+    peer = generation["torch_generate"]
+    assert peer["candidate_tokens"] >= generation["candidates"]
+    assert generation["tokens_per_second_over_torch"] == pytest.approx(
+        generation["candidate_tokens_per_second"] / peer["candidate_tokens_per_second"])
 
 
 def test_promptsource_like_pairs_mix_long_and_short():

@@ -14,11 +14,11 @@ import subprocess
 import numpy as np
 import pytest
 
-from benchmarks.harness import bigbench_candidate_rows
+from benchmarks.harness import REFERENCE_GENERATOR as GENERATOR
+from benchmarks.harness import REFERENCE_TASK as TASK
+from benchmarks.harness import bigbench_task_flags as task_flags
 from cappy.engine.tiny_models import sample_texts
 from conftest import REPO, assert_close, run_script
-
-TASK, GENERATOR = "auto_categorization", "gen"
 
 
 def run_original(original_python, script, *args):
@@ -104,22 +104,6 @@ def test_promptsource_choices_and_accuracy_are_the_originals(promptsource_runs):
     assert 0 < sum(p["correct"] for p in theirs) < len(theirs)
     accuracy = json.loads((folder / "cappy.json").read_text())["accuracy"]
     assert accuracy == json.loads((folder / "original.json").read_text())["accuracy"]
-
-
-def write_task(folder):
-    for split in ("train", "validation"):
-        path = folder / GENERATOR / f"{TASK}_{split}.jsonl"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text("".join(json.dumps(row) + "\n"
-                                for row in bigbench_candidate_rows(TASK, split)))
-
-
-def task_flags(scorer, folder, *flags):
-    """One task's flags, cappy_bigbench.py's paper settings but max length 64."""
-    write_task(folder / "gens")
-    return ["--model_name_or_path", scorer, "--bigbench_gen_dir", folder / "gens",
-            "--bigbench_gen_model", GENERATOR, "--bigbench_subset_name", TASK,
-            "--max_length", 64, *flags]
 
 
 def run_cappy_task(scorer, folder, *flags):

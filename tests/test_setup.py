@@ -77,3 +77,24 @@ def test_download_scripts_use_the_projects_interpreter():
     venv_python = os.path.join(REPO, ".venv", "bin", "python")
     expected = venv_python if os.access(venv_python, os.X_OK) else "python3"
     assert done.stdout.strip() == expected
+
+
+def test_a_leg_without_its_interpreter_stops_in_one_line(tmp_path):
+    """scripts/setup_leg.sh: no Python 3.13 on PATH, no pyenv, none given; or one of
+    another version given. Nothing is built."""
+    shutil.copytree(os.path.join(REPO, "scripts", "legs"), tmp_path / "scripts" / "legs")
+    shutil.copy(os.path.join(REPO, "scripts", "setup_leg.sh"), tmp_path / "scripts")
+    bare_path = tmp_path / "bin"
+    bare_path.mkdir()
+    for tool in ("bash", "cat", "grep", "tail", "sha256sum", "cut", "dirname"):
+        os.symlink(shutil.which(tool), bare_path / tool)
+    wrong = fake_python(tmp_path / "python3.12", "3.12.1", ok=False)
+    expected = ("CI's newest leg needs Python 3.13, and none was found (not python3.13 on "
+                "PATH, not in pyenv); set PYTHON=/path/to/python3.13")
+    for python in ("", str(wrong)):
+        done = subprocess.run(["bash", str(tmp_path / "scripts" / "setup_leg.sh"), "newest"],
+                              env={"PATH": str(bare_path), "PYTHON": python},
+                              capture_output=True, text=True, timeout=60)
+        assert done.returncode == 1, done.stderr
+        assert done.stderr.strip().splitlines() == [expected]
+    assert not (tmp_path / ".venv-newest").exists()

@@ -145,6 +145,25 @@ def make_tiny_scorer(path, texts=(), hidden_size=32, num_layers=2, num_heads=2,
     return path
 
 
+def fingerprint(path):
+    """sha256 of a saved Cappy's vocabulary and float32 parameters (sorted by name): equal
+    on two software stacks when both built the same tiny model, so a reference file made
+    on one stack holds for a test on another."""
+    import hashlib
+    import json
+
+    import numpy as np
+
+    from cappy.engine.checkpoints import flatten, load_cappy
+
+    model, tokenizer = load_cappy(path)
+    digest = hashlib.sha256(json.dumps(tokenizer.get_vocab(), sort_keys=True).encode())
+    for name, value in sorted(flatten(model.params).items()):
+        digest.update("/".join(name).encode())
+        digest.update(np.ascontiguousarray(value, np.float32).tobytes())
+    return digest.hexdigest()
+
+
 def save_generator(params, config, tokenizer, path):
     """A generator folder as the project writes one: weights in both formats, config,
     generation config, tokenizer."""
