@@ -306,6 +306,12 @@ def test_64_concurrent_clients_2000_requests_score_as_offline(server, offline):
     assert_close(got, expected)
 
 
+def received(metrics):
+    """The requests a server has admitted, from its /metrics answer."""
+    return sum(float(line.rsplit(" ", 1)[1]) for line in metrics.text.splitlines()
+               if line.startswith("te_request_count_total"))
+
+
 def test_sigterm_answers_the_requests_in_flight_and_exits(tiny_scorer):
     import httpx
 
@@ -316,7 +322,12 @@ def test_sigterm_answers_the_requests_in_flight_and_exits(tiny_scorer):
             sends = [asyncio.ensure_future(client.post(
                 f"{server.url}/rerank", json={"query": QUERY, "texts": TEXTS * 5}))
                 for _ in range(16)]
-            await asyncio.sleep(0.05)
+            # SIGTERM once the server has taken in all 16 (it counts a request as it
+            # admits it): a request that came after the signal would rightly get a 503.
+            deadline = time.monotonic() + 30
+            while received(await client.get(f"{server.url}/metrics")) < 16:
+                assert time.monotonic() < deadline, "the 16 requests never reached the server"
+                await asyncio.sleep(0.01)
             server.process.send_signal(signal.SIGTERM)
             return await asyncio.gather(*sends, return_exceptions=True)
 
