@@ -28,7 +28,7 @@ import dataclasses
 import os
 import sys
 
-from cappy.engine.errors import CappyError, exit_on_error, located
+from cappy.engine.errors import CappyError, device_memory_guard, exit_on_error, located
 from cappy.engine.io import check_output_file
 from cappy.engine.ranking import best_index
 from cappy.engine.rows import check_candidates_row, check_labelled_row, check_pair_row
@@ -286,7 +286,11 @@ def main(argv=None):
         if config.backend != "flax":
             raise CappyError("cappy finetune trains with JAX only; --backend torch is for score "
                              "and rerank (the folder it saves loads in both backends)")
-        summary = run_finetune(config)
+        with device_memory_guard(
+                f"lower --batch_size ({config.batch_size}; raise --accumulate_grad_batches as "
+                f"much to keep each update's examples) or --max_length, or split the model "
+                f"over more devices with --n_model_shards", lambda: "nothing was saved"):
+            summary = run_finetune(config)
         if writes_outputs():
             print(f"saved {config.output_dir}: {summary}")
     else:
@@ -299,13 +303,19 @@ def main(argv=None):
                                 else ""))
         from cappy.api import Cappy
 
-        # joins the processes of a multi-host run before the model loads
-        cappy = Cappy.from_pretrained(config.model_name_or_path, backend=config.backend,
-                                      dtype=config.dtype, max_length=config.max_length,
-                                      batch_size=config.batch_size, truncation=config.truncation,
-                                      n_model_shards=config.n_model_shards, hosts=config)
-        counter = stream_rows(config, check, lambda chunk: process(cappy, chunk, config.batch_size),
-                              chunk_size, desc, total)
+        with device_memory_guard(
+                f"lower --batch_size ({config.batch_size}) or --max_length, or split the "
+                f"model over more devices with --n_model_shards",
+                lambda: f"--output {config.output} was left as it was"):
+            # joins the processes of a multi-host run before the model loads
+            cappy = Cappy.from_pretrained(
+                config.model_name_or_path, backend=config.backend, dtype=config.dtype,
+                max_length=config.max_length, batch_size=config.batch_size,
+                truncation=config.truncation, n_model_shards=config.n_model_shards,
+                hosts=config)
+            counter = stream_rows(config, check,
+                                  lambda chunk: process(cappy, chunk, config.batch_size),
+                                  chunk_size, desc, total)
         if counter["written"]:
             print(f"wrote {config.output}: {counter['rows']} rows"
                   + (f", skipped {counter['bad']} bad rows" if counter["bad"] else ""))

@@ -95,8 +95,11 @@ def main(argv=None):
 
 
 def generate(args, tasks, splits, output_dir, own_process):
-    from cappy.bigbench.candidates import plan_bigbench_generation, write_candidates
+    from cappy.bigbench.candidates import (candidate_file_bytes, plan_bigbench_generation,
+                                           write_candidates)
+    from cappy.engine.errors import device_memory_guard
     from cappy.engine.generation import CandidateGenerator
+    from cappy.engine.io import check_free_space
 
     todo, done = plan_bigbench_generation(args.data_dir, output_dir, tasks, splits,
                                           src_key=args.src_key)
@@ -106,21 +109,34 @@ def generate(args, tasks, splits, output_dir, own_process):
     if not todo:
         print("nothing to do")
         return 0
+    if writes_outputs():  # before the generator loads: the disk can hold what it will write
+        check_free_space(output_dir, sum(candidate_file_bytes(rows, args.n_sample_gens,
+                                                              args.max_tgt_len)
+                                         for _, _, rows, _ in todo),
+                         f"{len(todo)} candidate file{'s' if len(todo) > 1 else ''}")
     if own_process:  # the programs an earlier run compiled
         from cappy.engine.compilation_cache import enable_compilation_cache
 
         enable_compilation_cache()
-    generator = CandidateGenerator(
-        args.model_name_or_path, n_model_shards=args.n_model_shards,
-        n_sample_gens=args.n_sample_gens, per_device_batch_size=args.per_device_batch_size,
-        max_src_len=args.max_src_len, max_tgt_len=args.max_tgt_len, dtype=args.dtype,
-        jax_seed=args.jax_seed, verbose=not args.quiet, hosts=args)
-    if not writes_outputs():  # process 0 writes, and says so
-        say = lambda *_: None  # noqa: E731
-    for index, (task, split, rows, out_path) in enumerate(todo, start=1):
-        write_candidates(generator, rows, out_path, seed=args.jax_seed, src_key=args.src_key,
-                         tgt_key=args.tgt_key, desc=f"[{index}/{len(todo)}] {task} {split}")
-        say(f"wrote {out_path} ({len(rows)} rows)")
+    finished = []
+    with device_memory_guard(
+            f"lower --per_device_batch_size ({args.per_device_batch_size}), --max_src_len "
+            f"({args.max_src_len}) or --max_tgt_len ({args.max_tgt_len}), or split the model "
+            f"over more devices with --n_model_shards ({args.n_model_shards})",
+            lambda: f"{len(finished)} of the {len(todo)} candidate files to write were "
+                    f"finished and are kept (a re-run skips them)"):
+        generator = CandidateGenerator(
+            args.model_name_or_path, n_model_shards=args.n_model_shards,
+            n_sample_gens=args.n_sample_gens, per_device_batch_size=args.per_device_batch_size,
+            max_src_len=args.max_src_len, max_tgt_len=args.max_tgt_len, dtype=args.dtype,
+            jax_seed=args.jax_seed, verbose=not args.quiet, hosts=args)
+        if not writes_outputs():  # process 0 writes, and says so
+            say = lambda *_: None  # noqa: E731
+        for index, (task, split, rows, out_path) in enumerate(todo, start=1):
+            write_candidates(generator, rows, out_path, seed=args.jax_seed, src_key=args.src_key,
+                             tgt_key=args.tgt_key, desc=f"[{index}/{len(todo)}] {task} {split}")
+            finished.append(out_path)
+            say(f"wrote {out_path} ({len(rows)} rows)")
     return 0
 
 

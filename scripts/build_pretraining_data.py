@@ -21,7 +21,7 @@ import argparse
 import json
 
 from cappy.pretraining import data as pd
-from cappy.engine.errors import CappyError, exit_on_error
+from cappy.engine.errors import CappyError, device_memory_guard, exit_on_error
 from cappy.engine.flags import comma_list
 from cappy.engine.io import read_json
 
@@ -124,9 +124,16 @@ def main(argv=None):
         augment_max_src_len=args.augment_max_src_len,
         augment_max_tgt_len=args.augment_max_tgt_len, augment_dtype=args.augment_dtype,
         n_model_shards=args.n_model_shards)
-    manifest = pd.build_pretraining_data(
-        args.output_dir, settings, datasets=args.datasets, specs=specs,
-        templates_dir=args.templates_dir, progress=not args.no_progress)
+    with device_memory_guard(
+            f"lower --augment_batch_size ({args.augment_batch_size}), --augment_max_src_len "
+            f"({args.augment_max_src_len}) or --augment_max_tgt_len "
+            f"({args.augment_max_tgt_len}), or split each generator over more devices with "
+            f"--n_model_shards ({args.n_model_shards})",
+            lambda: "the finished shards are kept (a re-run with the same flags resumes from "
+                    "them)"):
+        manifest = pd.build_pretraining_data(
+            args.output_dir, settings, datasets=args.datasets, specs=specs,
+            templates_dir=args.templates_dir, progress=not args.no_progress)
     counts = manifest["counts"]
     width = max([len(name) for name in counts] + [7])
     print(f"{'dataset':<{width}}  {'rows':>10}  {'pairs':>9}  kinds")

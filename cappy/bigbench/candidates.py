@@ -13,7 +13,7 @@ import os
 
 from cappy.engine.errors import located
 from cappy.engine.io import iter_jsonl, read_jsonl, write_jsonl
-from cappy.engine.recipes import DECODINGS, LOG_LIKELIHOOD_KEYS
+from cappy.engine.recipes import DECODINGS, DETERMINISTIC_DECODINGS, LOG_LIKELIHOOD_KEYS
 from cappy.engine.rouge import mean_rouge_l
 
 SAMPLES_KEY = "flan_samples"
@@ -114,6 +114,18 @@ def plan_bigbench_generation(data_dir, output_dir, tasks, splits, src_key="instr
             rows = read_jsonl(in_path, schema={src_key: str})
             todo.append((task, split, rows, out_path))
     return todo, done
+
+
+def candidate_file_bytes(rows, n_sample_gens, max_tgt_len):
+    """About the size of the candidate file of `rows`: each row, plus per candidate its
+    JSON (about 100 bytes with the two log-likelihoods) and a response of about 2 bytes a
+    token of `max_tgt_len` (candidates often end early)."""
+    import json
+
+    n_candidates = sum(1 if name in DETERMINISTIC_DECODINGS else n_sample_gens
+                       for name in DECODINGS)
+    return sum(len(json.dumps(row, ensure_ascii=False)) + 100 for row in rows) + \
+        len(rows) * n_candidates * (100 + 2 * max_tgt_len)
 
 
 def write_candidates(generator, rows, out_path, seed, src_key="instruction",

@@ -22,7 +22,8 @@ from cappy.engine.checkpoints import DTYPES
 from cappy.engine.config import (MIN_MAX_LENGTH, check_config, job_command,
                                  setting, settings_of)
 from cappy.engine.hosts import HostSettings, join, writes_outputs
-from cappy.engine.io import check_output_folder, run_lock, write_json, write_jsonl
+from cappy.engine.errors import device_memory_guard
+from cappy.engine.io import atomic_files, check_output_folder, dump_json, dump_jsonl, run_lock
 from cappy.engine.ranking import best_index
 from cappy.engine.recipes import LR_SCHEDULES
 from cappy.engine.rouge import rouge_l
@@ -58,7 +59,12 @@ def run_task(config, log=print, rerun_hint="use --overwrite to run again"):
     # One run of this (generator, task) at a time; process 0 writes, so it holds the lock.
     lock = (run_lock(result_path, result_path) if writes_outputs()
             else contextlib.nullcontext())
-    with lock:
+    with lock, device_memory_guard(
+            f"lower --per_device_batch_size ({config.per_device_batch_size}, finetuning; raise "
+            f"--accumulate_grad_batches as much to keep each update's examples), "
+            f"--eval_per_device_batch_size ({config.eval_per_device_batch_size}, scoring) or "
+            f"--max_length ({config.max_length}), or split the model over more devices with "
+            f"--n_model_shards", lambda: f"{result_path} was left as it was"):
         cappy = Cappy.from_pretrained(config.model_name_or_path, dtype=config.dtype,
                                       max_length=config.max_length,
                                       batch_size=config.eval_per_device_batch_size,
@@ -117,13 +123,15 @@ def run_task(config, log=print, rerun_hint="use --overwrite to run again"):
                             "jax": jax.__version__},
         }
         if writes_outputs():
-            write_jsonl(predictions_path, [
-                {"example_idx": row.get("example_idx", i), config.src_key: row[config.src_key],
-                 config.refs_key: row[config.refs_key], "choice": choice, "score": score,
-                 "rougeL": value}
-                for i, (row, (choice, score), value) in enumerate(
-                    zip(validation_rows, choices, per_row))])
-            write_json(result_path, result)  # last: its presence means the task is done
+            # Both or neither: a full disk never pairs new predictions with an old result.
+            with atomic_files() as files:
+                dump_jsonl(files.open(predictions_path), [
+                    {"example_idx": row.get("example_idx", i),
+                     config.src_key: row[config.src_key], config.refs_key: row[config.refs_key],
+                     "choice": choice, "score": score, "rougeL": value}
+                    for i, (row, (choice, score), value) in enumerate(
+                        zip(validation_rows, choices, per_row))])
+                dump_json(files.open(result_path), result)  # last: its presence means done
         log(f"Cappy + {config.bigbench_gen_model} on {config.bigbench_subset_name}: "
             f"ROUGE-L {100 * result['rougeL']:.2f} ({result['timings_s']['total']:.0f} s)")
         return result

@@ -208,7 +208,7 @@ def lookup(expected, kind, entries, aliases=None):
     weights are transposed into kernels."""
     found = {}
     for path in expected:
-        candidates = [path, path[1:]]
+        candidates = [path, path[1:]] if len(path) > 1 else [path]  # no prefix to drop
         for candidate in candidates:
             if kind == "flax":
                 if candidate in entries:
@@ -464,36 +464,66 @@ def write_weights(params, folder):
         file.write(msgpack_serialize(host))
 
 
+def parameter_bytes(params):
+    """Bytes of the parameters in float32, as they are saved."""
+    return sum(4 * int(np.prod(np.shape(value))) for value in flatten(params).values())
+
+
+def saved_model_bytes(params, tokenizer):
+    """About what `save_cappy` writes: the weights twice (safetensors and msgpack), the
+    tokenizer's files (about 64 bytes a token) and the config."""
+    return 2 * parameter_bytes(params) + 64 * len(tokenizer) + (64 << 10)
+
+
+def check_room_for_model(output_dir, params, tokenizer):
+    """Before training: the disk of `output_dir` can hold the model it will save."""
+    from cappy.engine.io import check_free_space
+
+    check_free_space(output_dir, saved_model_bytes(params, tokenizer), "the saved model")
+
+
 def save_cappy(model, tokenizer, params, output_dir, summary=None, summary_name=None,
-               overwrite=False):
+               overwrite=False, kept=None):
     """Write a checkpoint folder atomically: built beside, then renamed into place.
 
     Holds the weights in both formats, `config.json` (with the truncation policy
     the model was trained with), the tokenizer and, when given, `summary` (how
-    the model was made) as `summary_name`.
+    the model was made) as `summary_name`. A full disk is one line (`kept`: what remains,
+    as `cappy.engine.io.disk_full_line` takes it); a folder already there stays as it was.
     """
-    from cappy.engine.io import write_json
+    from cappy.engine.io import check_room_to_write, disk_full_as_error
 
     check_output_dir(output_dir, overwrite)
     staging = f"{output_dir.rstrip(os.sep)}.partial-{os.getpid()}"
     shutil.rmtree(staging, ignore_errors=True)
-    try:
-        os.makedirs(staging)
-        write_weights(params, staging)
-        config = _copy(model.config)
-        setattr(config, TRUNCATION_KEY, model.truncation)
-        config.dtype = "float32"  # the weights' dtype, whatever the compute dtype was
-        config.save_pretrained(staging)
-        tokenizer.save_pretrained(staging)
-        if summary is not None:
-            write_json(os.path.join(staging, summary_name), summary)
-        if os.path.exists(output_dir):
-            shutil.rmtree(output_dir)
-        os.replace(staging, output_dir)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
+    needed = saved_model_bytes(params, tokenizer)
+    check_room_to_write(output_dir, needed, kept)
+    # The staging folder is removed before the error line counts the free space.
+    with disk_full_as_error(output_dir, needed, kept):
+        try:
+            _write_model_folder(model, tokenizer, params, staging, summary, summary_name)
+            if os.path.exists(output_dir):  # only now, the new folder complete beside it
+                shutil.rmtree(output_dir)
+            os.replace(staging, output_dir)
+        except BaseException:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise
     return output_dir
+
+
+def _write_model_folder(model, tokenizer, params, folder, summary, summary_name):
+    from cappy.engine.io import dump_json
+
+    os.makedirs(folder)
+    write_weights(params, folder)
+    config = _copy(model.config)
+    setattr(config, TRUNCATION_KEY, model.truncation)
+    config.dtype = "float32"  # the weights' dtype, whatever the compute dtype was
+    config.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    if summary is not None:  # a plain write: the folder is renamed into place when complete
+        with open(os.path.join(folder, summary_name), "w", encoding="utf-8") as file:
+            dump_json(file, summary)
 
 
 # ---- PyTorch ---------------------------------------------------------------------------

@@ -20,6 +20,8 @@ def finetune_on_rows(config, train_rows, validation_rows=None):
     """Train on rows as configured by `config` (`cappy finetune`'s FinetuneConfig, whose
     --output_dir `cappy.engine.checkpoints.check_output_dir` has passed); save the model;
     return a summary."""
+    from cappy.engine.checkpoints import check_room_for_model
+    from cappy.engine.hosts import writes_outputs
     from cappy.engine.session import Cappy
 
     start = time.time()
@@ -28,6 +30,8 @@ def finetune_on_rows(config, train_rows, validation_rows=None):
                                   truncation=config.truncation,
                                   n_model_shards=config.n_model_shards, hosts=config,
                                   seed=config.seed, progress=config.verbose)
+    if writes_outputs():  # before training: its disk can hold the model it will save
+        check_room_for_model(config.output_dir, cappy.model.params, cappy.tokenizer)
     examples = [{"instruction": row["instruction"], "response": row["response"],
                  "label": float(row["label"])} for row in train_rows] * config.n_epochs
     cappy.finetune(examples, seed=config.seed, per_device_batch_size=config.batch_size,

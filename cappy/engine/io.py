@@ -2,11 +2,17 @@
 
 Every result file is written to a temporary name in the same folder and renamed
 into place, so a crash never leaves a half-written or placeholder file behind.
+A full disk or quota met while writing (a file here, or a folder through
+`disk_full_as_error`) becomes one line naming what was not written, with
+nothing partial kept.
 """
 
 import contextlib
+import errno
 import json
+import logging
 import os
+import shutil
 import tempfile
 import time
 
@@ -105,28 +111,239 @@ def read_json(path):
             raise CappyError(f"{path}: not valid UTF-8 (byte {error.start + 1})") from None
 
 
+# ---- a full disk: one line, nothing partial kept ------------------------------------------
+
+# A full disk, a full quota, and the I/O error some network file systems give for either.
+DISK_FULL_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EIO)
+
+
+def disk_full_reason(error):
+    """The OS's words ("No space left on device") when `error`, or one it was raised from, is a
+    full disk or quota (DISK_FULL_ERRNOS), else None. Writers in native code (orbax's
+    tensorstore, safetensors) raise their own types, whose message carries the OS's text."""
+    seen = set()
+    while error is not None and id(error) not in seen and not isinstance(error, CappyError):
+        seen.add(id(error))
+        if isinstance(error, OSError) and error.errno in DISK_FULL_ERRNOS:
+            return error.strerror or os.strerror(error.errno)
+        text = str(error)
+        for code in DISK_FULL_ERRNOS:
+            if os.strerror(code) in text:
+                return os.strerror(code)
+        error = error.__cause__ or error.__context__
+    return None
+
+
+def human_bytes(n):
+    """1536 -> "1.5 KiB"."""
+    for unit in ("bytes", "KiB", "MiB", "GiB", "TiB"):
+        if n < 1024 or unit == "TiB":
+            return f"{n} bytes" if unit == "bytes" else f"{n:.1f} {unit}"
+        n /= 1024
+
+
+def free_bytes(path):
+    """Free bytes on the file system of `path` (or of the nearest folder above it that
+    exists), or None when that cannot be asked."""
+    existing = os.path.abspath(path)
+    while not os.path.exists(existing):
+        existing = os.path.dirname(existing)
+    try:
+        return shutil.disk_usage(existing).free
+    except OSError:
+        return None
+
+
+def disk_full_line(path, reason, needed=None, kept=None):
+    """The one line a write of `path` that the disk could not hold ends with: the file, the
+    OS's reason, the space needed (`needed` bytes where known, else more than is free once
+    the partial output is removed), that nothing partial was kept, and what was (`kept`; by
+    default the previous `path`, if there is one)."""
+    free = free_bytes(path)
+    if free is None:
+        space = f" (about {human_bytes(needed)} needed)" if needed else ""
+    elif needed:
+        space = f" (about {human_bytes(needed)} needed, {human_bytes(free)} free)"
+    else:
+        space = f" (it needs more than the {human_bytes(free)} free)"
+    if kept is None:
+        kept = (f"the previous {os.path.basename(path)} is unchanged; " if os.path.exists(path)
+                else "") + "free space, then run the same command again"
+    return f"{path}: not written: {reason}{space}; nothing partial was kept; {kept}"
+
+
+@contextlib.contextmanager
+def disk_full_as_error(path, needed=None, kept=None):
+    """Around a write of `path` (a file or a folder): a full disk or quota found in it
+    becomes one CappyError line (`disk_full_line`). The writer removes what it staged."""
+    try:
+        yield
+    except CappyError:
+        raise
+    except Exception as error:
+        reason = disk_full_reason(error)
+        if reason is None:
+            raise
+        raise CappyError(disk_full_line(path, reason, needed, kept)) from None
+
+
+def check_room_to_write(path, needed, kept=None):
+    """Just before writing `path` (a folder of a size known in advance): the line a full disk
+    gives when fewer than `needed` bytes are free, before anything is written."""
+    free = free_bytes(path)
+    if free is not None and free < needed:
+        raise CappyError(disk_full_line(path, "too little space left on the device", needed,
+                                        kept))
+
+
+def check_free_space(path, needed, what, advice="free space or write elsewhere"):
+    """Before long work: refuse in one line when the file system that will hold `path` has
+    less than `needed` bytes free (`what` says what would be written there)."""
+    free = free_bytes(path)
+    if free is not None and free < needed:
+        raise CappyError(f"{path}: about {human_bytes(needed)} needed for {what}, and its "
+                         f"disk has {human_bytes(free)} free; {advice}")
+
+
+_LATE_REPORTS = []  # when each report of a failed writer's work in flight was dropped
+
+
+def _late_report(text, disk_full_too=False):
+    """Whether `text` is what a failed writer's work in flight reports (its closed event
+    loop; in a library's log, also its own failed writes); if so, note when."""
+    late = "Event loop is closed" in text or (disk_full_too and any(
+        os.strerror(code) in text for code in DISK_FULL_ERRNOS))
+    if late:
+        _LATE_REPORTS.append(time.time())
+    return late
+
+
+class _LateWriteNoise(logging.Filter):
+    """Drops what a failed writer's work still in flight logs (see drop_late_write_reports)."""
+
+    def filter(self, record):
+        error = record.exc_info[1] if record.exc_info else None
+        return not _late_report(f"{record.getMessage()} {error}", disk_full_too=True)
+
+
+def drop_late_write_reports():
+    """Before a writer with work in flight (orbax: asyncio and tensorstore threads): should it
+    fail, that work goes on, then reports to its closed event loop with tracebacks ("Event
+    loop is closed", unretrieved futures) while the caller reports the failure once. Drop
+    those reports, and only those (installed once per process)."""
+    import sys
+
+    if not getattr(sys.excepthook, "_cappy_late_writes", False):
+        # Native threads print them through sys.excepthook (PyErr_Print), Python's own
+        # through sys.unraisablehook and logging.
+        previous_unraisable, previous_except = sys.unraisablehook, sys.excepthook
+
+        def unraisable_hook(unraisable):
+            if not _late_report(str(unraisable.exc_value)):
+                previous_unraisable(unraisable)
+
+        def except_hook(kind, value, traceback):
+            if not _late_report(str(value)):
+                previous_except(kind, value, traceback)
+
+        except_hook._cappy_late_writes = True
+        sys.unraisablehook, sys.excepthook = unraisable_hook, except_hook
+        for name in ("asyncio", "concurrent.futures", "absl"):
+            logging.getLogger(name).addFilter(_LateWriteNoise())
+
+
+def after_a_failed_write(folder, quiet_s=0.5, limit_s=10.0):
+    """After a writer with work in flight has failed (see drop_late_write_reports): wait
+    until `folder` has stopped changing and the late reports have stopped, so that removing
+    the folder leaves nothing behind."""
+    import gc
+
+    def sizes():
+        found = []
+        for root, _, names in os.walk(folder):
+            for name in names:
+                with contextlib.suppress(OSError):  # removed meanwhile
+                    found.append((root, name, os.path.getsize(os.path.join(root, name))))
+        return sorted(found)
+
+    gc.collect()  # the failed write's objects: what they hold in flight reports now
+    # Until the folder has stopped changing and nothing has reported for `quiet_s`.
+    last, since, start = sizes(), time.time(), time.time()
+    while time.time() - max([since] + _LATE_REPORTS[-1:]) < quiet_s \
+            and time.time() - start < limit_s:
+        time.sleep(0.05)
+        now = sizes()
+        if now != last:
+            last, since = now, time.time()
+
+
+class AtomicFiles:
+    """Files written as one: each to a temporary beside it, all renamed into place only
+    once every one is written and synced (see `atomic_files`)."""
+
+    def __init__(self):
+        self.staged = []  # (path, temporary path, open file)
+        self.current = None  # the file being written: written one after the other
+
+    def open(self, path, mode="w"):
+        self.current = path
+        folder = os.path.dirname(os.path.abspath(path))
+        os.makedirs(folder, exist_ok=True)
+        remove_stale_temporaries(path)
+        fd, tmp_path = tempfile.mkstemp(dir=folder, suffix=".tmp",
+                                        prefix=f".{os.path.basename(path)}.{os.getpid()}.")
+        try:
+            os.chmod(tmp_path, 0o666 & ~_umask())  # mkstemp makes 0600; results are shared
+            file = os.fdopen(fd, mode, encoding=None if "b" in mode else "utf-8")
+        except BaseException:
+            os.close(fd)
+            os.remove(tmp_path)
+            raise
+        self.staged.append((path, tmp_path, file))
+        return file
+
+
+@contextlib.contextmanager
+def atomic_files():
+    """Write several files as one (a result and its predictions): `files.open(path)` gives a
+    temporary file beside `path`; on success all are synced, then renamed into place in the
+    order opened (open last the one whose presence marks the whole as finished).
+
+    On any exception every temporary file is removed and every `path` is untouched; a full
+    disk or quota becomes one CappyError line naming the file being written."""
+    files = AtomicFiles()
+    try:
+        try:
+            yield files
+            for files.current, _, file in files.staged:
+                file.flush()
+                os.fsync(file.fileno())
+                file.close()
+            for path, tmp_path, _ in files.staged:
+                os.replace(tmp_path, path)
+        except BaseException:
+            for _, tmp_path, file in files.staged:
+                with contextlib.suppress(OSError, ValueError):  # a full disk fails its flush
+                    file.close()
+                with contextlib.suppress(FileNotFoundError):
+                    os.remove(tmp_path)
+            raise
+    except Exception as error:
+        reason = disk_full_reason(error)
+        if reason is None or files.current is None:
+            raise
+        raise CappyError(disk_full_line(files.current, reason)) from None
+
+
 @contextlib.contextmanager
 def atomic_open(path, mode="w"):
     """Open a temporary file beside `path`; on success rename it to `path`.
 
-    On any exception the temporary file is removed and `path` is untouched.
+    On any exception the temporary file is removed and `path` is untouched; a full disk
+    or quota becomes one CappyError line (`disk_full_line`).
     """
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    remove_stale_temporaries(path)
-    fd, tmp_path = tempfile.mkstemp(dir=folder, suffix=".tmp",
-                                    prefix=f".{os.path.basename(path)}.{os.getpid()}.")
-    try:
-        os.chmod(tmp_path, 0o666 & ~_umask())  # mkstemp makes 0600; results are shared files
-        with os.fdopen(fd, mode, encoding=None if "b" in mode else "utf-8") as file:
-            yield file
-            file.flush()
-            os.fsync(file.fileno())
-        os.replace(tmp_path, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.remove(tmp_path)
-        raise
+    with atomic_files() as files:
+        yield files.open(path, mode)
 
 
 def _process_alive(pid):
@@ -159,18 +376,26 @@ def _umask():
     return mask
 
 
+def dump_jsonl(file, rows):
+    for row in rows:
+        file.write(json.dumps(row, ensure_ascii=False) + "\n")
+
+
+def dump_json(file, obj):
+    json.dump(obj, file, indent=2, ensure_ascii=False)
+    file.write("\n")
+
+
 def write_jsonl(path, rows):
     """Write rows as jsonl, atomically."""
     with atomic_open(path) as file:
-        for row in rows:
-            file.write(json.dumps(row, ensure_ascii=False) + "\n")
+        dump_jsonl(file, rows)
 
 
 def write_json(path, obj):
     """Write one JSON document, atomically."""
     with atomic_open(path) as file:
-        json.dump(obj, file, indent=2, ensure_ascii=False)
-        file.write("\n")
+        dump_json(file, obj)
 
 
 # ---- output locations, checked before any work -------------------------------------------
@@ -255,8 +480,13 @@ def run_lock(path, what):
             with contextlib.suppress(FileNotFoundError):  # its process is gone: take it over
                 os.remove(lock)
             continue
-        with os.fdopen(fd, "w", encoding="utf-8") as file:
-            json.dump(me, file)
+        try:
+            with disk_full_as_error(lock), os.fdopen(fd, "w", encoding="utf-8") as file:
+                json.dump(me, file)
+        except BaseException:
+            with contextlib.suppress(FileNotFoundError):
+                os.remove(lock)
+            raise
         break
     else:
         raise CappyError(f"{what}: could not take the lock {lock}")

@@ -236,16 +236,17 @@ class Cappy:
             return self.trainer.host_params()
         return self.model.params
 
-    def save(self, output_dir, summary=None, summary_name=None, overwrite=False):
+    def save(self, output_dir, summary=None, summary_name=None, overwrite=False, kept=None):
         """Write the Cappy (its current parameters, its truncation policy) as a folder both
-        backends load; every process calls it, process 0 writes. Returns the folder."""
+        backends load; every process calls it, process 0 writes. Returns the folder. On a
+        full disk, `kept` says what remains (`cappy.engine.checkpoints.save_cappy`)."""
         from cappy.engine.checkpoints import save_cappy
         from cappy.engine.hosts import writes_outputs
 
         params = self.host_params()
         if writes_outputs():
             save_cappy(self.model, self.tokenizer, params, output_dir, summary, summary_name,
-                       overwrite)
+                       overwrite, kept)
         return output_dir
 
     def _require_flax(self, what):

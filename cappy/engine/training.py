@@ -281,12 +281,36 @@ class Trainer:
 def save_state(trainer, path):
     """The trainer's parameters and optimizer state as an orbax checkpoint at `path`
     (every process calls it; each writes the shards it holds)."""
+    import logging
     import os
 
     import orbax.checkpoint as ocp
 
-    ocp.PyTreeCheckpointer().save(os.path.abspath(path),
-                                  {"params": trainer.params, "opt_state": trainer.opt_state})
+    from cappy.engine.io import after_a_failed_write, drop_late_write_reports
+
+    # Orbax's writer threads log a failure (a full disk) with its traceback, then the save
+    # raises it here: the caller reports it once.
+    drop_late_write_reports()
+    logger = logging.getLogger("absl")
+    level = logger.level
+    logger.setLevel(logging.CRITICAL)
+    try:
+        ocp.PyTreeCheckpointer().save(os.path.abspath(path),
+                                      {"params": trainer.params, "opt_state": trainer.opt_state})
+    except BaseException:
+        # its writes in flight go on: let them end before the caller removes the folder
+        after_a_failed_write(os.path.dirname(os.path.abspath(path)))
+        raise
+    finally:
+        logger.setLevel(level)
+
+
+def checkpoint_bytes(params):
+    """About what `save_state` writes: parameters and AdamW's two moments in float32, and
+    orbax's metadata."""
+    from cappy.engine.checkpoints import parameter_bytes
+
+    return 3 * parameter_bytes(params) + (256 << 10)
 
 
 def restore_state(path, params, optimizer):

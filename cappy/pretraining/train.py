@@ -290,36 +290,101 @@ def _sync(name):
         sync_global_devices(name)
 
 
+def last_checkpoint_kept(output_dir, advice="free space, then run the same command"):
+    """What a run that stops now leaves to resume from, for its error line."""
+    found = list_checkpoints(output_dir)
+    if not found:
+        return f"no checkpoint had been written: {advice} to start again"
+    step, path = found[-1]
+    return f"the last checkpoint, step {step} ({path}), is intact: {advice} to resume from it"
+
+
 def save_training_checkpoint(trainer, output_dir, step, info, keep):
-    """Write `checkpoints/step-{step}` beside, rename it into place, drop old ones."""
-    from cappy.engine.io import write_json
-    from cappy.engine.training import save_state
+    """Write `checkpoints/step-{step}` beside, rename it into place, then drop old ones: a
+    write that fails (a full disk: one line) never costs the checkpoint before it."""
+    from cappy.engine.io import check_room_to_write, disk_full_as_error, dump_json
+    from cappy.engine.training import checkpoint_bytes, save_state
 
     final = os.path.join(checkpoints_dir(output_dir), f"step-{step}")
     staging = f"{final}.partial"
     leader = writes_outputs()
+    kept, needed = last_checkpoint_kept(output_dir), checkpoint_bytes(trainer.params)
+    # Before orbax starts: a write it cannot finish leaves work in flight behind it.
+    check_room_to_write(final, needed, kept)
+    # The staging folder is removed before the error line counts the free space.
+    with disk_full_as_error(final, needed, kept):
+        try:
+            if leader:
+                shutil.rmtree(staging, ignore_errors=True)
+                os.makedirs(staging)
+            _sync(f"checkpoint {step} staged")
+            save_state(trainer, os.path.join(staging, "state"))
+            _sync(f"checkpoint {step} written")
+            if leader:
+                # last: marks it complete (a plain write: the folder is renamed into place)
+                with open(os.path.join(staging, "info.json"), "w", encoding="utf-8") as file:
+                    dump_json(file, info)
+                if os.path.exists(final):
+                    shutil.rmtree(final)
+                os.replace(staging, final)
+        except BaseException:
+            if leader:
+                shutil.rmtree(staging, ignore_errors=True)
+            raise
     if leader:
-        shutil.rmtree(staging, ignore_errors=True)
-        os.makedirs(staging)
-    _sync(f"checkpoint {step} staged")
-    save_state(trainer, os.path.join(staging, "state"))
-    _sync(f"checkpoint {step} written")
-    if leader:
-        write_json(os.path.join(staging, "info.json"), info)  # last: marks it complete
-        if os.path.exists(final):
-            shutil.rmtree(final)
-        os.replace(staging, final)
         for _, old in list_checkpoints(output_dir)[:-keep]:
             shutil.rmtree(old, ignore_errors=True)
     _sync(f"checkpoint {step} in place")
     return final
 
 
+def check_room(config, params, tokenizer, start_step, stop_step, n_existing):
+    """The disk of the output folder holds the checkpoints and model this run will write."""
+    from cappy.engine.io import check_free_space, human_bytes
+    from cappy.engine.training import checkpoint_bytes
+
+    check_free_space(
+        config.output_dir, disk_needed(config, params, tokenizer, start_step, stop_step,
+                                       n_existing),
+        f"this run's checkpoints (about {human_bytes(checkpoint_bytes(params))} each, "
+        f"--keep_checkpoints {config.keep_checkpoints} and one being written) and final model",
+        "free space, lower --keep_checkpoints, or choose another --output_dir")
+
+
+def disk_needed(config, params, tokenizer, start_step, stop_step, n_existing):
+    """Bytes this run adds to its output folder at its fullest: the checkpoints on disk at
+    once (those kept and the one being written), or those kept and the final model."""
+    from cappy.engine.checkpoints import saved_model_bytes
+    from cappy.engine.training import checkpoint_bytes
+
+    each = checkpoint_bytes(params)
+    saves = set()
+    if stop_step > start_step:
+        saves = {stop_step} | (set(range((start_step // config.save_every + 1) * config.save_every,
+                                         stop_step + 1, config.save_every))
+                               if config.save_every else set())
+    total = n_existing + len(saves)
+    peak = min(config.keep_checkpoints + 1, total) * each
+    if stop_step == config.max_steps:
+        peak = max(peak, min(config.keep_checkpoints, total) * each
+                   + saved_model_bytes(params, tokenizer))
+    return max(0, peak - n_existing * each)
+
+
 def append_log(path, row):
-    """One JSON line, flushed: a crash loses at most the line being written."""
-    with open(path, "a", encoding="utf-8") as file:
-        file.write(json.dumps(row) + "\n")
-        file.flush()
+    """One JSON line, flushed: a crash loses at most the line being written (a torn line
+    is dropped on resume, `trim_log`)."""
+    from cappy.engine.io import disk_full_as_error
+
+    size = os.path.getsize(path) if os.path.exists(path) else 0
+    try:
+        with disk_full_as_error(path, kept=last_checkpoint_kept(os.path.dirname(path))), \
+                open(path, "a", encoding="utf-8") as file:
+            file.write(json.dumps(row) + "\n")
+            file.flush()
+    except CappyError:
+        os.truncate(path, size)  # no torn line
+        raise
 
 
 def trim_log(path, last_step):
@@ -404,7 +469,21 @@ def _resume_point(config, checkpoints, settings, train_shards):
 
 
 def pretrain(config, log=print):
-    """Pretrain as configured by cappy_pretrain.py's flags; return the run's summary."""
+    """Pretrain as configured by cappy_pretrain.py's flags; return the run's summary. A device
+    out of memory ends in one line naming the settings to lower; the last checkpoint stays."""
+    from cappy.engine.errors import device_memory_guard
+
+    with device_memory_guard(
+            f"lower --per_device_batch_size ({config.per_device_batch_size}), or split the "
+            f"model over more devices with --n_model_shards ({config.n_model_shards}), raising "
+            f"--accumulate_grad_batches ({config.accumulate_grad_batches}) as much (the same "
+            f"steps), or lower --eval_per_device_batch_size "
+            f"({config.eval_per_device_batch_size})",
+            lambda: last_checkpoint_kept(config.output_dir, "run again with those settings")):
+        return _pretrain(config, log)
+
+
+def _pretrain(config, log):
     check_config(config)
     shards = find_shards(config.data_dir)
     checkpoints = list_checkpoints(config.output_dir)
@@ -455,6 +534,8 @@ def pretrain(config, log=print):
                                   n_model_shards=config.n_model_shards, hosts=config,
                                   seed=config.seed, new_head_seed=config.seed)
     model = cappy.model
+    # Before any step (every process, as every process writes checkpoints).
+    check_room(config, model.params, cappy.tokenizer, start_step, stop_step, len(checkpoints))
     # steps are optimizer updates: warm-up and decay counted in updates
     schedule = warmup_then_linear_decay(config.learning_rate, warmup_steps, config.max_steps)
     optimizer = make_optimizer(schedule, config.weight_decay)
@@ -563,7 +644,8 @@ def pretrain(config, log=print):
         return summary
     cappy.use_trainer(trainer)
     cappy.save(final_dir, {**summary, "settings": {k: v for k, v in sorted(vars(config).items())}},
-               "cappy_pretrain.json")  # every process gathers; process 0 writes
+               "cappy_pretrain.json",  # every process gathers; process 0 writes
+               kept=last_checkpoint_kept(config.output_dir))
     _sync("final model written")
     say(f"finished {config.max_steps} steps; final model in {final_dir}")
     return {**summary, "final": final_dir}

@@ -31,7 +31,8 @@ from cappy.engine.config import (MIN_MAX_LENGTH, check_config, job_command,
                                  setting, settings_of)
 from cappy.engine.errors import CappyError, exit_on_error, located
 from cappy.engine.hosts import HostSettings, join, writes_outputs
-from cappy.engine.io import check_output_file, iter_jsonl, run_lock, write_json, write_jsonl
+from cappy.engine.io import (atomic_files, check_output_file, dump_json, dump_jsonl, iter_jsonl,
+                             run_lock)
 from cappy.engine.ranking import best_index
 from cappy.paper import promptsource_row, promptsource_table
 
@@ -236,16 +237,21 @@ def _evaluate(config, log, warn):
 
     from cappy.engine.session import Cappy
 
-    cappy = Cappy.from_pretrained(config.model_name_or_path, dtype=config.dtype,
-                                  max_length=config.max_length,
-                                  batch_size=config.per_device_batch_size,
-                                  n_model_shards=config.n_model_shards, hosts=config,
-                                  seed=config.jax_seed, progress=config.verbose)
-    loaded = time.time()
-    pairs = [(row[config.sent0_key], row[config.sent1_key]) for row in rows]
-    # The scorer scores each distinct pair once (a prompt's choices repeat across prompts).
-    scores = cappy.score([p[0] for p in pairs], [p[1] for p in pairs]).tolist()
-    scored = time.time()
+    from cappy.engine.errors import device_memory_guard
+
+    with device_memory_guard(f"lower --per_device_batch_size ({config.per_device_batch_size}) "
+                             f"or --max_length ({config.max_length}), or split the model over "
+                             f"more devices with --n_model_shards"):
+        cappy = Cappy.from_pretrained(config.model_name_or_path, dtype=config.dtype,
+                                      max_length=config.max_length,
+                                      batch_size=config.per_device_batch_size,
+                                      n_model_shards=config.n_model_shards, hosts=config,
+                                      seed=config.jax_seed, progress=config.verbose)
+        loaded = time.time()
+        pairs = [(row[config.sent0_key], row[config.sent1_key]) for row in rows]
+        # The scorer scores each distinct pair once (a prompt's choices repeat across prompts).
+        scores = cappy.score([p[0] for p in pairs], [p[1] for p in pairs]).tolist()
+        scored = time.time()
 
     outcome = predict(prompts, rows, scores, config.sent1_key)
     accuracy, per_template, counts = accuracy_report(prompts, outcome)
@@ -270,12 +276,14 @@ def _evaluate(config, log, warn):
                         "jax": jax.__version__},
     }
     if config.output_file and writes_outputs():
-        write_jsonl(predictions_path(config.output_file), [
-            {"dataset_name": key[0], "template_name": key[1], "example_idx": rows[best]["example_idx"],
-             "prediction": rows[best][config.sent1_key], "score": scores[best],
-             "correct": is_correct}
-            for key, (best, is_correct) in outcome.items()])
-        write_json(config.output_file, result)  # last: its presence means the run finished
+        with atomic_files() as files:  # both or neither, whatever the disk holds
+            dump_jsonl(files.open(predictions_path(config.output_file)), [
+                {"dataset_name": key[0], "template_name": key[1],
+                 "example_idx": rows[best]["example_idx"],
+                 "prediction": rows[best][config.sent1_key], "score": scores[best],
+                 "correct": is_correct}
+                for key, (best, is_correct) in outcome.items()])
+            dump_json(files.open(config.output_file), result)  # last: presence means finished
     return result
 
 
