@@ -214,10 +214,10 @@ def _encode(tokenizer, pairs, max_length):
 def cappy_scorer(model, tokenizer, batch_size, max_length):
     """The project's scoring (cappy.engine.scoring.PairScorer): each distinct pair once,
     pairs packed into rows. Returns score(pairs, params)."""
-    from cappy.engine.redco_adapter import make_deployer
+    from cappy.engine.mesh import Devices
     from cappy.engine.scoring import PairScorer
 
-    scorer = PairScorer(model, tokenizer, make_deployer(0), max_length=max_length,
+    scorer = PairScorer(model, tokenizer, Devices(), max_length=max_length,
                         per_device_batch_size=batch_size)
 
     def score(pairs, params=None):
@@ -363,11 +363,11 @@ def train_cappy_twice(model, tokenizer, examples, per_device_batch_size, accumul
     updates every path shares; s1, s2, the trainer)."""
     import jax
 
-    from cappy.engine.redco_adapter import make_deployer
+    from cappy.engine.mesh import Devices
     from cappy.engine.training import finetune_trainer, original_updates, train_updates
 
     trainer, per_update = finetune_trainer(
-        model, tokenizer, make_deployer(seed), 2 * len(examples), seed,
+        model, tokenizer, Devices(), 2 * len(examples), seed,
         per_device_batch_size, accumulate, learning_rate=learning_rate, max_length=max_length)
     updates = original_updates(examples, seed, per_update)
     seconds = []

@@ -165,19 +165,19 @@ def test_crash_leaves_no_result_and_rerun_finishes(tiny_scorer, tmp_path, monkey
 def test_scores_do_not_depend_on_batch_size_or_order(tiny_scorer):
     from cappy.engine import roberta
     from cappy.engine.checkpoints import load_cappy
-    from cappy.engine.redco_adapter import make_deployer
+    from cappy.engine.mesh import Devices
     from cappy.engine.scoring import PairScorer
 
     model, tokenizer = load_cappy(tiny_scorer)
-    deployer = make_deployer(0)
+    devices = Devices()
     instructions = [f"question {i} " + "word " * (i * 7 % 40) for i in range(23)]
     responses = [f"answer {i % 5}" + " more" * (i % 4) for i in range(23)]
-    base = PairScorer(model, tokenizer, deployer, max_length=64,
+    base = PairScorer(model, tokenizer, devices, max_length=64,
                       per_device_batch_size=1).score(instructions, responses, model.params)
-    big = PairScorer(model, tokenizer, deployer, max_length=64,
+    big = PairScorer(model, tokenizer, devices, max_length=64,
                      per_device_batch_size=16).score(instructions, responses, model.params)
     perm = np.random.RandomState(0).permutation(23)
-    shuffled = PairScorer(model, tokenizer, deployer, max_length=64, per_device_batch_size=4).score(
+    shuffled = PairScorer(model, tokenizer, devices, max_length=64, per_device_batch_size=4).score(
         [instructions[i] for i in perm], [responses[i] for i in perm], model.params)
     assert base.dtype == np.float32
     assert_close(big, base)

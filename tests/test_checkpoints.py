@@ -85,11 +85,11 @@ def test_a_trained_checkpoint_round_trips_through_pytorch_both_ways(tiny_scorer,
     from transformers import AutoTokenizer
 
     from cappy.engine import training
-    from cappy.engine.redco_adapter import make_deployer
+    from cappy.engine.mesh import Devices
     from test_training import labelled_examples
 
     model, tokenizer = load_cappy(tiny_scorer)
-    trainer = training.finetune(model, tokenizer, make_deployer(0),
+    trainer = training.finetune(model, tokenizer, Devices(),
                                 labelled_examples(tokenizer, 32, 64), seed=0,
                                 per_device_batch_size=4, accumulate_grad_batches=2,
                                 learning_rate=1e-2, lr_schedule="corrected", max_length=64,

@@ -207,7 +207,7 @@ def test_model_sharded_over_two_devices_matches_one(tiny_t5, tmp_path):
                          tmp_path / "two", "--n_model_shards", 2, env=two)
     assert one.returncode == 0, one.stderr[-2000:]
     assert sharded.returncode == 0, sharded.stderr[-2000:]
-    assert "Local Devices: 2 / 2" in sharded.stderr + sharded.stdout
+    assert "generating on 2 devices: 1 model copy of 2 devices" in sharded.stderr
     a = read_candidate_file(str(tmp_path / "one" / "tiny-t5" / "task_a_validation.jsonl"),
                             need_log_likelihood=True)
     b = read_candidate_file(str(tmp_path / "two" / "tiny-t5" / "task_a_validation.jsonl"),

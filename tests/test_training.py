@@ -11,7 +11,8 @@ import pytest
 
 from cappy.engine import packing, roberta, training
 from cappy.engine.checkpoints import load_cappy
-from cappy.engine.redco_adapter import make_deployer, original_example_order
+from cappy.engine.mesh import Devices
+from cappy.engine.redco_adapter import original_example_order
 from cappy.engine.scoring import PairScorer, encode_examples
 from cappy.engine.tiny_models import sample_texts
 from conftest import assert_close
@@ -75,7 +76,7 @@ def test_packed_training_equals_fixed_width_training(tiny_scorer):
     assert max(lengths) > max_length // 2  # rows of both widths
     reference = fixed_width_training(model, examples, 5, per_device, accumulate, 1e-3,
                                      max_length, "corrected")
-    trainer = training.finetune(model, tokenizer, make_deployer(5), examples, seed=5,
+    trainer = training.finetune(model, tokenizer, Devices(), examples, seed=5,
                                 per_device_batch_size=per_device,
                                 accumulate_grad_batches=accumulate, learning_rate=1e-3,
                                 lr_schedule="corrected", max_length=max_length, progress=False)
@@ -83,7 +84,7 @@ def test_packed_training_equals_fixed_width_training(tiny_scorer):
     ours = trainer.host_params()
     assert largest_difference(reference, model.params) > 1e-3  # training moved the weights
     assert largest_difference(ours, reference) < 1e-5
-    scorer = PairScorer(model, tokenizer, make_deployer(0), max_length=max_length)
+    scorer = PairScorer(model, tokenizer, Devices(), max_length=max_length)
     texts = sample_texts()
     scores = [scorer.score(texts[40:56], texts[60:76], params) for params in (ours, reference)]
     assert np.std(scores[0]) > 1e-3
@@ -122,7 +123,7 @@ def dropout_trainer(tiny_scorer, seed, learning_rate):
     model, tokenizer = load_cappy(tiny_scorer)
     assert model.config.hidden_dropout_prob > 0
     optimizer = training.make_optimizer(optax.constant_schedule(learning_rate), 0.0)
-    trainer = training.Trainer(model, make_deployer(0), optimizer, 64,
+    trainer = training.Trainer(model, Devices(), optimizer, 64,
                                training.tokens_per_step(8, 64), tokenizer.pad_token_id, seed)
     return trainer, labelled_examples(tokenizer, 16, 64)
 
@@ -194,7 +195,7 @@ def test_step_plans_cover_every_row_once():
 def test_bfloat16_training_keeps_float32_parameters(tiny_scorer):
     model, tokenizer = load_cappy(tiny_scorer, dtype="bfloat16")
     examples = labelled_examples(tokenizer, 16, 64)
-    trainer = training.finetune(model, tokenizer, make_deployer(0), examples, seed=0,
+    trainer = training.finetune(model, tokenizer, Devices(), examples, seed=0,
                                 per_device_batch_size=4, accumulate_grad_batches=1,
                                 learning_rate=1e-3, lr_schedule="corrected", max_length=64,
                                 progress=False)
@@ -210,7 +211,7 @@ def test_too_few_examples_for_one_update(tiny_scorer):
 
     model, tokenizer = load_cappy(tiny_scorer)
     with pytest.raises(CappyError, match="smaller than one optimizer update"):
-        training.finetune(model, tokenizer, make_deployer(0), labelled_examples(tokenizer, 7, 64),
+        training.finetune(model, tokenizer, Devices(), labelled_examples(tokenizer, 7, 64),
                           seed=0, per_device_batch_size=4, accumulate_grad_batches=2,
                           max_length=64, progress=False)
 
@@ -232,11 +233,11 @@ sys.path.insert(0, sys.argv[3])
 from test_training import labelled_examples
 from cappy.engine import training
 from cappy.engine.checkpoints import flatten, load_cappy
-from cappy.engine.redco_adapter import make_deployer
+from cappy.engine.mesh import Devices
 model, tokenizer = load_cappy(sys.argv[1])
 model.config.hidden_dropout_prob = model.config.attention_probs_dropout_prob = 0.0
-deployer = make_deployer(5, int(sys.argv[2]))
-trainer = training.finetune(model, tokenizer, deployer, labelled_examples(tokenizer, 48, 64),
+devices = Devices(int(sys.argv[2]))
+trainer = training.finetune(model, tokenizer, devices, labelled_examples(tokenizer, 48, 64),
                             seed=5, per_device_batch_size=int(sys.argv[4]),
                             accumulate_grad_batches=4,
                             learning_rate=1e-3, lr_schedule="corrected", max_length=64,

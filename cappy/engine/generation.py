@@ -6,14 +6,19 @@ each sampling decoding, 17 candidates in all with the defaults (docs/DESIGN.md s
 generator: the log-likelihood of the candidate's tokens (with the closing
 end-of-sequence token), summed and averaged over tokens.
 
-The generators are cappy's own (`cappy.engine.generators`): T5 / FLAN-T5, GPT-2 and the
-Llama family (Llama 2 and 3, Mistral, Qwen2), decoded with transformers'
-semantics (`cappy.engine.decoding`). Redco's Deployer spreads batches over the local
-devices, or splits the model over `n_model_shards` devices; batches are sorted
-by length and padded to a few fixed bucket widths.
+The generators are cappy's own (`cappy.engine.generators`): T5 / FLAN-T5, BART / BART0 /
+mBART, GPT-2 and the Llama family (Llama 2 and 3, Mistral, Qwen2), decoded with
+transformers' semantics (`cappy.engine.decoding`), with the token rules their
+generation config sets (BART's forced first and last tokens, no repeated 3-grams).
+Batches are sorted by length and padded to a few fixed bucket widths; each is spread
+over every device of every process (`cappy.engine.mesh.Devices`), or over model copies
+of `n_model_shards` devices each, by one compiled step per decoding: every process
+collates the whole batch and keeps its devices' rows, so the layout of devices over
+processes never changes a candidate.
 """
 
 import os
+import sys
 import zlib
 
 import jax
@@ -29,7 +34,7 @@ from cappy.engine.recipes import DECODINGS, DETERMINISTIC_DECODINGS, LOG_LIKELIH
 MIN_NEW_TOKENS = 3
 
 
-SAMPLE = "sample"  # the predictor every sampling decoding shares
+SAMPLE = "sample"  # the step every sampling decoding shares
 SAMPLING_SETTINGS = {"temperature": np.float32, "top_k": np.int32, "top_p": np.float32}
 
 
@@ -52,13 +57,12 @@ class CandidateGenerator:
     def __init__(self, model_name_or_path, n_model_shards=1, n_sample_gens=4,
                  per_device_batch_size=8, max_src_len=512, max_tgt_len=64,
                  dtype="float16", jax_seed=42, verbose=True, hosts=None):
-        from flax.core.frozen_dict import freeze
-        from flax.jax_utils import replicate
-
-        from cappy.engine.hosts import join
-        from cappy.engine.redco_adapter import make_deployer, placement
+        from cappy.engine.hosts import writes_outputs
+        from cappy.engine.mesh import devices_for, place
 
         if hosts is not None:  # before the generator is read, which computes on a device
+            from cappy.engine.hosts import join
+
             join(hosts)
         if n_sample_gens < 1:
             raise CappyError(f"--n_sample_gens must be at least 1, got {n_sample_gens}")
@@ -74,17 +78,15 @@ class CandidateGenerator:
         if not self.is_seq2seq:
             # A decoder-only prompt must keep its end (the question), not its start.
             self.tokenizer.truncation_side = "left"
-        self.deployer = make_deployer(jax_seed, n_model_shards, verbose, hosts=hosts)
-        params = freeze(self.generator.params)  # Redco's specs are FrozenDicts
-        rules = self.deployer.get_sharding_rules(params)
-        if self.deployer.mesh is None:
-            self.params = replicate(params)
-        else:
-            self.params = self.deployer.shard_params(
-                params, self.deployer.get_params_spec(params, rules))
-        self._placement = placement(self.deployer)
-        self._rules = rules
-        self._predictors = {}
+        self.devices = devices_for(n_model_shards, jax_seed, verbose)
+        if verbose and writes_outputs():
+            copies = self.devices.data_parallel
+            print(f"generating on {jax.device_count()} devices: {copies} model "
+                  f"cop{'y' if copies == 1 else 'ies'} of {n_model_shards} device"
+                  f"{'' if n_model_shards == 1 else 's'}", file=sys.stderr)
+        self._param_shardings = self.devices.parameter_shardings(self.generator.params)
+        self.params = place(self.generator.params, self._param_shardings)
+        self._steps = {}
 
     # ---- tokenization and collation -------------------------------------------------
 
@@ -164,33 +166,77 @@ class CandidateGenerator:
         texts = self.tokenizer.batch_decode(np.asarray(sequences), skip_special_tokens=True)
         return texts if self.is_seq2seq else [text.strip() for text in texts]
 
-    def _predictor(self, name):
-        from cappy.engine.redco_adapter import make_predictor
-
-        if name not in self._predictors:
+    def _step(self, name):
+        """(collate, compiled step, output) of a decoding, or of "log_likelihood"."""
+        if name not in self._steps:
             if name == "log_likelihood":
-                self._predictors[name] = make_predictor(
-                    deployer=self.deployer, collate_fn=self._collate_pairs,
-                    pred_fn=self._log_likelihood_step,
-                    output_fn=lambda preds: [
-                        {key: float(preds[key][i]) for key in LOG_LIKELIHOOD_KEYS}
-                        for i in range(len(preds["log_likelihood_sum"]))],
-                    params_sharding_rules=self._rules)
-            else:
-                gen_kwargs = {"do_sample": True} if name == SAMPLE else DECODINGS[name]
-                self._predictors[name] = make_predictor(
-                    deployer=self.deployer, collate_fn=self._collate_sources,
-                    pred_fn=lambda rng, params, batch: self._generate_step(
-                        rng, params, batch, gen_kwargs),
-                    output_fn=self._decode, params_sharding_rules=self._rules)
-        return self._predictors[name]
+                collate, per_device = self._collate_pairs, self._log_likelihood_step
 
-    def _predict_sorted(self, name, examples, lengths, desc):
-        """Run a predictor over examples in length order; return outputs in input order."""
+                def output(preds):
+                    return [{key: float(preds[key][i]) for key in LOG_LIKELIHOOD_KEYS}
+                            for i in range(len(preds["log_likelihood_sum"]))]
+            else:
+                settings = {"do_sample": True} if name == SAMPLE else DECODINGS[name]
+                collate, output = self._collate_sources, self._decode
+
+                def per_device(rng, params, batch):
+                    return self._generate_step(rng, params, batch, settings)
+            self._steps[name] = (collate, self._compile(per_device), output)
+        return self._steps[name]
+
+    def _compile(self, per_device):
+        """`per_device(key, params, rows)` as one program over the mesh, taking a step key,
+        the placed parameters and the global batch. Each model copy computes its rows with
+        a key of its own, as the original's Redco did: without model shards the function
+        runs on each device's rows with that device's key; with them the copies' rows are
+        mapped over inside one program (the batch shaped [copies, rows, ...])."""
+        from jax.sharding import PartitionSpec
+
+        devices = self.devices
+        if devices.model_sharded:
+            def step(key, params, batch):
+                keys = jax.random.split(key, devices.data_parallel)
+                return jax.vmap(lambda k, rows: per_device(k, params, rows))(keys, batch)
+        else:
+            def step(key, params, batch):
+                keys = jax.random.split(jax.random.split(key, 1)[0], devices.data_parallel)
+                return jax.shard_map(
+                    lambda keys, params, rows: per_device(keys[0], params, rows),
+                    mesh=devices.mesh, in_specs=(PartitionSpec("dp"), PartitionSpec(),
+                                                 PartitionSpec("dp")),
+                    out_specs=PartitionSpec("dp"), check_vma=False)(keys, params, batch)
+        return jax.jit(step, out_shardings=devices.sharding())
+
+    def _run_sorted(self, name, examples, lengths, desc):
+        """Run a step over examples in length order, a global batch of
+        `per_device_batch_size` rows per model copy at a time (the last filled up with
+        copies of the first example); return outputs in input order."""
+        import tqdm
+
+        from cappy.engine.hosts import writes_outputs
+        from cappy.engine.mesh import place, record_placed
+
+        collate, step, output = self._step(name)
+        devices = self.devices
         order = length_sorted_order(lengths)
-        outputs = self._predictor(name).predict(
-            examples=[examples[i] for i in order], params=self.params,
-            per_device_batch_size=self.per_device_batch_size, desc=desc, **self._placement)
+        ordered = [examples[i] for i in order]
+        size = devices.micro_batch_size(self.per_device_batch_size)
+        ordered += ordered[:1] * (-len(ordered) % size)
+        rows = devices.sharding(("dp",))
+        outputs = []
+        for start in tqdm.tqdm(range(0, len(ordered), size),
+                               desc=f"{desc} (global_batch_size = {size})",
+                               disable=not (devices.progress and writes_outputs())):
+            batch = collate(ordered[start:start + size])
+            if devices.model_sharded:
+                batch = jax.tree.map(lambda x: np.reshape(
+                    x, (devices.data_parallel, -1) + np.shape(x)[1:]), batch)
+            batch = place(batch, rows)
+            record_placed("generation", jax.tree.leaves(batch)[0])
+            found = jax.tree.map(lambda x: np.reshape(np.asarray(x), (size,) + x.shape[
+                2 if devices.model_sharded else 1:]), step(np.asarray(devices.next_key()),
+                                                          self.params, batch))
+            outputs.extend(output(found))
         restored = [None] * len(examples)
         for position, index in enumerate(order):
             restored[index] = outputs[position]
@@ -204,10 +250,8 @@ class CandidateGenerator:
         Each output file gets its own stream, so a resumed run writes exactly
         what an uninterrupted one would have.
         """
-        from cappy.engine.redco_adapter import reseed
-
-        reseed(self.deployer, jax.random.fold_in(jax.random.PRNGKey(seed),
-                                                 zlib.crc32(name.encode("utf-8"))))
+        self.devices.reseed(jax.random.fold_in(jax.random.PRNGKey(seed),
+                                               zlib.crc32(name.encode("utf-8"))))
 
     def _sample_runs(self, src_ids, decodings, n_samples, desc):
         """{decoding: [run, ...]}: beam search once, every other decoding n_samples times;
@@ -223,7 +267,7 @@ class CandidateGenerator:
                 predictor, settings = SAMPLE, self._sampling_settings(name)
             examples = [{"src_ids": ids, **settings} for ids in src_ids]
             runs[name] = [
-                self._predict_sorted(predictor, examples, lengths, desc=f"{desc} {name} #{i}")
+                self._run_sorted(predictor, examples, lengths, desc=f"{desc} {name} #{i}")
                 for i in range(1 if name in DETERMINISTIC_DECODINGS else n_samples)]
         return runs
 
@@ -262,7 +306,7 @@ class CandidateGenerator:
         # Sort by source then target length so both paddings stay tight.
         ll_lengths = [len(ex["src_ids"]) * (self.max_tgt_len + 1) + len(ex["tgt_ids"])
                       for ex in ll_examples]
-        scores = self._predict_sorted("log_likelihood", ll_examples, ll_lengths,
+        scores = self._run_sorted("log_likelihood", ll_examples, ll_lengths,
                                       desc=f"{desc} log-likelihood")
 
         candidates = []

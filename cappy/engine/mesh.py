@@ -26,34 +26,85 @@ def data_parallel_size(n_model_shards=1):
     return jax.device_count() // n_model_shards
 
 
-def data_parallel_mesh():
-    """Every device of every process on one axis, "dp"."""
-    from jax.sharding import Mesh
+class Devices:
+    """Where a job computes, cappy's own: every device of every process as one mesh, each
+    model copy on `n_model_shards` devices (a ("dp", "mp") mesh, the parameters sharded by
+    Redco's rules; without model shards every device on "dp", each holding every
+    parameter); whether progress is shown; and the random stream of steps that draw keys
+    (generation's sampling), which starts from `seed` as the original's Redco Deployer's did.
 
-    return Mesh(np.array(jax.devices()), ("dp",))
+    Build it with `devices_for`, which joins a run of several processes first."""
+
+    def __init__(self, n_model_shards=1, seed=0, progress=False):
+        from jax.sharding import Mesh
+
+        data_parallel = data_parallel_size(n_model_shards)
+        self.n_model_shards, self.progress = n_model_shards, bool(progress)
+        devices = np.array(jax.devices())
+        self.mesh = (Mesh(devices, ("dp",)) if n_model_shards == 1 else
+                     Mesh(devices.reshape(data_parallel, n_model_shards), ("dp", "mp")))
+        self._key = jax.random.PRNGKey(seed)
+
+    @property
+    def model_sharded(self):
+        return self.n_model_shards > 1
+
+    @property
+    def data_parallel(self):
+        """Model copies: what a per-device batch size is multiplied by."""
+        return self.mesh.shape["dp"]
+
+    def micro_batch_size(self, per_device_batch_size):
+        """Examples of one step over every model copy."""
+        return per_device_batch_size * self.data_parallel
+
+    def sharding(self, spec=()):
+        """A NamedSharding on this mesh: `()` replicated, `("dp",)` rows spread."""
+        from jax.sharding import NamedSharding, PartitionSpec
+
+        return NamedSharding(self.mesh, PartitionSpec(*spec))
+
+    def sharding_rules(self, params):
+        """Redco's rules for sharding `params` over the model-shard axis (None without it)."""
+        if not self.model_sharded:
+            return None
+        from cappy.engine.redco_adapter import sharding_rules
+
+        return sharding_rules(params, self.n_model_shards)
+
+    def parameter_shardings(self, params, rules=None):
+        """The shardings of `params` (a tree like it): replicated without model shards, else
+        split over "mp" by `rules` (default: `sharding_rules(params)`)."""
+        from flax.core import unfreeze
+        from jax.sharding import NamedSharding, PartitionSpec
+
+        params = unfreeze(params)
+        if not self.model_sharded:
+            return jax.tree.map(lambda _: self.sharding(), params)
+        from cappy.engine.redco_adapter import parameter_specs
+
+        specs = parameter_specs(params, rules if rules is not None else self.sharding_rules(params))
+        return jax.tree.map(lambda spec: NamedSharding(self.mesh, spec), specs,
+                            is_leaf=lambda x: isinstance(x, PartitionSpec))
+
+    def next_key(self):
+        """The next key of the step stream (split off as Redco's Deployer.gen_rng did)."""
+        self._key, key = jax.random.split(self._key)
+        return key
+
+    def reseed(self, key):
+        """Restart the step stream from `key`."""
+        self._key = key
 
 
-def mesh_of(deployer):
-    """The mesh a deployer computes on: its (dp, mp) mesh with model shards, else every
-    device on "dp"."""
-    return data_parallel_mesh() if deployer.mesh is None else deployer.mesh
+def devices_for(n_model_shards=1, seed=0, progress=False, hosts=None):
+    """`Devices` for a job; `hosts` (a configuration with the `cappy.engine.hosts.HostSettings`
+    fields) joins the multi-process runtime first, before anything touches a device."""
+    if hosts is not None:
+        from cappy.engine.hosts import join
 
-
-def parameter_layout(deployer, params, rules=None):
-    """(mesh, shardings of `params`) for a deployer: without model shards (its mesh None)
-    every device on "dp", each holding every parameter; else the deployer's (dp, mp) mesh,
-    the parameters sharded over "mp" by Redco's rules (`rules`, or the deployer's own)."""
-    from flax.core import unfreeze
-    from jax.sharding import NamedSharding, PartitionSpec
-
-    params, mesh = unfreeze(params), mesh_of(deployer)
-    if deployer.mesh is None:
-        specs = jax.tree.map(lambda _: PartitionSpec(), params)
-    else:
-        rules = rules if rules is not None else deployer.get_sharding_rules(params)
-        specs = unfreeze(deployer.get_params_spec(params, rules))
-    return mesh, jax.tree.map(lambda spec: NamedSharding(mesh, spec), specs,
-                              is_leaf=lambda x: isinstance(x, PartitionSpec))
+        join(hosts)
+    return Devices(n_model_shards, seed, progress)
 
 
 def place(tree, shardings):

@@ -10,7 +10,7 @@ import numpy as np
 
 from cappy.engine import packing, roberta
 from cappy.engine.hosts import writes_outputs
-from cappy.engine.mesh import mesh_of, parameter_layout, place, record_placed
+from cappy.engine.mesh import place, record_placed
 from cappy.engine.padding import bucket_length, length_sorted_order, pad_batch
 from cappy.engine.checkpoints import DTYPES, TRUNCATIONS, check_truncation  # noqa: F401 (re-exported)
 
@@ -112,7 +112,7 @@ class PairScorer:
     tokens per device (the original's batch of padded pairs) in packed rows; on
     CPUs at most CPU_TOKENS_PER_BATCH, which keeps a batch's activations in
     cache. A batch's rows are spread over the mesh's "dp" axis: every device without
-    model shards, else the deployer's (dp, mp) mesh with the parameters sharded by
+    model shards, else the (dp, mp) mesh of `devices` with the parameters sharded by
     Redco's rules. Every process builds the whole batch and keeps its devices' rows, so
     several processes score as one process of all their devices. Pairs are encoded with
     the model's truncation policy unless `truncation` says otherwise.
@@ -120,17 +120,17 @@ class PairScorer:
 
     CPU_TOKENS_PER_BATCH = 2048
 
-    def __init__(self, model, tokenizer, deployer, max_length=512, per_device_batch_size=32,
+    def __init__(self, model, tokenizer, devices, max_length=512, per_device_batch_size=32,
                  params_sharding_rules=None, truncation=None):
         from jax.sharding import NamedSharding, PartitionSpec
 
         roberta.check_max_length(model.config, max_length, model.source)
-        self.model, self.tokenizer, self.deployer = model, tokenizer, deployer
+        self.model, self.tokenizer, self.devices = model, tokenizer, devices
         self.max_length = max_length
         self.truncation = check_truncation(truncation or model.truncation)
         self.per_device_batch_size = per_device_batch_size
         self._rules = params_sharding_rules
-        self.mesh = mesh_of(deployer)
+        self.mesh = devices.mesh
         self._rows = NamedSharding(self.mesh, PartitionSpec("dp"))
         self._replicated = NamedSharding(self.mesh, PartitionSpec())
         config, dtype = model.config, model.compute_dtype
@@ -153,7 +153,7 @@ class PairScorer:
         if self._placed[0] is not params:
             from flax.core import unfreeze
 
-            _, shardings = parameter_layout(self.deployer, params, self._rules)
+            shardings = self.devices.parameter_shardings(params, self._rules)
             self._placed = (params, place(unfreeze(params), shardings))
         return self._placed[1]
 
@@ -196,14 +196,12 @@ class PairScorer:
         of computing padding."""
         import tqdm
 
-        from cappy.engine.redco_adapter import progress_shown
-
         lengths = [len(ex["input_ids"]) for ex in examples]
         scores = np.full(len(examples), np.nan, np.float32)
         rows = packing.pack_rows(lengths, packing.row_widths(self.max_length))
         n_devices = self.mesh.shape["dp"]
         pad_id = self.tokenizer.pad_token_id
-        shown = progress_shown(self.deployer) and writes_outputs()
+        shown = self.devices.progress and writes_outputs()
         keep, deferred = set(keep), []
         for width in sorted({width for width, _ in rows}):
             indices = [row for w, row in rows if w == width]

@@ -39,11 +39,11 @@ class Cappy:
     `params` are the parameters it scores with: the checkpoint's, then the trained ones
     after `finetune` (or those handed to `use_params`)."""
 
-    def __init__(self, model, tokenizer, backend, max_length, batch_size, scorer, deployer=None,
+    def __init__(self, model, tokenizer, backend, max_length, batch_size, scorer, devices=None,
                  rules=None, seed=0, progress=False):
         self.model, self.tokenizer, self.backend = model, tokenizer, backend
         self.max_length, self.batch_size = max_length, batch_size
-        self._scorer, self.deployer, self._rules = scorer, deployer, rules
+        self._scorer, self.devices, self._rules = scorer, devices, rules
         self.seed, self.progress = seed, progress
         self._params, self._placement = (model.params, {}) if backend == "flax" else (None, {})
         self.trainer = None
@@ -62,8 +62,8 @@ class Cappy:
         position table holds fewer. `truncation` overrides the checkpoint's policy.
         `n_model_shards` splits each model copy over that many devices; `hosts` (a
         configuration with the `cappy.engine.hosts.HostSettings` fields) joins a run of
-        several processes first. `seed` seeds the deployer's random stream; `progress`
-        shows progress bars; `new_head_seed` gives a backbone without a one-output head a
+        several processes first. `seed` seeds the devices' random stream
+        (`cappy.engine.mesh.Devices`); `progress` shows progress bars; `new_head_seed` gives a backbone without a one-output head a
         new head (`cappy.engine.checkpoints.load_cappy`).
         """
         from cappy.engine.checkpoints import load_cappy
@@ -82,11 +82,11 @@ class Cappy:
             except ImportError:
                 raise CappyError("the torch backend needs PyTorch: pip install -r "
                                  "requirements-torch.txt") from None
-        deployer = None
+        devices = None
         if backend == "flax":  # joined and meshed before the model loads onto a device
-            from cappy.engine.redco_adapter import make_scoring_deployer
+            from cappy.engine.mesh import devices_for
 
-            deployer = make_scoring_deployer(seed, n_model_shards, progress, hosts=hosts)
+            devices = devices_for(n_model_shards, seed, progress, hosts=hosts)
         model, tokenizer = load_cappy(name_or_path, dtype=dtype, truncation=truncation,
                                       new_head_seed=new_head_seed)
         if max_length is None:
@@ -103,10 +103,10 @@ class Cappy:
                        progress=progress)
         from cappy.engine.scoring import PairScorer
 
-        rules = None if deployer.mesh is None else deployer.get_sharding_rules(model.params)
-        scorer = PairScorer(model, tokenizer, deployer, max_length=max_length,
+        rules = devices.sharding_rules(model.params)
+        scorer = PairScorer(model, tokenizer, devices, max_length=max_length,
                             per_device_batch_size=batch_size, params_sharding_rules=rules)
-        return cls(model, tokenizer, backend, max_length, batch_size, scorer, deployer, rules,
+        return cls(model, tokenizer, backend, max_length, batch_size, scorer, devices, rules,
                    seed, progress)
 
     @property
@@ -133,9 +133,7 @@ class Cappy:
         progress = self.progress if progress is None else bool(progress)
         if self.backend == "torch":
             return self._scorer.score(instructions, responses, desc=desc, progress=progress)
-        from cappy.engine.redco_adapter import show_progress
-
-        show_progress(self.deployer, progress)
+        self.devices.progress = progress
         return self._scorer.score(instructions, responses, self._params, desc=desc,
                                   **self._placement)
 
@@ -162,22 +160,14 @@ class Cappy:
 
     # ---- training
 
-    def _training_deployer(self):
-        """The deployer training runs on: Redco's (its mesh, its micro-batch sizes). A Cappy
-        built to score without model shards holds a lighter stand-in, swapped here for a
-        Deployer of the same layout (every device data-parallel), so scores do not change."""
+    def _training_devices(self):
+        """The devices training runs on: those it scores on (JAX only)."""
         self._require_flax("training")
-        from cappy.engine.redco_adapter import DataParallel, make_deployer
-
-        if isinstance(self.deployer, DataParallel):
-            self.deployer = make_deployer(self.seed, verbose=self.progress)
-            self._scorer.deployer = self.deployer
-        return self.deployer
+        return self.devices
 
     def global_micro_batch_size(self, per_device_batch_size):
         """Examples in one micro-batch over every data-parallel device."""
-        return self._training_deployer().get_local_global_micro_batch_size(
-            per_device_batch_size)[1]
+        return self._training_devices().micro_batch_size(per_device_batch_size)
 
     def make_trainer(self, optimizer, per_device_batch_size, seed, params=None, opt_state=None,
                      label_key="label"):
@@ -185,7 +175,7 @@ class Cappy:
         parameters (or `params` and `opt_state`, a checkpoint's)."""
         from cappy.engine.training import Trainer, tokens_per_step
 
-        return Trainer(self.model, self._training_deployer(), optimizer, self.max_length,
+        return Trainer(self.model, self._training_devices(), optimizer, self.max_length,
                        tokens_per_step(per_device_batch_size, self.max_length),
                        self.tokenizer.pad_token_id, seed, params=params, opt_state=opt_state,
                        params_sharding_rules=self._rules, label_key=label_key)
@@ -213,7 +203,7 @@ class Cappy:
         if examples is None:
             examples = self.encode(rows, label_key=label_key)
         self.trainer = finetune(
-            self.model, self.tokenizer, self._training_deployer(), examples, seed,
+            self.model, self.tokenizer, self._training_devices(), examples, seed,
             per_device_batch_size=per_device_batch_size,
             accumulate_grad_batches=accumulate_grad_batches, learning_rate=learning_rate,
             warmup_rate=warmup_rate, weight_decay=weight_decay, lr_schedule=lr_schedule,

@@ -38,7 +38,7 @@ import optax
 from cappy.engine import packing, roberta
 from cappy.engine.errors import CappyError
 from cappy.engine.hosts import writes_outputs
-from cappy.engine.mesh import parameter_layout, place, record_placed
+from cappy.engine.mesh import place, record_placed
 from cappy.engine.recipes import LR_SCHEDULES
 CPU_TOKENS_PER_STEP = 2048
 
@@ -167,28 +167,30 @@ def training_batch(examples, rows, width, pad_id, weight, label_key="label"):
 # ---- the trainer ------------------------------------------------------------------------
 
 class Trainer:
-    """Parameters and AdamW state on the deployer's devices, trained update by update.
+    """Parameters and AdamW state on `devices` (`cappy.engine.mesh.Devices`), trained update
+    by update.
 
     One compiled path over a device mesh: without model shards, a 1-D mesh of every
     device of every host, parameters replicated; with `n_model_shards`, the
-    deployer's `(dp, mp)` mesh, parameters and optimizer state sharded by Redco's
+    `(dp, mp)` mesh, parameters and optimizer state sharded by Redco's
     rules. Rows are spread over the data-parallel axis and XLA sums the gradients
     across it. Parameters and optimizer state are float32; the forward and backward
     passes run in the model's compute dtype.
     """
 
-    def __init__(self, model, deployer, optimizer, max_length, step_tokens, pad_id, seed,
+    def __init__(self, model, devices, optimizer, max_length, step_tokens, pad_id, seed,
                  params=None, opt_state=None, params_sharding_rules=None, label_key="label"):
         from jax.sharding import NamedSharding, PartitionSpec
 
         roberta.check_max_length(model.config, max_length, model.source)
-        self.model, self.deployer, self.optimizer = model, deployer, optimizer
+        self.model, self.devices, self.optimizer = model, devices, optimizer
         self.max_length, self.step_tokens, self.pad_id = max_length, step_tokens, pad_id
         self.seed, self.label_key = seed, label_key
         from flax.core import unfreeze
 
         params = unfreeze(model.params if params is None else params)
-        self.mesh, params_sharding = parameter_layout(deployer, params, params_sharding_rules)
+        self.mesh = devices.mesh
+        params_sharding = devices.parameter_shardings(params, params_sharding_rules)
         self.n_devices = self.mesh.shape["dp"]
         replicated = NamedSharding(self.mesh, PartitionSpec())
         # AdamW's moments lie like the parameters; its step counts on every device.
@@ -269,9 +271,9 @@ class Trainer:
 
     def scoring_params(self):
         """(params, placement) to hand to `cappy.engine.scoring.PairScorer.score`: on a model-
-        sharded mesh the parameters as they lie; else a host copy, which Redco's
-        Predictor replicates itself."""
-        if self.deployer.mesh is None:
+        sharded mesh the parameters as they lie; else a host copy, which the scorer places
+        replicated (once, while it scores with the same)."""
+        if not self.devices.model_sharded:
             return self.host_params(), {}
         return self.params, {"params_sharded": True}
 
@@ -360,13 +362,13 @@ def original_updates(examples, seed, per_update):
             for start in range(0, len(examples) - per_update + 1, per_update)]
 
 
-def finetune_trainer(model, tokenizer, deployer, train_size, seed, per_device_batch_size=8,
+def finetune_trainer(model, tokenizer, devices, train_size, seed, per_device_batch_size=8,
                      accumulate_grad_batches=16, learning_rate=2e-5, warmup_rate=0.1,
                      weight_decay=0.0, lr_schedule="paper", max_length=512,
                      params_sharding_rules=None, label_key="label"):
     """A Trainer with the finetuning recipe's optimizer and schedule for `train_size`
     examples, and the number of examples in each of its updates."""
-    _, global_micro = deployer.get_local_global_micro_batch_size(per_device_batch_size)
+    global_micro = devices.micro_batch_size(per_device_batch_size)
     if n_optimizer_updates(train_size, global_micro, accumulate_grad_batches) < 1:
         # Said for both callers: cappy_bigbench.py (--train_size) and cappy finetune (rows).
         raise CappyError(f"{train_size} training examples are smaller than one optimizer "
@@ -375,7 +377,7 @@ def finetune_trainer(model, tokenizer, deployer, train_size, seed, per_device_ba
                          f"(cappy finetune), or lower the batch size or accumulation")
     schedule = learning_rate_schedule(learning_rate, warmup_rate, train_size, global_micro,
                                       accumulate_grad_batches, lr_schedule)
-    trainer = Trainer(model, deployer, make_optimizer(schedule, weight_decay), max_length,
+    trainer = Trainer(model, devices, make_optimizer(schedule, weight_decay), max_length,
                       tokens_per_step(per_device_batch_size, max_length), tokenizer.pad_token_id,
                       seed, params_sharding_rules=params_sharding_rules, label_key=label_key)
     return trainer, global_micro * accumulate_grad_batches
@@ -400,14 +402,14 @@ def train_updates(trainer, updates, desc="finetuning", progress=True):
     return None if previous is None else float(previous)
 
 
-def finetune(model, tokenizer, deployer, examples, seed, per_device_batch_size=8,
+def finetune(model, tokenizer, devices, examples, seed, per_device_batch_size=8,
              accumulate_grad_batches=16, learning_rate=2e-5, warmup_rate=0.1, weight_decay=0.0,
              lr_schedule="paper", max_length=512, params_sharding_rules=None, label_key="label",
              desc="finetuning", progress=True):
     """One pass over encoded examples as the original release made it (the same
     examples in each optimizer update, the same schedule); returns the Trainer."""
     trainer, per_update = finetune_trainer(
-        model, tokenizer, deployer, len(examples), seed, per_device_batch_size,
+        model, tokenizer, devices, len(examples), seed, per_device_batch_size,
         accumulate_grad_batches, learning_rate, warmup_rate, weight_decay, lr_schedule,
         max_length, params_sharding_rules, label_key)
     trainer.last_loss = train_updates(trainer, original_updates(examples, seed, per_update),
