@@ -274,6 +274,9 @@ def listening_socket(host, port):
     return sock
 
 
+KEEP_ALIVE_SECONDS = 75
+
+
 def serve(config, say=print):
     """Run the server until SIGTERM or Ctrl-C; returns the exit code."""
     import logging
@@ -319,7 +322,11 @@ def serve(config, say=print):
 
     server = Server(uvicorn.Config(
         create_app(state), log_level="warning", access_log=False, lifespan="off",
-        timeout_graceful_shutdown=config.shutdown_timeout))
+        timeout_graceful_shutdown=config.shutdown_timeout,
+        # Idle connections stay open well past the clients' own pool expiry (httpx's, under
+        # the cohere SDK, is 5 s): at uvicorn's 5 s a client could send on a connection the
+        # server was closing, and see it reset.
+        timeout_keep_alive=KEEP_ALIVE_SECONDS))
     try:
         server.run(sockets=[sock])
     finally:
