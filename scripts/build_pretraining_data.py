@@ -62,10 +62,10 @@ def parse_args(argv=None):
     parser.add_argument("--seed", type=int, default=42,
                         help="seed of the mismatched targets and the sampled responses")
     parser.add_argument("--augment_models", default=None,
-                        help="comma-separated generators (hub ids or folders; T5, GPT-2 or "
-                             "Llama-family) whose sampled responses are added, labelled by "
-                             "ROUGE-L; the paper used yuchenlin/BART0 (a BART: not "
-                             "supported) and bigscience/T0_3B")
+                        help="comma-separated generators (hub ids or folders; T5, BART, "
+                             "GPT-2 or Llama-family) whose sampled responses are added, "
+                             "labelled by ROUGE-L; the paper used yuchenlin/BART0 and "
+                             "bigscience/T0_3B")
     parser.add_argument("--augment_decodings", default=",".join(pd.DEFAULT_AUGMENT_DECODINGS),
                         help="decodings to sample with: beam4, sampling, temp0.9, topk40, "
                              "topp0.95")

@@ -81,15 +81,15 @@ def test_weights_are_cast_to_the_asked_dtype(tiny_t5):
 
 
 def test_unsupported_generators_stop_with_one_line_naming_the_supported(tiny_t5, tmp_path):
-    folder = tmp_path / "bart"
+    folder = tmp_path / "pegasus"
     shutil.copytree(tiny_t5, folder)
     config = json.loads((folder / "config.json").read_text())
-    config["model_type"] = "bart"
+    config["model_type"] = "pegasus"
     (folder / "config.json").write_text(json.dumps(config))
     with pytest.raises(CappyError) as error:
         load_generator(str(folder))
     message = str(error.value)
-    assert "\n" not in message and "'bart'" in message
+    assert "\n" not in message and "'pegasus'" in message
     assert all(name in message for name in SUPPORTED_MODEL_TYPES)
 
 

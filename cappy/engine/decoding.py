@@ -15,6 +15,18 @@ model-specific cache. A model provides two functions:
 
 Every cache leaf has the batch on its first axis, so beam search reorders beams
 by indexing it.
+
+Token rules a generation config sets, applied only when given (`generation_rules`; every
+search takes them as keywords, and without them computes exactly what it did before
+they existed): `forced_bos_id` (the only token possible at cur_len 1: BART's `<s>` after
+its decoder start token), `forced_eos_id` (the only token, or tokens, possible at the
+last position, max_length - 1) and `no_repeat_ngram_size` (no n-gram twice in a
+sequence, the prompt or decoder start token included). Both transformers' generate()s
+apply these from the generation config whatever the call passes, and so does cappy
+(`cappy.engine.generators` reads them). Their order is PyTorch's (the n-gram ban before
+the forced tokens, so a forced token always wins); the Flax generate() bans n-grams
+last, which differs only where a forced token would repeat an n-gram and then leaves
+no token at all.
 """
 
 import jax
@@ -67,6 +79,51 @@ def sampling_logits(logits, temperature=None, top_k=None, top_p=None, max_top_k=
         jnp.where(keep, values, -jnp.inf))
 
 
+def repeated_ngram_tokens(sequences, cur_len, ngram_size, vocab):
+    """[rows, vocab] True for each token that would end an n-gram of `ngram_size` tokens
+    already in sequences[:, :cur_len], as transformers' no-repeat-n-gram rule bans them:
+    the n-grams whose first n - 1 tokens equal the last n - 1 so far. Fixed shapes: every
+    n-gram start of the sequences array is compared, those not yet complete masked."""
+    rows, width = sequences.shape
+    starts = width - ngram_size + 1
+    if starts <= 0:
+        return jnp.zeros((rows, vocab), bool)
+    # The last n - 1 tokens (clamped at 0 before there are that many: nothing matches then).
+    prefix = jax.lax.dynamic_slice_in_dim(
+        sequences, jnp.maximum(cur_len - (ngram_size - 1), 0), ngram_size - 1, axis=1)
+    match = jnp.broadcast_to(jnp.arange(starts)[None, :] <= cur_len - ngram_size, (rows, starts))
+    for offset in range(ngram_size - 1):
+        match = match & (sequences[:, offset:offset + starts] == prefix[:, offset:offset + 1])
+    following = sequences[:, ngram_size - 1:ngram_size - 1 + starts]
+    counts = jnp.zeros((rows, vocab), jnp.int32).at[jnp.arange(rows)[:, None], following].add(
+        match.astype(jnp.int32))
+    return counts > 0
+
+
+def _only(logits, token_ids):
+    """Logits where only `token_ids` are possible (logit 0, the rest -inf), as transformers'
+    forced-token rules write them."""
+    allowed = jnp.zeros(logits.shape[-1], bool).at[jnp.asarray(token_ids)].set(True)
+    return jnp.broadcast_to(jnp.where(allowed, 0.0, -jnp.inf).astype(logits.dtype), logits.shape)
+
+
+def generation_rules(logits, sequences, cur_len, max_length, forced_bos_id=None,
+                     forced_eos_id=None, no_repeat_ngram_size=0):
+    """The generation config's token rules on next-token logits [rows, vocab] (or
+    log-probabilities) after sequences [rows, max_length] holding cur_len tokens; each
+    applied only when set (see the module's docstring)."""
+    if no_repeat_ngram_size:
+        banned = repeated_ngram_tokens(sequences, cur_len, no_repeat_ngram_size,
+                                       logits.shape[-1])
+        logits = jnp.where(banned, -jnp.inf, logits)
+    if forced_bos_id is not None:
+        logits = jnp.where(cur_len == 1, _only(logits, [forced_bos_id]), logits)
+    if forced_eos_id is not None:
+        ids = list(forced_eos_id) if isinstance(forced_eos_id, (list, tuple)) else [forced_eos_id]
+        logits = jnp.where(cur_len == max_length - 1, _only(logits, ids), logits)
+    return logits
+
+
 # ---- searches --------------------------------------------------------------------------
 
 def _put(sequences, tokens, index):
@@ -75,14 +132,19 @@ def _put(sequences, tokens, index):
 
 
 def greedy_or_sample(params, prefill, step, prompt, max_length, min_length, eos_id, pad_id,
-                     rng=None, temperature=None, top_k=None, top_p=None, max_top_k=None):
+                     rng=None, temperature=None, top_k=None, top_p=None, max_top_k=None,
+                     **rules):
     """Greedy search (rng None) or sampling; [batch, max_length] sequences, the prompt
-    first, each finished row padded with pad_id after its end of sequence."""
+    first, each finished row padded with pad_id after its end of sequence. `rules`: the
+    generation config's token rules (`generation_rules`), before temperature, top-k and
+    top-p as in transformers."""
     batch, prompt_length = prompt.shape
     sequences = jnp.full((batch, max_length), pad_id, jnp.int32).at[:, :prompt_length].set(prompt)
 
-    def choose(logits, cur_len, key):
+    def choose(logits, sequences, cur_len, key):
         logits = suppress_eos_before(logits, cur_len, min_length, eos_id)
+        if rules:
+            logits = generation_rules(logits, sequences, cur_len, max_length, **rules)
         if key is None:
             return jnp.argmax(logits, axis=-1)
         return jax.random.categorical(
@@ -91,7 +153,7 @@ def greedy_or_sample(params, prefill, step, prompt, max_length, min_length, eos_
     def advance(state, logits):
         sequences, cur_len, finished, cache, key = state
         draw, key = (None, None) if key is None else jax.random.split(key)
-        tokens = jnp.where(finished, pad_id, choose(logits, cur_len, draw))
+        tokens = jnp.where(finished, pad_id, choose(logits, sequences, cur_len, draw))
         finished = finished | (tokens == eos_id)
         return sequences, cur_len, finished, cache, key, tokens
 
@@ -129,7 +191,8 @@ def _unflat(tree, batch, beams):
 
 
 def beam_search(params, prefill, step, prompt, max_length, min_length, eos_id, pad_id,
-                num_beams=4, length_penalty=1.0, early_stopping=False, rules="flax"):
+                num_beams=4, length_penalty=1.0, early_stopping=False, rules="flax",
+                **token_rules):
     """transformers' beam search: 2 x num_beams candidates kept per step so that beams
     reaching the end of sequence can be replaced; finished hypotheses scored by their
     summed log-probability over (generated length) ** length_penalty; the search stops
@@ -144,7 +207,8 @@ def beam_search(params, prefill, step, prompt, max_length, min_length, eos_id, p
     max_length returns its best running beam. "pytorch" (its PyTorch generate(),
     transformers 4.5x and 5): only the best num_beams candidates may end, a row stops
     taking hypotheses once it cannot improve, and at max_length every running beam
-    counts as finished."""
+    counts as finished. `token_rules`: the generation config's token rules
+    (`generation_rules`), on each beam's log-probabilities as both apply them."""
     if rules not in ("flax", "pytorch"):
         raise ValueError(f"rules must be 'flax' or 'pytorch', got {rules!r}")
     pytorch = rules == "pytorch"
@@ -173,6 +237,10 @@ def beam_search(params, prefill, step, prompt, max_length, min_length, eos_id, p
         cur_len = state["cur_len"]
         log_probs = jax.nn.log_softmax(logits.astype(jnp.float32), axis=-1)
         log_probs = suppress_eos_before(log_probs, cur_len, min_length, eos_id)
+        if token_rules:
+            log_probs = generation_rules(
+                log_probs, state["running"].reshape(batch * num_beams, max_length), cur_len,
+                max_length, **token_rules)
         vocab = log_probs.shape[-1]
         log_probs = (log_probs.reshape(batch, num_beams, vocab)
                      + state["running_scores"][:, :, None]).reshape(batch, num_beams * vocab)

@@ -131,7 +131,7 @@ class CandidateGenerator:
         prompt_length = prompt.shape[1]
         common = dict(max_length=max_length, min_length=MIN_NEW_TOKENS + (
             0 if self.is_seq2seq else prompt_length), eos_id=generator.eos_token_id,
-            pad_id=generator.pad_token_id)
+            pad_id=generator.pad_token_id, **generator.token_rules)
         if settings.get("num_beams", 1) > 1:
             sequences = decoding.beam_search(params, prefill, step, prompt,
                                              num_beams=settings["num_beams"], **common,

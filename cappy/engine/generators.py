@@ -1,10 +1,31 @@
 """The generators candidate generation runs, loaded without transformers' model classes:
-T5 and FLAN-T5 (`cappy.engine.t5`), GPT-2 and the Llama family (`cappy.engine.causal_lm`).
+T5 and FLAN-T5 (`cappy.engine.t5`), BART, BART0 and mBART (`cappy.engine.bart`), GPT-2
+and the Llama family (`cappy.engine.causal_lm`).
 
 A generator is a folder or hub id with `config.json`, a tokenizer, and weights in
 `model.safetensors` or `flax_model.msgpack` (or `pytorch_model.bin` with torch),
-single or sharded; `generation_config.json`, when there, gives the token ids and
-the decoding defaults transformers would use (such as sampling's top_k of 50).
+single or sharded; `generation_config.json` gives the token ids and the decoding
+defaults transformers would use (such as sampling's top_k of 50). Without one, they
+come from the generation settings `config.json` carries, as transformers 5's
+generate() reads them (BART's checkpoints keep `no_repeat_ngram_size` and the forced
+tokens there).
+
+Which generation-config values a decoding obeys: each of cappy's decodings passes
+transformers' generate() explicit `num_beams`, `do_sample`, `min_length` and
+`max_length` (and sampling its temperature, top_k and top_p, the config's where the
+recipe sets none); generate() still applies every other value the config sets. Of
+those, cappy applies what both transformers' generate()s (the Flax one the original
+runs used, and PyTorch's) apply to these decodings: `length_penalty` and
+`early_stopping` (beam search), and the token rules `forced_bos_token_id`,
+`forced_eos_token_id` and `no_repeat_ngram_size` (`cappy.engine.decoding.
+generation_rules`; bart-large and BART0 set all three, with `num_beams` 4 and
+`early_stopping`). The others both apply, `suppress_tokens` and
+`begin_suppress_tokens` (and transformers 4's `forced_decoder_ids`), are not
+implemented: a generator that sets one is refused in one line (`UNSUPPORTED_RULES`).
+The rules only PyTorch's generate() has (`repetition_penalty`, `bad_words_ids`,
+`encoder_no_repeat_ngram_size`, `typical_p`, `min_p` and the like) are not applied,
+as the Flax generate() the original ran did not apply them (Qwen2-Instruct's
+generation config sets `repetition_penalty`).
 """
 
 import dataclasses
@@ -13,10 +34,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from cappy.engine import causal_lm, t5
+from cappy.engine import bart, causal_lm, t5
 from cappy.engine.errors import CappyError
 
-SEQ2SEQ_TYPES = ("t5", "mt5")
+SEQ2SEQ_MODULES = {"t5": t5, "mt5": t5, "bart": bart, "mbart": bart}
+SEQ2SEQ_TYPES = tuple(SEQ2SEQ_MODULES)
 SUPPORTED_MODEL_TYPES = SEQ2SEQ_TYPES + causal_lm.SUPPORTED_MODEL_TYPES
 # transformers' generation defaults where a generation config leaves a value unset
 # (transformers 5 keeps them None in the config and applies them in generate()):
@@ -25,7 +47,17 @@ GENERATION_DEFAULTS = {"temperature": 1.0, "top_k": 50, "top_p": 1.0, "length_pe
                        "early_stopping": False}
 # Where PyTorch checkpoints may keep a parameter under another name.
 TORCH_ALIASES = {("shared", "embedding"): ("encoder.embed_tokens.weight",
-                                           "decoder.embed_tokens.weight")}
+                                           "decoder.embed_tokens.weight"),
+                 ("model", "shared", "embedding"): ("model.encoder.embed_tokens.weight",
+                                                    "model.decoder.embed_tokens.weight")}
+# Generation-config values transformers' generate() would apply and cappy's decoding
+# does not implement (see the module's docstring).
+UNSUPPORTED_RULES = ("suppress_tokens", "begin_suppress_tokens", "forced_decoder_ids")
+
+
+def model_module(model_type):
+    """The module computing generators of `model_type`."""
+    return SEQ2SEQ_MODULES.get(model_type, causal_lm)
 
 
 @dataclasses.dataclass
@@ -43,6 +75,9 @@ class Generator:
     sampling_defaults: dict
     beam_defaults: dict
     source: str = "the generator"
+    # The generation config's token rules, as `cappy.engine.decoding.generation_rules`
+    # takes them (only those set).
+    token_rules: dict = dataclasses.field(default_factory=dict)
 
     @property
     def is_seq2seq(self):
@@ -50,7 +85,7 @@ class Generator:
 
     @property
     def module(self):
-        return t5 if self.is_seq2seq else causal_lm
+        return model_module(self.config.model_type)
 
     @property
     def compute_dtype(self):
@@ -76,22 +111,27 @@ def load_generator(name_or_path, dtype="float32"):
             tokenizer = AutoTokenizer.from_pretrained(name_or_path)
             try:
                 generation = GenerationConfig.from_pretrained(name_or_path)
-            except OSError:  # no generation_config.json: the model config's values
-                generation = GenerationConfig.from_model_config(config)
+            except OSError:  # no generation_config.json: config.json's values, as
+                # transformers 5 reads them (its model config drops them)
+                generation = GenerationConfig.from_pretrained(
+                    name_or_path, config_file_name="config.json", _from_model_config=True)
     except (OSError, ValueError) as error:
         raise CappyError(load_error("generator", name_or_path, error, unreachable)) from None
     if config.model_type not in SUPPORTED_MODEL_TYPES:
         raise CappyError(f"{name_or_path}: generators of model_type {config.model_type!r} are "
                          f"not supported (supported: {', '.join(SUPPORTED_MODEL_TYPES)})")
-    module = t5 if config.model_type in SEQ2SEQ_TYPES else causal_lm
+    module = model_module(config.model_type)
     problem = module.unsupported_reason(config)
     if problem:
         raise CappyError(f"{name_or_path}: this {config.model_type} has {problem}, which cappy's "
                          f"generators do not compute")
+    rules = _token_rules(generation, name_or_path)
     shapes = module.parameter_shapes(config)
     found, weights_file = read_parameters(name_or_path, shapes, TORCH_ALIASES)
     source = f"{name_or_path} ({weights_file})"
-    check_shapes(found, shapes, source)
+    defaults = getattr(module, "parameter_defaults", lambda config: {})(config)
+    check_shapes(found, shapes, source, optional=lambda path: path in defaults)
+    found = {**defaults, **found}
     host_dtype = jnp.dtype(dtype)
     params = jax.tree.map(lambda x: np.asarray(x, host_dtype), _unflatten(found))
     eos = _first(generation.eos_token_id if generation.eos_token_id is not None
@@ -110,7 +150,27 @@ def load_generator(name_or_path, dtype="float32"):
                            for key in ("temperature", "top_k", "top_p")},
         beam_defaults={"length_penalty": _setting(generation, "length_penalty"),
                        "early_stopping": _setting(generation, "early_stopping") is True},
-        source=source)
+        source=source, token_rules=rules)
+
+
+def _token_rules(generation, name_or_path):
+    """The token rules the generation config sets, as `decoding.generation_rules` takes
+    them; one that cappy does not implement stops the load."""
+    for key in UNSUPPORTED_RULES:
+        value = getattr(generation, key, None)
+        if value is not None and (not isinstance(value, (list, tuple, dict)) or len(value)):
+            raise CappyError(f"{name_or_path}: its generation config sets {key}, which "
+                             f"transformers' generate() applies and cappy's decoding does not")
+    rules = {}
+    if generation.forced_bos_token_id is not None:
+        rules["forced_bos_id"] = int(generation.forced_bos_token_id)
+    forced_eos = generation.forced_eos_token_id
+    if forced_eos is not None:
+        ids = forced_eos if isinstance(forced_eos, (list, tuple)) else [forced_eos]
+        rules["forced_eos_id"] = tuple(int(token) for token in ids)
+    if (generation.no_repeat_ngram_size or 0) > 0:
+        rules["no_repeat_ngram_size"] = int(generation.no_repeat_ngram_size)
+    return rules
 
 
 def _setting(generation, key):
@@ -133,16 +193,17 @@ def search_functions(generator, input_ids, attention_mask, max_new_tokens):
     up to max_new_tokens."""
     config, dtype = generator.config, generator.compute_dtype
     if generator.is_seq2seq:
+        model = generator.module
         max_length = max_new_tokens
         start = jnp.full((input_ids.shape[0],), generator.decoder_start_token_id, jnp.int32)
 
         def prefill(params):
-            states = t5.encode(params, config, input_ids, attention_mask, dtype)
-            cache = t5.init_cache(params, config, states, attention_mask, max_length, dtype)
-            return t5.decode_step(params, config, cache, start, jnp.asarray(0), dtype)
+            states = model.encode(params, config, input_ids, attention_mask, dtype)
+            cache = model.init_cache(params, config, states, attention_mask, max_length, dtype)
+            return model.decode_step(params, config, cache, start, jnp.asarray(0), dtype)
 
         def step(params, cache, tokens, index):
-            return t5.decode_step(params, config, cache, tokens, index, dtype)
+            return model.decode_step(params, config, cache, tokens, index, dtype)
 
         return prefill, step, start[:, None], max_length
     max_length = input_ids.shape[1] + max_new_tokens
@@ -161,12 +222,13 @@ def target_logits(generator, params, batch):
     (input_ids/attention_mask: sources; labels/label_mask: targets)."""
     config, dtype = generator.config, generator.compute_dtype
     if generator.is_seq2seq:
+        model = generator.module
         labels = batch["labels"]
         start = jnp.full((labels.shape[0], 1), generator.decoder_start_token_id, labels.dtype)
         decoder_ids = jnp.concatenate([start, labels[:, :-1]], axis=1)
-        states = t5.encode(params, config, batch["input_ids"], batch["attention_mask"], dtype)
-        return t5.decode(params, config, decoder_ids, states, batch["attention_mask"],
-                         batch["label_mask"], dtype)
+        states = model.encode(params, config, batch["input_ids"], batch["attention_mask"], dtype)
+        return model.decode(params, config, decoder_ids, states, batch["attention_mask"],
+                            batch["label_mask"], dtype)
     # The prompt (left-padded), then the response (right-padded).
     ids = jnp.concatenate([batch["input_ids"], batch["labels"]], axis=1)
     mask = jnp.concatenate([batch["attention_mask"], batch["label_mask"]], axis=1)

@@ -94,8 +94,9 @@ def as_trained(params, seed, spread=0.1):
     """A fresh initialisation with every bias and norm parameter moved off its initial
     value (biases 0, norm scales 1), as a trained checkpoint's are: code that drops a
     bias, a norm's scale or its offset gives other outputs on these weights, where fresh
-    weights hide it. Biases and norm offsets drawn normal with `spread`, norm scales
-    1 + normal(`spread`); weights as given. A new tree of float32 host arrays."""
+    weights hide it. Biases and norm offsets (and BART's `final_logits_bias`) drawn normal
+    with `spread`, norm scales 1 + normal(`spread`); weights as given. A new tree of
+    float32 host arrays."""
     import numpy as np
 
     from cappy.engine.checkpoints import flatten, unflatten
@@ -104,7 +105,7 @@ def as_trained(params, seed, spread=0.1):
     moved = {}
     for path, value in sorted(flatten(params).items()):
         value = np.array(value, np.float32)
-        if path[-1] == "bias":
+        if path[-1] in ("bias", "final_logits_bias"):
             value = value + rng.normal(0.0, spread, value.shape).astype(np.float32)
         elif path[-1] in ("scale", "weight") and value.ndim == 1:
             value = value * (1.0 + rng.normal(0.0, spread, value.shape)).astype(np.float32)
@@ -164,9 +165,9 @@ def fingerprint(path):
     return digest.hexdigest()
 
 
-def save_generator(params, config, tokenizer, path):
+def save_generator(params, config, tokenizer, path, generation=None):
     """A generator folder as the project writes one: weights in both formats, config,
-    generation config, tokenizer."""
+    generation config (the config's values, then `generation`'s), tokenizer."""
     from transformers import GenerationConfig
 
     from cappy.engine.checkpoints import write_weights
@@ -174,7 +175,10 @@ def save_generator(params, config, tokenizer, path):
     os.makedirs(path, exist_ok=True)
     write_weights(params, path)
     config.save_pretrained(path)
-    GenerationConfig.from_model_config(config).save_pretrained(path)
+    generation_config = GenerationConfig.from_model_config(config)
+    if generation:
+        generation_config.update(**generation)
+    generation_config.save_pretrained(path)
     tokenizer.save_pretrained(path)  # last: its config marks a finished folder
     return path
 
@@ -197,6 +201,45 @@ def make_tiny_seq2seq(path, texts=(), d_model=32, num_layers=2, num_heads=2, see
                           path)
 
 
+# What bart-large's generation config (and BART0's, made from it) sets beside the token
+# ids: the forced first and last tokens, no repeated 3-grams, 4 beams stopping early.
+BART_GENERATION = {"forced_bos_token_id": 0, "forced_eos_token_id": 2, "no_repeat_ngram_size": 3,
+                   "num_beams": 4, "early_stopping": True}
+
+
+def tiny_bart_config(tokenizer, d_model=32, num_layers=2, num_heads=2, **overrides):
+    """The config of a small random BART for a BART-style `tokenizer` (<s>=0, <pad>=1,
+    </s>=2): decoding starts from </s>, as BART's does."""
+    from transformers import BartConfig
+
+    settings = dict(
+        vocab_size=len(tokenizer), d_model=d_model, encoder_layers=num_layers,
+        decoder_layers=num_layers, encoder_attention_heads=num_heads,
+        decoder_attention_heads=num_heads, encoder_ffn_dim=d_model * 2,
+        decoder_ffn_dim=d_model * 2, max_position_embeddings=tokenizer.model_max_length,
+        activation_function="gelu", pad_token_id=tokenizer.pad_token_id,
+        bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
+        decoder_start_token_id=tokenizer.eos_token_id,
+        forced_eos_token_id=tokenizer.eos_token_id)
+    settings.update(overrides)
+    return BartConfig(**settings)
+
+
+def make_tiny_bart(path, texts=(), d_model=32, num_layers=2, num_heads=2, seed=0,
+                   generation=None):
+    """Save a random BART generator (BART0's architecture: tied head, final_logits_bias)
+    with bart-large's generation settings (`BART_GENERATION`, then `generation`'s) and
+    its tokenizer to `path`; every bias, norm and the final_logits_bias drawn
+    (`as_trained`). BART's tokenizer is RoBERTa's (`<s> text </s>`), so it is the
+    scorer's."""
+    from cappy.engine import bart
+
+    tokenizer = make_scorer_tokenizer(texts)
+    config = tiny_bart_config(tokenizer, d_model, num_layers, num_heads)
+    return save_generator(as_trained(bart.init_params(config, seed), seed), config, tokenizer,
+                          path, {**BART_GENERATION, **(generation or {})})
+
+
 def make_tiny_causal_lm(path, texts=(), n_embd=32, n_layer=2, n_head=2, seed=0):
     """Save a random GPT-2 decoder-only generator and its tokenizer to `path`, every bias
     and LayerNorm parameter drawn (`as_trained`)."""
@@ -214,7 +257,7 @@ def make_tiny_causal_lm(path, texts=(), n_embd=32, n_layer=2, n_head=2, seed=0):
 
 SAMPLE_DIR = os.path.join(os.path.dirname(os.path.dirname(__file__)), "data", "bigbench_sample")
 BUILDERS = {"tiny-cappy": make_tiny_scorer, "tiny-t5": make_tiny_seq2seq,
-            "tiny-gpt2": make_tiny_causal_lm}
+            "tiny-gpt2": make_tiny_causal_lm, "tiny-bart": make_tiny_bart}
 
 
 def sample_texts(sample_dir=SAMPLE_DIR):

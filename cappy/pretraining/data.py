@@ -59,12 +59,12 @@ once per instruction:
 - `n_mismatched` targets of other examples of the same dataset and template, label 0.0
   (kind `mismatch`), drawn with a seeded generator from the targets of the shard's
   current batch and of its last `mismatch_pool` earlier examples;
-- with `augment_models`: responses sampled from each generator (T5, GPT-2 or a
+- with `augment_models`: responses sampled from each generator (T5, BART, GPT-2 or a
   Llama-family model, through `cappy.engine.generation.CandidateGenerator`; the paper used
-  BART0 and T0-3B) with `augment_decodings` (`augment_samples` samples of each sampling
-  decoding, beam search once), labelled with the ROUGE-L F-measure against the gold
-  response (`cappy.engine.rouge.rouge_l`); empty responses and repeats are skipped (kind
-  `augment/<model folder name>`).
+  BART0 and T0-3B, both supported) with `augment_decodings` (`augment_samples` samples
+  of each sampling decoding, beam search once), labelled with the ROUGE-L F-measure
+  against the gold response (`cappy.engine.rouge.rouge_l`); empty responses and repeats
+  are skipped (kind `augment/<model folder name>`).
 
 A row is `{"instruction", "response", "label", "source"}` with source
 `"<dataset>:<template name>:<kind>"`, e.g. `"glue/mrpc:want to know:gold"` or

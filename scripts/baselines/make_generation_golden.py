@@ -1,7 +1,7 @@
 """Regenerate tests/data/generation_golden.json: greedy and 4-beam generations of
 transformers 4.57.6's Flax generate() (what made the original release's candidates) on
 seeded tiny generators, the reference cappy's decoding with the Flax rules is compared
-with token for token (tests/test_t5.py, tests/test_causal_lm.py).
+with token for token (tests/test_t5.py, tests/test_causal_lm.py, tests/test_bart.py).
 
     .venv-original/bin/python scripts/baselines/make_generation_golden.py [--output FILE]
 
@@ -9,11 +9,17 @@ Per record: a config, the parameters drawn by `cappy.engine.tiny_models.seeded_p
 over the parameter tree of transformers' own Flax model (sorted names, one seeded
 generator: the same tree gives the same numbers in cappy), the end-of-sequence logit
 made likelier (`eos_boost`) so that outputs end at many lengths, 20 seeded prompts
-(T5: right-padded; decoder-only: left-padded) in batches of 5, min_length 3 new tokens,
-64 in all. T5 records keep whole sequences (the decoder start first); decoder-only records
-keep the 64 new tokens. T5 records also hold the beams' log-likelihood sums under the
-Flax model. transformers 4.57.6 has no Flax Qwen2, and its Flax Llama has no rope scaling:
-those architectures are checked against PyTorch's generate() only. Its Flax Mistral
+(seq2seq: right-padded; decoder-only: left-padded) in batches of 5, min_length 3 new tokens,
+64 in all. Seq2seq records keep whole sequences (the decoder start first); decoder-only
+records keep the 64 new tokens. Seq2seq records also hold the beams' log-likelihood sums
+under the Flax model. The BART record decodes with bart-large's forced tokens
+(`generation`: <s> first, </s> last), its end of sequence made likelier by adding
+`eos_bias` to final_logits_bias (its embedding row is also the decoder start token's);
+not with its no-repeated-3-gram rule, which Flax generate() cannot run on this stack
+(its sparse n-gram lookup fails on jax 0.9.2: "bcoo_gather: mode=CLIP not yet
+supported"), and which tests/test_bart.py checks against PyTorch's generate().
+transformers 4.57.6 has no Flax Qwen2, and its Flax Llama has no rope scaling: those
+architectures are checked against PyTorch's generate() only. Its Flax Mistral
 masks wrongly without a window (only the diagonal), so its record keeps the default
 window of 4096 slots, longer than every sequence here. Needs `.venv-original`.
 """
@@ -47,7 +53,15 @@ RECORDS = {
     "llama gqa": dict(family="llama", config=LLAMA_CONFIG, seed=5, std=0.3, eos_boost=3.0),
     "mistral": dict(family="mistral", config={**LLAMA_CONFIG, "sliding_window": 4096},
                     seed=6, std=0.3, eos_boost=3.0),
+    "bart": dict(family="bart", config=dict(
+        vocab_size=96, d_model=32, encoder_layers=2, decoder_layers=2,
+        encoder_attention_heads=4, decoder_attention_heads=4, encoder_ffn_dim=64,
+        decoder_ffn_dim=64, max_position_embeddings=128, pad_token_id=1, bos_token_id=0,
+        eos_token_id=2, decoder_start_token_id=2, forced_eos_token_id=2),
+        generation=dict(forced_bos_token_id=0, forced_eos_token_id=2),
+        seed=7, std=0.3, eos_bias=3.0),
 }
+SEQ2SEQ = ("t5", "bart")
 N_PROMPTS, PROMPT_WIDTH, BATCH, NEW_TOKENS, MIN_NEW = 20, 32, 5, 64, 3
 
 
@@ -59,6 +73,7 @@ def flax_model(family, config):
         "gpt2": (transformers.GPT2Config, transformers.FlaxGPT2LMHeadModel),
         "llama": (transformers.LlamaConfig, transformers.FlaxLlamaForCausalLM),
         "mistral": (transformers.MistralConfig, transformers.FlaxMistralForCausalLM),
+        "bart": (transformers.BartConfig, transformers.FlaxBartForConditionalGeneration),
     }[family]
     return model_class(config_class(**config), _do_init=False)
 
@@ -75,6 +90,9 @@ def seeded_weights(model, record):
     params = seeded_parameters(jax.tree_util.tree_map(lambda x: x.shape, shapes,
                                                       is_leaf=lambda x: hasattr(x, "shape")),
                                record["seed"], record["std"])
+    if record["family"] == "bart":
+        params["final_logits_bias"][0, model.config.eos_token_id] += record["eos_bias"]
+        return params
     eos, boost = model.config.eos_token_id, record["eos_boost"]
     if record["family"] == "gpt2":
         params["transformer"]["wte"]["embedding"][eos] *= boost
@@ -104,7 +122,7 @@ def batch_of(prompts, left):
     return ids, mask
 
 
-def generations(model, params, prompts, seq2seq):
+def generations(model, params, prompts, seq2seq, settings):
     import numpy as np
 
     found = {"beam4": [], "greedy": []}
@@ -117,12 +135,12 @@ def generations(model, params, prompts, seq2seq):
                 ids, attention_mask=mask, params=params, max_length=length, min_length=least,
                 num_beams=beams, do_sample=False, early_stopping=False, length_penalty=1.0,
                 pad_token_id=model.config.pad_token_id,
-                eos_token_id=model.config.eos_token_id).sequences)
+                eos_token_id=model.config.eos_token_id, **settings).sequences)
             found[name] += (sequences if seq2seq else sequences[:, PROMPT_WIDTH:]).tolist()
     return found
 
 
-def t5_log_likelihood_sums(model, params, prompts, sequences):
+def seq2seq_log_likelihood_sums(model, params, prompts, sequences):
     """Each sequence's summed log-probability, its tokens after the start up to the first
     end of sequence, under the Flax model given the prompt."""
     import jax
@@ -151,14 +169,14 @@ def make_record(record):
     model = flax_model(record["family"], record["config"])
     params = seeded_weights(model, record)
     prompts = seeded_prompts(record["seed"], record["config"]["vocab_size"])
-    seq2seq = record["family"] == "t5"
+    seq2seq = record["family"] in SEQ2SEQ
     with jax.default_device(jax.devices("cpu")[0]):
-        found = generations(model, params, prompts, seq2seq)
+        found = generations(model, params, prompts, seq2seq, record.get("generation", {}))
         out = {**{k: v for k, v in record.items() if k != "family"}, "family": record["family"],
                "prompts": prompts, "prompt_width": PROMPT_WIDTH, **found}
         if seq2seq:
-            out["beam4_log_likelihood_sum"] = t5_log_likelihood_sums(model, params, prompts,
-                                                                     found["beam4"])
+            out["beam4_log_likelihood_sum"] = seq2seq_log_likelihood_sums(
+                model, params, prompts, found["beam4"])
     return out
 
 
