@@ -6,7 +6,10 @@
 
 The experiments' commands are here too, with their entry scripts' flags: `cappy bigbench`
 (cappy_bigbench.py), `cappy promptsource` (cappy_promptsource.py), `cappy pretrain`
-(cappy_pretrain.py); and `cappy serve`, Cappy as a reranking service
+(cappy_pretrain.py), and every step around them (`cappy generate`, `cappy bigbench-data`,
+`cappy bigbench-tasks`, `cappy baselines`, `cappy tables`, `cappy promptsource-data`,
+`cappy pretraining-data`, `cappy tiny-models`, `cappy demo`, `cappy processes`: each the
+same as its script in scripts/); and `cappy serve`, Cappy as a reranking service
 (`cappy.serve.command`).
 
 score:    rows {"instruction", "response"}      -> the row plus "score"
@@ -128,6 +131,27 @@ MODULE_COMMANDS = {
     "promptsource": ("cappy.promptsource.evaluate", "zero-shot PromptSource evaluation, "
                                                     "Table 1 (= cappy_promptsource.py)"),
     "pretrain": ("cappy.pretraining.train", "pretrain on built shards (= cappy_pretrain.py)"),
+    "generate": ("cappy.bigbench.generate", "a generator's candidates for BIG-Bench tasks "
+                                            "(= scripts/bigbench_flan_generate.py)"),
+    "bigbench-tasks": ("cappy.bigbench.runner", "cappy bigbench for every task and generator, "
+                                                "resumably (= scripts/run_cappy_bigbench.py)"),
+    "bigbench-data": ("cappy.bigbench.build", "the 45 BIG-Bench tasks as jsonl "
+                                              "(= scripts/get_bigbench_data.py)"),
+    "baselines": ("cappy.bigbench.baselines", "the BIG-Bench table's baseline rows "
+                                              "(= scripts/present_bigbench_baselines.py)"),
+    "tables": ("cappy.bigbench.present", "Cappy's BIG-Bench results beside the paper's "
+                                         "(= scripts/present_cappy_bigbench_results.py)"),
+    "promptsource-data": ("cappy.promptsource.build", "Table 1's test file from PromptSource "
+                                                      "templates "
+                                                      "(= scripts/build_promptsource_test_data.py)"),
+    "pretraining-data": ("cappy.pretraining.build", "pretraining shards from T0's mixture "
+                                                    "(= scripts/build_pretraining_data.py)"),
+    "tiny-models": ("cappy.engine.tiny_models", "tiny random models for offline runs "
+                                                "(= scripts/make_tiny_models.py)"),
+    "demo": ("cappy.bigbench.demo", "the offline demo on tiny models "
+                                    "(= scripts/demo_offline.py)"),
+    "processes": ("cappy.engine.hosts", "a command as several local JAX processes "
+                                        "(= scripts/run_local_processes.py)"),
 }
 
 

@@ -9,7 +9,6 @@ a patched Hub loader), never the network; the evaluation runs a tiny random Capp
 import csv
 import json
 import os
-import sys
 import tarfile
 
 import numpy as np
@@ -21,8 +20,7 @@ from cappy.promptsource import data as psd
 from cappy.promptsource import evaluate as pse
 from cappy.engine.errors import CappyError
 
-sys.path.insert(0, os.path.join(REPO, "scripts"))
-import build_promptsource_test_data  # noqa: E402
+from cappy.promptsource import build as psb
 
 with open(os.path.join(REPO, "tests", "data", "promptsource", "examples.json"),
           encoding="utf-8") as _file:
@@ -220,8 +218,8 @@ def test_render_filters_determinism_and_errors():
 
 def build(tmp_path, *args, load_examples=hand_loader):
     out = tmp_path / "ps.jsonl"
-    code = build_promptsource_test_data.main(["--output_file", str(out), "--quiet", *args],
-                                             load_examples=load_examples)
+    code = psb.run(psb.parse_args(["--output_file", str(out), "--quiet", *args]),
+                   load_examples=load_examples)
     assert code == 0
     rows = [json.loads(line) for line in out.read_text().splitlines()]
     summary = json.loads((tmp_path / "ps.jsonl.templates.json").read_text())
@@ -293,7 +291,7 @@ def test_builder_subset_and_skipped_prompts(tmp_path):
     assert info["prompts_skipped"] == {"target matches several identical choices": 5}
     assert {r["example_idx"] for r in rows if r["dataset_name"] == "winogrande"} == {2}
     with pytest.raises(SystemExit) as exit_info:
-        build_promptsource_test_data.main(["--datasets", "cb,nope",
+        psb.main(["--datasets", "cb,nope",
                                            "--output_file", str(tmp_path / "x.jsonl")])
     assert exit_info.value.code == 2
 
@@ -344,7 +342,7 @@ def test_builder_hub_path_story_cloze_csv_and_missing_dir(tmp_path, monkeypatch,
                  ["--datasets", "story_cloze", "--story_cloze_dir", str(tmp_path)]):
         target = tmp_path / "none.jsonl"
         with pytest.raises(SystemExit) as exit_info:
-            build_promptsource_test_data.main([*args, "--output_file", str(target)])
+            psb.main([*args, "--output_file", str(target)])
         assert exit_info.value.code == 2 and not target.exists()
         err = capsys.readouterr().err
         assert err.startswith("error: ") and psd.STORY_CLOZE_FILE in err
@@ -487,6 +485,6 @@ def test_flags_and_defaults_match_the_original():
     assert args.per_template is False and args.output_file is None and args.verbose is True
     # The original used fire: `--flag=value` works as well.
     assert pse.parse_args(["--max_length=128"]).max_length == 128
-    build_args = build_promptsource_test_data.parse_args([])
+    build_args = psb.parse_args([])
     assert build_args.output_file == "promptsource_test.jsonl" and build_args.datasets is None
 

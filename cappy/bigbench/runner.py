@@ -1,5 +1,18 @@
-"""Run cappy_bigbench.py over many tasks and generators: resumable, one log per task,
-one failure never stops the batch, optionally one task per GPU in parallel.
+"""`cappy bigbench-tasks` (= scripts/run_cappy_bigbench.py): cappy_bigbench.py for every
+BIG-Bench task and generator, resumably.
+
+    cappy bigbench-tasks [--gen_models flan-t5-xl,flan-t5-xxl] [--tasks codenames,gem] \
+        [--devices 0,1,2,3 | --cuda_idx 0] [--dry_run] \
+        [any cappy_bigbench.py flag, e.g. --train_size 1024 --lr_schedule corrected]
+
+Tasks come from `{bigbench_data_dir}/subset_names.json`; generators default to every
+FLAN-T5 folder found in `--bigbench_gen_dir`. Each (generator, task) runs as its own
+process; its output goes to `{results_dir}/{model}/{task}.log`. One failure never stops
+the batch: the summary lists each failure with its log, and the exit code is 1 if any
+task failed. `--devices 0,1,...` runs one task per GPU at a time, each child with
+`CUDA_VISIBLE_DEVICES` set to its device; without it tasks run one after another;
+`--cuda_idx 0` (the original's flag) runs them one after another with
+`CUDA_VISIBLE_DEVICES=0`. Unknown flags are passed to every child unchanged.
 
 A task counts as done only when its result file `{results_dir}/{model}/{task}.json`
 is valid JSON with a numeric `rougeL` (see `read_result`). Anything else (a
@@ -8,6 +21,7 @@ key) is unfinished: it is run again, with `--overwrite`, and never averaged.
 """
 
 import contextlib
+import dataclasses
 import os
 import queue
 import shlex
@@ -19,6 +33,7 @@ import time
 
 from cappy.bigbench.data import read_task_names
 from cappy.bigbench.results import log_file, read_result, result_file
+from cappy.engine.config import job_command, setting
 from cappy.engine.errors import CappyError, Stopped, stop_signal
 from cappy.engine.flags import comma_list
 from cappy.engine.io import lock_holder
@@ -288,19 +303,50 @@ def parse_devices(text, cuda_idx=None):
     return [",".join(devices)] if flag == "--cuda_idx" else devices
 
 
-def run_batch(args, extra, out=None):
+@dataclasses.dataclass(kw_only=True)
+class BatchConfig:
+    """The batch runner's settings; the task flags it does not know go to every task."""
+    bigbench_data_dir: str = setting("bigbench_data", "folder holding subset_names.json")
+    bigbench_gen_dir: str = setting("bigbench_flan_gens", "folder of candidate folders, one "
+                                    "per generator")
+    gen_models: str | None = setting(None, "comma-separated generator folders (default: "
+                                     "every FLAN-T5 folder in --bigbench_gen_dir)", type=str)
+    tasks: str | None = setting(None, "comma-separated tasks (default: all of "
+                                "subset_names.json)", type=str)
+    results_dir: str = setting("bigbench_cappy_results", "where each cappy_bigbench.py run "
+                               "writes its result")
+    devices: str | None = setting(None, "comma-separated GPU ids: one task per device in "
+                                  "parallel", type=str)
+    cuda_idx: str | None = setting(None, "the original's flag: every task, one at a time, "
+                                   "with CUDA_VISIBLE_DEVICES set to this value (such as 0, "
+                                   "or 0,1 to give each task two GPUs)", type=str)
+    overwrite: bool = setting(False, "run finished tasks again too (passes --overwrite)")
+    verbose: bool = setting(True, "print only failures and the summary (and pass --quiet to "
+                            "each task: no progress bars in its log)", flag="--quiet")
+    dry_run: bool = setting(False, "print the commands without running them")
+    script: str | None = setting(None, "a per-task script to run instead of "
+                                 "cappy_bigbench.py's command (python -m cappy.bigbench.task)",
+                                 type=str)
+    task_flags: tuple = setting((), "Unknown flags are passed through to each "
+                                "cappy_bigbench.py run.", rest=True)
+
+
+def run_batch(config, out=None):
     """The runner's main: plan, skip what is done, run the rest, summarise; return exit code."""
     out = out or sys.stdout
-    if args.script and not os.path.isfile(args.script):
-        raise CappyError(f"{args.script}: script not found")
-    child = child_command(os.path.abspath(args.script) if args.script else None)
+    if config.script and not os.path.isfile(config.script):
+        raise CappyError(f"{config.script}: script not found")
+    child = child_command(os.path.abspath(config.script) if config.script else None)
+    extra = list(config.task_flags)
+    if not config.verbose and "--quiet" not in extra:
+        extra.append("--quiet")
     check_passthrough(extra)
-    devices = parse_devices(args.devices, getattr(args, "cuda_idx", None))
-    tasks = select_tasks(read_task_names(args.bigbench_data_dir), args.tasks,
-                         os.path.join(args.bigbench_data_dir, "subset_names.json"))
-    models = select_gen_models(args.bigbench_gen_dir, args.gen_models)
-    jobs, skipped = plan_jobs(child, args.bigbench_gen_dir, args.results_dir, models, tasks,
-                              extra, overwrite=args.overwrite)
+    devices = parse_devices(config.devices, config.cuda_idx)
+    tasks = select_tasks(read_task_names(config.bigbench_data_dir), config.tasks,
+                         os.path.join(config.bigbench_data_dir, "subset_names.json"))
+    models = select_gen_models(config.bigbench_gen_dir, config.gen_models)
+    jobs, skipped = plan_jobs(child, config.bigbench_gen_dir, config.results_dir, models, tasks,
+                              extra, overwrite=config.overwrite)
 
     def say(text):
         print(text, file=out, flush=True)
@@ -315,7 +361,7 @@ def run_batch(args, extra, out=None):
         where = f"one task at a time with CUDA_VISIBLE_DEVICES={devices[0]}"
     elif devices:
         where = f"{len(devices)} device(s) in parallel: {','.join(devices)}"
-    if args.dry_run:
+    if config.dry_run:
         if devices:
             say(f"# would run on {where} (CUDA_VISIBLE_DEVICES set per child)")
         for job in jobs:
@@ -324,7 +370,7 @@ def run_batch(args, extra, out=None):
     if devices:
         say(f"running on {where}")
     start = time.monotonic()
-    runner = BatchRunner(jobs, devices=devices, out=out, quiet=getattr(args, "quiet", False))
+    runner = BatchRunner(jobs, devices=devices, out=out, quiet=not config.verbose)
     try:
         runner.run()
     except (KeyboardInterrupt, Stopped) as stop:
@@ -335,3 +381,6 @@ def run_batch(args, extra, out=None):
     say(f"finished in {time.monotonic() - start:.1f} s")
     say(format_summary(jobs, skipped))
     return 1 if any(job.status == "failed" for job in jobs) else 0
+
+
+parse_args, main = job_command(BatchConfig, __doc__, run_batch, computes=False)

@@ -11,6 +11,7 @@ builds the dataclass instead of an argv list.
 import argparse
 import dataclasses
 import math
+import os
 
 
 # The fewest tokens a pair's row can have: RoBERTa's four special tokens and one token of
@@ -23,18 +24,36 @@ REQUIRED = dataclasses.MISSING
 
 
 def setting(default, help, *, choices=None, flag=None, type=None, group=None, at_least=None,
-            at_most=None):
+            at_most=None, rest=False, repeat=None):
     """A field of a job's configuration, and how its flag reads.
 
-    `flag` names a flag that differs from `--field_name` (a bool field given as
-    `flag="--quiet"` defaults to True and the flag turns it off); `type` converts the
+    `flag` names a flag that differs from `--field_name`, or several (the first is its
+    name, the others aliases: an earlier release's spelling); a bool field given as
+    `flag="--quiet"` defaults to True and the flag turns it off; `type` converts the
     flag's text where the default does not say (None or REQUIRED defaults); `group`
     titles the flag's group in --help. `at_least` / `at_most` bound a number (checked by
-    `check_config`, before any work; a float must also be finite).
+    `check_config`, before any work; a float must also be finite). A `rest` field (a
+    tuple) has no flag: it takes the words the command does not know, in order (flags a
+    command passes on to the commands it runs; those after `--` too), and the command's
+    own flags are then never abbreviated, so that none is taken for a prefix of another's.
+    A `repeat` field (a tuple) takes its flag any number of times, each a value such as
+    `repeat` shows (its metavar in --help).
     """
     return dataclasses.field(default=default, metadata={
         "help": help, "choices": choices, "flag": flag, "type": type, "group": group,
-        "at_least": at_least, "at_most": at_most})
+        "at_least": at_least, "at_most": at_most, "rest": rest, "repeat": repeat})
+
+
+def flag_names(field):
+    """A field's flags: its own name first, then its aliases."""
+    flag = field.metadata.get("flag") or f"--{field.name}"
+    return (flag,) if isinstance(flag, str) else tuple(flag)
+
+
+def rest_field(config_class):
+    """The name of `config_class`'s `rest` field, or None."""
+    names = [f.name for f in dataclasses.fields(config_class) if f.metadata.get("rest")]
+    return names[0] if names else None
 
 
 def check_number(flag, value, at_least=None, at_most=None):
@@ -57,12 +76,18 @@ def check_config(config):
         meta = field.metadata
         value = getattr(config, field.name)
         if isinstance(value, (int, float)) and not isinstance(value, bool):
-            check_number(meta.get("flag") or f"--{field.name}", value, meta.get("at_least"),
+            check_number(flag_names(field)[0], value, meta.get("at_least"),
                          meta.get("at_most"))
 
 
 def build_parser(config_class, description, prog=None, **parser_kwargs):
     """An ArgumentParser with one flag per field of `config_class`, defaults shown."""
+    rest = rest_field(config_class)
+    if rest:  # what becomes of the words it does not know, after the flags
+        parser_kwargs.setdefault("allow_abbrev", False)
+        parser_kwargs.setdefault("epilog", next(field.metadata["help"] for field in
+                                                dataclasses.fields(config_class)
+                                                if field.name == rest))
     parser = argparse.ArgumentParser(
         prog=prog, description=description,
         formatter_class=argparse.ArgumentDefaultsHelpFormatter, **parser_kwargs)
@@ -76,42 +101,58 @@ def add_fields(parser, config_class):
     fields = dataclasses.fields(config_class)  # a group's flags after the others
     for field in sorted(fields, key=lambda f: f.metadata.get("group") is not None):
         meta = field.metadata
+        if meta.get("rest"):  # the words the parser does not know (parse_config)
+            continue
         target = parser
         if meta.get("group"):
             target = groups.setdefault(meta["group"], parser.add_argument_group(meta["group"]))
         if isinstance(field.default, bool):
-            flag = meta.get("flag") or f"--{field.name}"
+            flags = flag_names(field)
             action = "store_false" if field.default else "store_true"
             # A flag that turns a setting off would read "(default: True)"; `%(default).0s`
             # prints nothing and tells the help formatter not to add that.
             text = meta["help"] + ("%(default).0s" if field.default else "")
-            target.add_argument(flag, dest=field.name, action=action, help=text)
+            target.add_argument(*flags, dest=field.name, action=action, help=text)
             continue
         text = meta["help"]
+        if meta.get("repeat"):  # collected into a tuple by parse_config
+            target.add_argument(*flag_names(field), dest=field.name, action="append",
+                                default=None, metavar=meta["repeat"], help=text)
+            continue
         if "(default:" in text:  # the help says its default itself: no second one
             text += "%(default).0s"
         required = field.default is REQUIRED
         kind = meta.get("type") or (str if required or field.default is None
                                     else type(field.default))
         extra = {"required": True} if required else {"default": field.default}
-        target.add_argument(meta.get("flag") or f"--{field.name}", dest=field.name, type=kind,
+        target.add_argument(*flag_names(field), dest=field.name, type=kind,
                             choices=meta.get("choices"), help=text, **extra)
 
 
 def parse_config(config_class, parser, argv=None):
     """Parse `argv` (sys.argv when None) with `parser` into a `config_class`."""
-    namespace = parser.parse_args(argv)
+    rest = rest_field(config_class)
+    if rest:
+        namespace, unknown = parser.parse_known_args(argv)
+        setattr(namespace, rest, tuple(unknown[1:] if unknown[:1] == ["--"] else unknown))
+    else:
+        namespace = parser.parse_args(argv)
+    for field in dataclasses.fields(config_class):
+        if field.metadata.get("repeat"):
+            setattr(namespace, field.name, tuple(getattr(namespace, field.name) or ()))
     config = config_class(**{field.name: getattr(namespace, field.name)
                              for field in dataclasses.fields(config_class)})
     check_config(config)
     return config
 
 
-def job_command(config_class, doc, run):
-    """`(parse_args, main)` of a job's command: flags made from `config_class` (described by
-    `doc`'s first paragraph), then `run(config)`. `main` keeps PyTorch out of transformers
-    and switches JAX's persistent compilation cache on when it is a process of its own
-    (argv None, or `own_process`, as `cappy` passes it)."""
+def job_command(config_class, doc, run, computes=True, environment=None):
+    """`(parse_args, main)` of a command: flags made from `config_class` (described by
+    `doc`'s first paragraph), then `run(config)`, whose int return is the exit code. When
+    the command `computes` with JAX and is a process of its own (argv None, or
+    `own_process`, as `cappy` passes it), `main` keeps PyTorch out of transformers and
+    switches JAX's persistent compilation cache on first. `environment` holds variables the
+    command sets, where unset, before anything is imported (the demo: HF_HUB_OFFLINE)."""
     from cappy.engine.errors import exit_on_error
 
     def parse_args(argv=None, prog=None):
@@ -121,14 +162,16 @@ def job_command(config_class, doc, run):
     @exit_on_error
     def main(argv=None, prog=None, own_process=None):
         config = parse_args(argv, prog)
-        if argv is None if own_process is None else own_process:
+        for name, value in (environment or {}).items():
+            os.environ.setdefault(name, value)
+        if computes and (argv is None if own_process is None else own_process):
             from cappy.engine.checkpoints import keep_torch_out_of_transformers
             from cappy.engine.compilation_cache import enable_compilation_cache
 
             keep_torch_out_of_transformers()  # a process computing with JAX only: start-up
             enable_compilation_cache()  # and the programs an earlier run compiled
-        run(config)
-        return 0
+        code = run(config)  # an exit code, or what the job returns (its result): 0
+        return code if type(code) is int else 0
 
     parse_args.__doc__ = f"The command's flags -> a {config_class.__name__}."
     return parse_args, main

@@ -18,7 +18,7 @@ import os
 import socket
 import time
 
-from cappy.engine.config import add_fields, setting
+from cappy.engine.config import add_fields, job_command, setting
 from cappy.engine.errors import CappyError
 
 GROUP = "several hosts (JAX's multi-process runtime)"
@@ -366,3 +366,44 @@ def run_local_processes(command, n_processes=2, devices_per_process=1, host_time
     for thread in relays:
         thread.join(timeout=5)
     return codes
+
+
+LOCAL_PROCESSES_DOC = """`cappy processes` (= scripts/run_local_processes.py): run a cappy command as
+several JAX processes on this machine, the local check of a multi-host run, on the CPU (one
+coordinator on a free loopback port, each process with its own CPU devices and the host
+flags added to the command).
+
+    cappy processes --n_processes 2 -- \\
+        python -m cappy score --model_name_or_path MODEL --input pairs.jsonl --output out.jsonl
+
+Each line the processes print is shown prefixed with its process index. Exits with the
+first non-zero exit code, else 0.
+"""
+
+
+@dataclasses.dataclass(kw_only=True)
+class LocalProcessesConfig:
+    """The flags of `cappy processes`; the command to run comes after `--`."""
+    n_processes: int = setting(2, "processes to start", at_least=1)
+    devices_per_process: int = setting(1, "CPU devices of each process", at_least=1)
+    host_timeout: int = setting(60, "--host_timeout given to each process (seconds)",
+                                at_least=1)
+    verbose: bool = setting(True, "show only process 0's output (the others' is dropped)",
+                            flag="--quiet")
+    command: tuple = setting((), "After --: the command to run, without the host flags.",
+                             rest=True)
+
+
+def run_local(config):
+    """`cappy processes`: the command as config.n_processes processes; the first failure's
+    exit code, else 0."""
+    if not config.command:
+        raise CappyError("give the command to run after --")
+    codes = run_local_processes(list(config.command), config.n_processes,
+                                config.devices_per_process, config.host_timeout,
+                                shown=None if config.verbose else [0])
+    return next((code for code in codes if code), 0)
+
+
+parse_args, main = job_command(LocalProcessesConfig, LOCAL_PROCESSES_DOC, run_local,
+                               computes=False)

@@ -1,4 +1,7 @@
-"""Tiny random models for tests and the offline demo.
+"""Tiny random models for tests and the offline demo, and `cappy tiny-models`
+(= scripts/make_tiny_models.py), which writes them:
+
+    cappy tiny-models --output_dir demo_run/models [--models tiny-cappy,tiny-t5]
 
 Nothing here can reach a hub: tokenizers are trained on local text and models
 are built from small configs with random weights, then saved to a folder so
@@ -6,9 +9,12 @@ that every caller loads them back through the same `from_pretrained` path a
 user's real checkpoint takes. Their scores and generations mean nothing.
 """
 
+import dataclasses
 import os
 
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+
+from cappy.engine.config import job_command, setting
 
 # A little English so the tokenizer has real words even with no other text.
 BASE_TEXT = [
@@ -291,3 +297,25 @@ def build_tiny_models(output_dir, names=tuple(BUILDERS), overwrite=False):
             BUILDERS[name](path, texts=texts)
         paths[name] = path
     return paths
+
+
+@dataclasses.dataclass(kw_only=True)
+class TinyModelsConfig:
+    """The flags of `cappy tiny-models`."""
+    output_dir: str = setting("demo_run/models", "where the models are written")
+    models: str = setting("tiny-cappy,tiny-t5,tiny-gpt2", "comma-separated models to write, of "
+                          + ", ".join(BUILDERS))
+    overwrite: bool = setting(False, "replace models already there")
+    verbose: bool = setting(True, "do not list the folders written", flag="--quiet")
+
+
+def run(config):
+    from cappy.engine.flags import comma_list
+
+    for name, path in build_tiny_models(config.output_dir, comma_list(config.models, "--models"),
+                                        overwrite=config.overwrite).items():
+        if config.verbose:
+            print(f"{name}: {path}")
+
+
+parse_args, main = job_command(TinyModelsConfig, __doc__, run, computes=False)
