@@ -6,15 +6,15 @@ Every path runs on the same random weights and the same data:
   (`scripts/baselines/original_benchmark.py`, a process of the interpreter that
   `original_python` finds: transformers 4's Flax RoBERTa under Redco 0.4.13's Predictor),
   every pair padded to max_length, batches in input order, duplicates scored again;
-- scoring, cappy: `cappy.engine.scoring.PairScorer` (each distinct pair once, pairs
-  packed into rows of two widths, `cappy.engine.roberta`), in this process;
+- scoring, cappy: `cappy.engine.jobs.scoring.PairScorer` (each distinct pair once, pairs
+  packed into rows of two widths, `cappy.engine.models.roberta`), in this process;
 - scoring, PyTorch peer (optional): transformers' PyTorch model, pairs sorted
   by length, each batch padded to its own longest pair;
 - finetuning, original: the release's loop in the release's stack (Redco's Trainer, every
   pair padded to max_length, micro-batches of 8 accumulated 16 at a time by
   optax.MultiSteps); buckets: the same loop with each micro-batch padded to its
   power-of-two bucket (this project's path before packing); cappy: the packed trainer
-  (`cappy.engine.training`) on the same optimizer updates. Each runs two epochs: the first
+  (`cappy.engine.jobs.training`) on the same optimizer updates. Each runs two epochs: the first
   compiles, the second shows the speed a 102,400-example run lives at.
 
 Each scoring path is called twice on the same pairs: the first call compiles
@@ -50,11 +50,11 @@ GENERATOR_SHAPES = {  # FLAN-T5-style (gated GELU, untied head): d_model, d_ff, 
 
 
 def make_model(size, tokenizer, dtype="float32", seed=0, dropout=0.1):
-    """A random RoBERTa scorer of a named shape for `tokenizer` (`cappy.engine.checkpoints.CappyModel`)."""
+    """A random RoBERTa scorer of a named shape for `tokenizer` (`cappy.engine.weights.cappy_checkpoint.CappyModel`)."""
     from transformers import RobertaConfig
 
-    from cappy.engine import roberta
-    from cappy.engine.checkpoints import CappyModel
+    from cappy.engine.models import roberta
+    from cappy.engine.weights.cappy_checkpoint import CappyModel
 
     layers, hidden, heads, intermediate = MODEL_SHAPES[size]
     config = RobertaConfig(
@@ -95,7 +95,7 @@ def original_python():
 
 
 def _token_pool(tokenizer):
-    from cappy.engine.tiny_models import sample_texts
+    from cappy.engine.weights.tiny_models import sample_texts
 
     ids = tokenizer(" ".join(sample_texts()), add_special_tokens=False)["input_ids"]
     return np.asarray(ids)
@@ -130,7 +130,7 @@ def bigbench_candidate_rows(task="auto_categorization", split="train", n_candida
     from cappy.bigbench.candidates import SAMPLES_KEY
     from cappy.engine.recipes import DECODINGS
     from cappy.engine.io import read_jsonl
-    from cappy.engine.tiny_models import SAMPLE_DIR
+    from cappy.engine.weights.tiny_models import SAMPLE_DIR
 
     rows = read_jsonl(os.path.join(SAMPLE_DIR, f"{task}_{split}.jsonl"))
     references = [ref for row in rows for ref in row["references"]]
@@ -205,17 +205,17 @@ def matmul_peak_flops(dtype="float32", repeats=5):
 # ---- scoring paths --------------------------------------------------------------------
 
 def _encode(tokenizer, pairs, max_length):
-    from cappy.engine.scoring import encode_pairs
+    from cappy.engine.jobs.scoring import encode_pairs
 
     return encode_pairs(tokenizer, [p[0] for p in pairs], [p[1] for p in pairs], max_length,
                         "longest_first")
 
 
 def cappy_scorer(model, tokenizer, batch_size, max_length):
-    """The project's scoring (cappy.engine.scoring.PairScorer): each distinct pair once,
+    """The project's scoring (cappy.engine.jobs.scoring.PairScorer): each distinct pair once,
     pairs packed into rows. Returns score(pairs, params)."""
-    from cappy.engine.mesh import Devices
-    from cappy.engine.scoring import PairScorer
+    from cappy.engine.runtime.mesh import Devices
+    from cappy.engine.jobs.scoring import PairScorer
 
     scorer = PairScorer(model, tokenizer, Devices(), max_length=max_length,
                         per_device_batch_size=batch_size)
@@ -234,7 +234,7 @@ def torch_peer(model, dtype):
         import torch
     except ImportError:
         return None
-    from cappy.engine.checkpoints import torch_model
+    from cappy.engine.weights.cappy_checkpoint import torch_model
 
     device = "cuda" if torch.cuda.is_available() else "cpu"
     return torch_model(model, dtype).to(device)
@@ -245,7 +245,7 @@ def torch_scorer(torch_model, tokenizer, batch_size, max_length):
     Returns score(pairs)."""
     import torch
 
-    from cappy.engine.padding import length_sorted_order, pad_batch
+    from cappy.engine.models.padding import length_sorted_order, pad_batch
 
     device = next(torch_model.parameters()).device
 
@@ -270,7 +270,7 @@ def torch_scorer(torch_model, tokenizer, batch_size, max_length):
 def path_computed_positions(path_name, lengths, distinct_lengths, batch_size, max_length,
                             score):
     """Token positions a scoring path computes for these pairs (padding included)."""
-    from cappy.engine import packing
+    from cappy.engine.models import packing
 
     if path_name == ORIGINAL:  # every pair, batches of batch_size x max_length
         return -(-len(lengths) // batch_size) * batch_size * max_length
@@ -301,7 +301,8 @@ def run_original_paths(python, model, tokenizer, datasets, rows, max_length, bat
     import subprocess
     import tempfile
 
-    from cappy.engine.checkpoints import save_cappy, unflatten
+    from cappy.engine.weights.cappy_checkpoint import save_cappy
+    from cappy.engine.weights.files import unflatten
     from cappy.engine.errors import CappyError
 
     script = os.path.join(ROOT, "scripts", "baselines", "original_benchmark.py")
@@ -335,9 +336,10 @@ def run_original_paths(python, model, tokenizer, datasets, rows, max_length, bat
 def training_positions(path_name, examples, seed, global_micro, accumulate, max_length,
                        trainer=None):
     """Token positions one epoch of a finetuning path computes."""
-    from cappy.engine.padding import bucket_length
-    from cappy.engine.redco_adapter import original_example_order
-    from cappy.engine.training import original_updates, pack_update, plan_steps, rows_per_step_for
+    from cappy.engine.models.padding import bucket_length
+    from cappy.engine.runtime.redco_adapter import original_example_order
+    from cappy.engine.jobs.training import (original_updates, pack_update, plan_steps,
+                                            rows_per_step_for)
 
     n_micro = len(examples) // global_micro
     if path_name == ORIGINAL:
@@ -363,8 +365,8 @@ def train_cappy_twice(model, tokenizer, examples, per_device_batch_size, accumul
     updates every path shares; s1, s2, the trainer)."""
     import jax
 
-    from cappy.engine.mesh import Devices
-    from cappy.engine.training import finetune_trainer, original_updates, train_updates
+    from cappy.engine.runtime.mesh import Devices
+    from cappy.engine.jobs.training import finetune_trainer, original_updates, train_updates
 
     trainer, per_update = finetune_trainer(
         model, tokenizer, Devices(), 2 * len(examples), seed,
@@ -407,8 +409,8 @@ def run_benchmark(model_size="tiny", dtype="float32", batch_size=32, max_length=
 
     from cappy.bigbench.candidates import all_candidates
     from cappy.engine.errors import CappyError
-    from cappy.engine.scoring import encode_examples
-    from cappy.engine.tiny_models import make_scorer_tokenizer, sample_texts
+    from cappy.engine.jobs.scoring import encode_examples
+    from cappy.engine.weights.tiny_models import make_scorer_tokenizer, sample_texts
 
     tokenizer = make_scorer_tokenizer(sample_texts())
     model = make_model(model_size, tokenizer, dtype, dropout=dropout)
@@ -543,8 +545,8 @@ def save_seeded_generator(folder, size, tokenizer, seed=0, eos_boost=3.0):
     so candidates end at varied lengths as a trained model's do), saved with its
     tokenizer to `folder`. The weights are those the benchmark used before the switch
     from transformers' Flax T5 (the same tree, the same draws)."""
-    from cappy.engine import t5
-    from cappy.engine.tiny_models import save_generator, seeded_parameters
+    from cappy.engine.models import t5
+    from cappy.engine.weights.tiny_models import save_generator, seeded_parameters
 
     config = t5_generator_config(size, tokenizer)
     params = seeded_parameters(t5.parameter_shapes(config), seed,
@@ -608,9 +610,9 @@ def run_generation_benchmark(size="tiny", n_instructions=24, per_device_batch_si
     beside it (`torch_generate_peer`)."""
     import tempfile
 
-    from cappy.engine.generation import CandidateGenerator
+    from cappy.engine.jobs.candidate_generation import CandidateGenerator
     from cappy.engine.io import read_jsonl
-    from cappy.engine.tiny_models import SAMPLE_DIR, make_generator_tokenizer, sample_texts
+    from cappy.engine.weights.tiny_models import SAMPLE_DIR, make_generator_tokenizer, sample_texts
 
     rows = []
     for name in sorted(os.listdir(SAMPLE_DIR)):

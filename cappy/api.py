@@ -8,8 +8,8 @@
     cappy.classify("Is the sky blue?", ["no", "yes"])              # the best choice
     cappy.finetune(rows); cappy.save("my-cappy")                   # JAX only
 
-The class is the engine's front door (`cappy.engine.session`), which every command is
+The class is the engine's front door (`cappy.engine.jobs.session`), which every command is
 built on; see it for the settings.
 """
 
-from cappy.engine.session import BACKENDS, Cappy  # noqa: F401
+from cappy.engine.jobs.session import BACKENDS, Cappy  # noqa: F401

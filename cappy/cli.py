@@ -31,15 +31,23 @@ import dataclasses
 import os
 import sys
 
-from cappy.engine.errors import CappyError, device_memory_guard, exit_on_error, located
+from cappy.engine.config import (
+    MIN_MAX_LENGTH,
+    REQUIRED,
+    add_fields,
+    check_config,
+    setting,
+)
+from cappy.engine.errors import CappyError, device_memory_guard, located
 from cappy.engine.io import check_output_file
 from cappy.engine.ranking import best_index
-from cappy.engine.rows import check_candidates_row, check_labelled_row, check_pair_row
-from cappy.engine.checkpoints import (DTYPES, TRUNCATIONS, check_output_dir,
-                                     keep_torch_out_of_transformers)
-from cappy.engine.config import MIN_MAX_LENGTH, REQUIRED, add_fields, check_config, setting
-from cappy.engine.hosts import HostSettings, writes_outputs
 from cappy.engine.recipes import LR_SCHEDULES
+from cappy.engine.rows import check_candidates_row, check_labelled_row, check_pair_row
+from cappy.engine.runtime.hosts import HostSettings
+from cappy.engine.runtime.leader import progress_bar, writes_outputs
+from cappy.engine.runtime.process import exit_on_error
+from cappy.engine.runtime.transformers_setup import keep_torch_out_of_transformers
+from cappy.engine.weights.cappy_checkpoint import DTYPES, TRUNCATIONS, check_output_dir
 
 DEFAULT_MODEL = "btan2/cappy-large"
 
@@ -146,11 +154,11 @@ MODULE_COMMANDS = {
                                                       "(= scripts/build_promptsource_test_data.py)"),
     "pretraining-data": ("cappy.pretraining.build", "pretraining shards from T0's mixture "
                                                     "(= scripts/build_pretraining_data.py)"),
-    "tiny-models": ("cappy.engine.tiny_models", "tiny random models for offline runs "
+    "tiny-models": ("cappy.engine.weights.tiny_models", "tiny random models for offline runs "
                                                 "(= scripts/make_tiny_models.py)"),
     "demo": ("cappy.bigbench.demo", "the offline demo on tiny models "
                                     "(= scripts/demo_offline.py)"),
-    "processes": ("cappy.engine.hosts", "a command as several local JAX processes "
+    "processes": ("cappy.engine.runtime.local_processes", "a command as several local JAX processes "
                                         "(= scripts/run_local_processes.py)"),
 }
 
@@ -211,8 +219,6 @@ def stream_rows(config, check, process_chunk, chunk_size, desc, total):
     """Read valid rows in chunks, write process_chunk(chunk)'s rows atomically; count them."""
     import json
 
-    import tqdm
-
     from cappy.engine.io import atomic_open, run_lock
 
     counter = {"bad": 0, "rows": 0, "written": writes_outputs()}
@@ -221,8 +227,7 @@ def stream_rows(config, check, process_chunk, chunk_size, desc, total):
     with (run_lock(config.output, f"--output {config.output}") if leader
           else contextlib.nullcontext()), \
             (atomic_open(config.output) if leader else open(os.devnull, "w")) as out, \
-            tqdm.tqdm(total=total, desc=desc, unit="row",
-                      disable=not leader or not config.verbose) as bar:
+            progress_bar(total=total, desc=desc, unit="row", shown=config.verbose) as bar:
         for chunk in _chunks(rows, chunk_size):
             for result in process_chunk(chunk):
                 out.write(json.dumps(result, ensure_ascii=False) + "\n")
@@ -267,7 +272,7 @@ COMMANDS = {  # command -> (row check, chunk processor, rows per chunk, progress
 
 
 def run_finetune(config):
-    from cappy.engine.finetuning import finetune_on_rows
+    from cappy.engine.jobs.finetuning import finetune_on_rows
 
     check_output_dir(config.output_dir, config.overwrite)  # before reading rows or a model
 
@@ -302,7 +307,7 @@ def main(argv=None):
     command = namespace.command
     check_config(config)
     if argv is None and (command == "finetune" or config.backend == "flax"):
-        from cappy.engine.compilation_cache import enable_compilation_cache
+        from cappy.engine.runtime.compilation_cache import enable_compilation_cache
 
         keep_torch_out_of_transformers()  # a process computing with JAX only
         enable_compilation_cache()

@@ -5,7 +5,7 @@
 
 Runs on the same random weights and data the original release's scoring (every pair
 padded to 512, duplicates scored again), the project's scoring
-(cappy.engine.scoring.PairScorer), and optionally transformers' PyTorch model with
+(cappy.engine.jobs.scoring.PairScorer), and optionally transformers' PyTorch model with
 length-sorted dynamic padding; then the paper's finetuning recipe three ways: the
 original's loop with fixed padding, the same loop with bucketed padding (this project
 before packing), and the packed trainer. The original's paths are its own code in its own
@@ -28,12 +28,13 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from cappy.engine.errors import CappyError, exit_on_error  # noqa: E402
+from cappy.engine.errors import CappyError
+from cappy.engine.runtime.process import exit_on_error  # noqa: E402
 
 
 def parse_args(argv=None):
     from benchmarks.harness import GENERATOR_SHAPES, MODEL_SHAPES
-    from cappy.engine.checkpoints import DTYPES
+    from cappy.engine.weights.cappy_checkpoint import DTYPES
 
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
@@ -81,7 +82,7 @@ def main(argv=None):
     args = parse_args(argv)
     from benchmarks import harness as benchmark
     from cappy.engine.io import write_json
-    from cappy.engine.checkpoints import quiet_transformers
+    from cappy.engine.runtime.transformers_setup import quiet_transformers
 
     command = "python " + " ".join(shlex.quote(a) for a in sys.argv)
     print(f"command: {command}", flush=True)

@@ -37,7 +37,8 @@ import time
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
-from cappy.engine.errors import CappyError, exit_on_error  # noqa: E402
+from cappy.engine.errors import CappyError
+from cappy.engine.runtime.process import exit_on_error  # noqa: E402
 
 TASK, GENERATOR = "auto_categorization", "random-generator"
 WORKLOADS = ("bigbench", "promptsource")
@@ -71,8 +72,8 @@ def parse_args(argv=None):
 def prepare_model(work_dir, model_size):
     """The random Cappy, built once; its folder."""
     from benchmarks import harness as benchmark
-    from cappy.engine.checkpoints import save_cappy
-    from cappy.engine.tiny_models import make_scorer_tokenizer, sample_texts
+    from cappy.engine.weights.cappy_checkpoint import save_cappy
+    from cappy.engine.weights.tiny_models import make_scorer_tokenizer, sample_texts
 
     model_dir = os.path.join(work_dir, f"cappy-{model_size}")
     if not os.path.isfile(os.path.join(model_dir, "config.json")):

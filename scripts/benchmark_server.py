@@ -37,7 +37,8 @@ import numpy as np
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
-from cappy.engine.errors import CappyError, exit_on_error  # noqa: E402
+from cappy.engine.errors import CappyError
+from cappy.engine.runtime.process import exit_on_error  # noqa: E402
 
 PATHS = ("cappy_serve", "offline", "infinity")
 
@@ -69,8 +70,8 @@ def parse_args(argv=None):
 def prepare(work_dir, model_size):
     """(model folder, [(query, [texts])] pool of prompts)."""
     from benchmarks import harness
-    from cappy.engine.checkpoints import save_cappy
-    from cappy.engine.tiny_models import make_scorer_tokenizer, sample_texts
+    from cappy.engine.weights.cappy_checkpoint import save_cappy
+    from cappy.engine.weights.tiny_models import make_scorer_tokenizer, sample_texts
 
     tokenizer = make_scorer_tokenizer(sample_texts())
     model_dir = os.path.join(work_dir, f"cappy-{model_size}")
@@ -91,7 +92,7 @@ def make_requests(queries, answers, n, max_texts, seed):
 
 
 def free_port():
-    from cappy.engine.hosts import free_port as port
+    from cappy.engine.runtime.local_processes import free_port as port
 
     return port()
 

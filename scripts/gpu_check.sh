@@ -71,7 +71,7 @@ site=$(mktemp -d)
 "$python" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target "$site" "$wheels"/*.whl
 export PYTHONPATH="$site:$PWD" PYTHONUNBUFFERED=1 TRANSFORMERS_VERBOSITY=error
 before=$("$python" -c "import jax, numpy; print(jax.__version__, numpy.__version__)")
-"$python" -c "import cappy.engine.session, redco, datasets, rouge_score, nltk"
+"$python" -c "import cappy.engine.jobs.session, redco, datasets, rouge_score, nltk"
 platform=$("$python" -c "import jax; print(jax.default_backend())")
 echo "gpu check: $("$python" -V), jax/numpy $before, on $platform; writing to $OUT"
 if [ "$dry" = 0 ] && [ "$platform" != gpu ]; then

@@ -8,7 +8,7 @@ import pytest
 
 from cappy import Cappy, cli
 from cappy.engine.rouge import rouge_l
-from cappy.engine.scoring import encode_pairs
+from cappy.engine.jobs.scoring import encode_pairs
 
 from conftest import assert_close
 
@@ -240,7 +240,7 @@ def test_jax_backend_loads_weights_transformers_wrote(tiny_scorer, tmp_path, fla
 
     torch = pytest.importorskip("torch", reason="writing pytorch_model.bin needs PyTorch")
 
-    from cappy.engine.checkpoints import load_cappy, torch_model
+    from cappy.engine.weights.cappy_checkpoint import load_cappy, torch_model
 
     pt_only = tmp_path / "pt-only"
     shutil.copytree(tiny_scorer, pt_only)

@@ -1,5 +1,5 @@
-"""Cappy's own BART (`cappy.engine.bart`) and the generation-config token rules BART's
-checkpoints set (`cappy.engine.decoding.generation_rules`): logits against transformers'
+"""Cappy's own BART (`cappy.engine.models.bart`) and the generation-config token rules BART's
+checkpoints set (`cappy.engine.models.decoding.generation_rules`): logits against transformers'
 PyTorch BART and mBART, the cache against whole sequences, greedy and beam search against
 PyTorch's generate(), loading what transformers saves, candidate generation, and a
 pretraining build augmented by a tiny BART and a tiny T5."""
@@ -13,11 +13,11 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from cappy.engine import bart, decoding
-from cappy.engine.checkpoints import torch_state
+from cappy.engine.models import bart, decoding
+from cappy.engine.weights.files import torch_state
 from cappy.engine.errors import CappyError
-from cappy.engine.generators import Generator, load_generator
-from cappy.engine.tiny_models import as_trained, seeded_parameters
+from cappy.engine.weights.generator_loading import Generator, load_generator
+from cappy.engine.weights.tiny_models import as_trained, seeded_parameters
 from conftest import assert_close
 
 BOS, PAD, EOS = 0, 1, 2  # BART's ids; its decoding starts from EOS
@@ -205,8 +205,8 @@ def test_greedy_and_beam_search_match_transformers_pytorch_generate(case):
     torch = pytest.importorskip("torch")
     from test_causal_lm import summed_log_probs
 
-    from cappy.engine.generation import _token_log_likelihoods
-    from cappy.engine.generators import target_logits
+    from cappy.engine.jobs.candidate_generation import _token_log_likelihoods
+    from cappy.engine.models.families import target_logits
 
     overrides, early_stopping, eos_boost = GENERATION_CASES[case]
     config = small_config(decoder_layers=2, decoder_attention_heads=4, **overrides)
@@ -340,7 +340,7 @@ def test_weights_transformers_saved_load_with_their_logits(tmp_path):
     from safetensors.numpy import load_file, save_file
     from transformers import BartForConditionalGeneration
 
-    from cappy.engine.tiny_models import make_scorer_tokenizer, tiny_bart_config
+    from cappy.engine.weights.tiny_models import make_scorer_tokenizer, tiny_bart_config
 
     tokenizer = make_scorer_tokenizer()
     config = tiny_bart_config(tokenizer, max_position_embeddings=64, init_std=0.2)
@@ -397,7 +397,7 @@ def test_the_generation_settings_come_from_the_generation_config_or_config_json(
     checkpoints keep them, which transformers 5 still reads) become decoding's token rules
     and beam search's early stopping; a rule cappy does not implement is refused in one
     line."""
-    from cappy.engine.tiny_models import make_tiny_bart
+    from cappy.engine.weights.tiny_models import make_tiny_bart
 
     folder = make_tiny_bart(str(tmp_path / "bart"))
     generator = load_generator(folder)
@@ -431,7 +431,7 @@ def test_the_generation_settings_come_from_the_generation_config_or_config_json(
     ({"model_type": "marian"}, "model_type 'marian'")],
     ids=["normalize_before", "activation", "marian"])
 def test_what_cappy_does_not_compute_is_refused_in_one_line(tmp_path, change, problem):
-    from cappy.engine.tiny_models import make_tiny_bart
+    from cappy.engine.weights.tiny_models import make_tiny_bart
 
     folder = make_tiny_bart(str(tmp_path / "bart"))
     config = json.loads(open(os.path.join(folder, "config.json")).read())
@@ -448,7 +448,7 @@ def test_what_cappy_does_not_compute_is_refused_in_one_line(tmp_path, change, pr
 
 @pytest.fixture(scope="module")
 def tiny_bart(tmp_path_factory):
-    from cappy.engine.tiny_models import make_tiny_bart
+    from cappy.engine.weights.tiny_models import make_tiny_bart
 
     return make_tiny_bart(str(tmp_path_factory.mktemp("models") / "tiny-bart"))
 
@@ -458,7 +458,7 @@ def test_candidates_of_a_tiny_bart_obey_its_rules_and_score_honestly(tiny_bart):
     start with </s> <s>, repeat no 3-gram and end with </s> (forced at the last position
     where nothing ended them); each candidate's log-likelihood equals an unpadded
     one-example forward pass."""
-    from cappy.engine.generation import CandidateGenerator
+    from cappy.engine.jobs.candidate_generation import CandidateGenerator
     from cappy.engine.recipes import DECODINGS
 
     from test_generation import INSTRUCTIONS, check_candidates
@@ -503,7 +503,7 @@ def test_candidates_of_a_tiny_bart_obey_its_rules_and_score_honestly(tiny_bart):
 def test_pretraining_data_augmented_by_a_tiny_bart_and_a_tiny_t5_resumes_exactly(
         tiny_bart, tiny_t5, tmp_path):
     """A pretraining build with a tiny BART and a tiny T5 as augmenters (each loaded as
-    the build loads generators, cappy.engine.generation.CandidateGenerator from the
+    the build loads generators, cappy.engine.jobs.candidate_generation.CandidateGenerator from the
     settings, once for the three builds) labels both models' responses by ROUGE-L; a
     rerun after a crash and a deleted shard rebuilds every shard byte for byte (each
     batch is sampled from its own seed, whatever ran before)."""

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from benchmarks import harness as benchmark
-from cappy.engine.tiny_models import make_scorer_tokenizer, sample_texts
+from cappy.engine.weights.tiny_models import make_scorer_tokenizer, sample_texts
 from conftest import run_script
 
 

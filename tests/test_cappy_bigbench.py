@@ -10,7 +10,7 @@ from conftest import assert_close, run_script
 from cappy.bigbench import task
 from cappy.bigbench.examples import build_finetune_examples
 from cappy.engine.rouge import rouge_l
-from cappy.engine.training import learning_rate_schedule
+from cappy.engine.jobs.training import learning_rate_schedule
 
 
 def cand(text, ll=-1.0):
@@ -143,7 +143,7 @@ def test_crash_leaves_no_result_and_rerun_finishes(tiny_scorer, tmp_path, monkey
     args = task.parse_args([str(a) for a in task_args(
         tmp_path, tiny_scorer, "--learning_rate", "0")])
 
-    from cappy.engine import scoring
+    from cappy.engine.jobs import scoring
 
     def crash(*a, **k):
         raise RuntimeError("simulated crash while scoring")
@@ -163,10 +163,10 @@ def test_crash_leaves_no_result_and_rerun_finishes(tiny_scorer, tmp_path, monkey
 
 
 def test_scores_do_not_depend_on_batch_size_or_order(tiny_scorer):
-    from cappy.engine import roberta
-    from cappy.engine.checkpoints import load_cappy
-    from cappy.engine.mesh import Devices
-    from cappy.engine.scoring import PairScorer
+    from cappy.engine.models import roberta
+    from cappy.engine.weights.cappy_checkpoint import load_cappy
+    from cappy.engine.runtime.mesh import Devices
+    from cappy.engine.jobs.scoring import PairScorer
 
     model, tokenizer = load_cappy(tiny_scorer)
     devices = Devices()

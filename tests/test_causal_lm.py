@@ -1,4 +1,4 @@
-"""Cappy's own decoder-only generators (`cappy.engine.causal_lm`): GPT-2 and the Llama family
+"""Cappy's own decoder-only generators (`cappy.engine.models.causal_lm`): GPT-2 and the Llama family
 against transformers' PyTorch models, the cache against whole sequences, and GPT-2
 generations against those transformers' Flax `generate()` made before the switch."""
 
@@ -11,9 +11,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from cappy.engine import causal_lm, decoding
-from cappy.engine.checkpoints import torch_state
-from cappy.engine.tiny_models import as_trained, seeded_parameters
+from cappy.engine.models import causal_lm, decoding
+from cappy.engine.weights.files import torch_state
+from cappy.engine.weights.tiny_models import as_trained, seeded_parameters
 from conftest import assert_close
 
 GOLDEN = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data",
@@ -157,7 +157,7 @@ def boost_end_of_sequence(params, config, boost):
     """The end-of-sequence token's output weights times `boost`, in place, as
     scripts/baselines/make_generation_golden.py boosts them: outputs then end at many
     lengths, as a trained model's do."""
-    from cappy.engine import t5
+    from cappy.engine.models import t5
 
     eos = config.eos_token_id
     if config.model_type == "gpt2":
@@ -235,8 +235,8 @@ def candidate_log_likelihoods(config, params, outputs, width):
     """(batch, sums): (prompt ids, prompt mask, response) triples batched as candidate
     generation batches them (responses right-padded to `width`), and the responses'
     log-likelihood sums as it computes them."""
-    from cappy.engine.generation import _token_log_likelihoods
-    from cappy.engine.generators import target_logits
+    from cappy.engine.jobs.candidate_generation import _token_log_likelihoods
+    from cappy.engine.models.families import target_logits
 
     labels = np.zeros((len(outputs), width), np.int32)
     label_mask = np.zeros_like(labels)
@@ -255,7 +255,7 @@ def summed_log_probs(log_probs, labels, label_mask):
 
 
 def as_generator(config, params):
-    from cappy.engine.generators import Generator
+    from cappy.engine.weights.generator_loading import Generator
 
     return Generator(config=config, params=params, tokenizer=None, dtype="float32",
                      decoder_start_token_id=0, eos_token_id=config.eos_token_id,

@@ -9,10 +9,10 @@ import shutil
 import numpy as np
 import pytest
 
-from cappy.engine.checkpoints import (flatten, load_cappy, read_state, save_cappy, torch_state,
-                               unflatten)
+from cappy.engine.weights.cappy_checkpoint import load_cappy, save_cappy
+from cappy.engine.weights.files import flatten, read_state, torch_state, unflatten
 from cappy.engine.errors import CappyError
-from cappy.engine.tiny_models import make_scorer_tokenizer, sample_texts, tiny_scorer_config
+from cappy.engine.weights.tiny_models import make_scorer_tokenizer, sample_texts, tiny_scorer_config
 from conftest import assert_close
 
 INSTRUCTIONS = ["Name a fruit.", "Is the sky blue? " * 30, "Sort: banana apple",
@@ -84,8 +84,8 @@ def test_a_trained_checkpoint_round_trips_through_pytorch_both_ways(tiny_scorer,
     back here with the trained parameters exactly."""
     from transformers import AutoTokenizer
 
-    from cappy.engine import training
-    from cappy.engine.mesh import Devices
+    from cappy.engine.jobs import training
+    from cappy.engine.runtime.mesh import Devices
     from test_training import labelled_examples
 
     model, tokenizer = load_cappy(tiny_scorer)
@@ -227,7 +227,7 @@ def test_truncation_policy_is_saved_and_used_again(tiny_scorer, tmp_path):
 
 
 def test_writing_is_atomic_and_never_overwrites(tiny_scorer, tmp_path, monkeypatch):
-    from cappy.engine import checkpoints
+    from cappy.engine.weights import cappy_checkpoint as checkpoints
 
     model, tokenizer = load_cappy(tiny_scorer)
     target = tmp_path / "out"

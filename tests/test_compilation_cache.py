@@ -6,7 +6,7 @@ import os
 
 from conftest import run_script
 
-from cappy.engine import compilation_cache
+from cappy.engine.runtime import compilation_cache
 
 
 def test_the_folder_is_per_machine_and_the_switches_are_read(monkeypatch, tmp_path):

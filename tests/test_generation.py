@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from conftest import run_script
 
-from cappy.engine import generation
+from cappy.engine.jobs import candidate_generation as generation
 from cappy.bigbench import candidates
 from cappy.bigbench.candidates import read_candidate_file
 from cappy.engine.recipes import DECODINGS
@@ -36,7 +36,7 @@ def direct_log_likelihood(gen, instruction, response):
     """Log-likelihood of `response` with no batching, bucketing or padding at all."""
     import jax
 
-    from cappy.engine import causal_lm, t5
+    from cappy.engine.models import causal_lm, t5
 
     generator = gen.generator
     params, config = generator.params, generator.config

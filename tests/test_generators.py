@@ -1,4 +1,4 @@
-"""Loading generators (`cappy.engine.generators.load_generator`): every weights layout a hub
+"""Loading generators (`cappy.engine.weights.generator_loading.load_generator`): every weights layout a hub
 generator ships in reads to the same parameters, cast to the asked dtype; what cappy
 cannot compute stops with one line naming what it can."""
 
@@ -8,9 +8,10 @@ import shutil
 import numpy as np
 import pytest
 
-from cappy.engine.checkpoints import flatten, torch_state
+from cappy.engine.weights.files import flatten, torch_state
 from cappy.engine.errors import CappyError
-from cappy.engine.generators import SUPPORTED_MODEL_TYPES, load_generator
+from cappy.engine.models.families import SUPPORTED_MODEL_TYPES
+from cappy.engine.weights.generator_loading import load_generator
 from conftest import assert_close
 
 
@@ -34,7 +35,7 @@ def test_sharded_safetensors_and_msgpack_read_the_same_parameters(fixture, reque
     from flax.serialization import msgpack_serialize
     from safetensors.numpy import save_file
 
-    from cappy.engine.checkpoints import unflatten
+    from cappy.engine.weights.files import unflatten
 
     source = request.getfixturevalue(fixture)
     reference = load_generator(source)
@@ -115,8 +116,8 @@ def test_a_flan_t5_that_transformers_5_saved_loads_with_its_logits(tmp_path):
     torch = pytest.importorskip("torch")
     from transformers import T5Config, T5ForConditionalGeneration
 
-    from cappy.engine import t5
-    from cappy.engine.tiny_models import make_generator_tokenizer
+    from cappy.engine.models import t5
+    from cappy.engine.weights.tiny_models import make_generator_tokenizer
 
     tokenizer = make_generator_tokenizer()
     config = T5Config(vocab_size=len(tokenizer), d_model=32, d_kv=8, d_ff=64, num_layers=2,

@@ -23,9 +23,9 @@ PACKAGE_COMMANDS = {
     "tables": ("cappy.bigbench.present", "scripts/present_cappy_bigbench_results.py"),
     "promptsource-data": ("cappy.promptsource.build", "scripts/build_promptsource_test_data.py"),
     "pretraining-data": ("cappy.pretraining.build", "scripts/build_pretraining_data.py"),
-    "tiny-models": ("cappy.engine.tiny_models", "scripts/make_tiny_models.py"),
+    "tiny-models": ("cappy.engine.weights.tiny_models", "scripts/make_tiny_models.py"),
     "demo": ("cappy.bigbench.demo", "scripts/demo_offline.py"),
-    "processes": ("cappy.engine.hosts", "scripts/run_local_processes.py"),
+    "processes": ("cappy.engine.runtime.local_processes", "scripts/run_local_processes.py"),
 }
 COMMANDS = ([["-m", "cappy"], ["-m", "cappy", "score"], ["-m", "cappy", "rerank"],
              ["-m", "cappy", "finetune"]]

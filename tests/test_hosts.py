@@ -13,8 +13,8 @@ import time
 import pytest
 from conftest import REPO, assert_close
 
-from cappy.engine.hosts import (free_port, local_process_commands, local_process_env,
-                                run_local_processes)
+from cappy.engine.runtime.local_processes import (free_port, local_process_commands,
+                                                  local_process_env, run_local_processes)
 
 # Both runs compile the same programs as the other tests do (fast, unoptimized), the same
 # way, so that they compute alike.
@@ -29,7 +29,7 @@ def env_with(**extra):
 def two_processes(argv, cwds, host_timeout=120, work_log=None):
     """`python argv...` as two processes of one CPU device each; (exit codes, output).
     `work_log`: where each process counts the rows its device computed
-    (cappy.engine.mesh.record_share; `assert_each_computed_half`)."""
+    (cappy.engine.runtime.mesh.record_share; `assert_each_computed_half`)."""
     out = io.StringIO()
     extra = {} if work_log is None else {"CAPPY_WORK_LOG": str(work_log)}
     codes = run_local_processes([sys.executable, *map(str, argv)], 2, 1, host_timeout,
@@ -74,7 +74,7 @@ def write_pairs(path, n=40):
 def dies_mid_run():
     """Python code for `cappy` that dies (as if SIGKILLed) once it has scored a batch
     together with its peer, so that the peer is inside the next one."""
-    return ("import os, sys; from cappy.engine import scoring; real = scoring.place; "
+    return ("import os, sys; from cappy.engine.jobs import scoring; real = scoring.place; "
             "calls = []; "
             "scoring.place = lambda *a, **k: (calls.append(1), real(*a, **k))[1] "
             "if len(calls) < 2 else os._exit(9); "
@@ -168,7 +168,7 @@ def test_rendezvous_refuses_a_taken_port_and_a_repeated_process_id():
     import threading
 
     from cappy.engine.errors import CappyError
-    from cappy.engine.hosts import rendezvous
+    from cappy.engine.runtime.hosts import rendezvous
 
     with socket.socket() as taken:
         taken.bind(("", 0))

@@ -1,10 +1,10 @@
-"""One hub reader for every dataset the project loads (cappy.engine.hub), checked with a
+"""One hub reader for every dataset the project loads (cappy.engine.dataset_hub), checked with a
 stand-in for datasets.load_dataset: no network."""
 
 import datasets
 import pytest
 
-from cappy.engine import hub
+from cappy.engine import dataset_hub as hub
 
 
 @pytest.fixture
@@ -102,8 +102,8 @@ def test_dataset_hub_failures_are_one_line_naming_the_read_and_the_way_out(monke
 UNREACHABLE_LOAD = """
 import sys
 from cappy.engine.errors import CappyError
-from cappy.engine.checkpoints import load_cappy
-from cappy.engine.generators import load_generator
+from cappy.engine.weights.cappy_checkpoint import load_cappy
+from cappy.engine.weights.generator_loading import load_generator
 for load, name in ((load_cappy, "owner/some-cappy"), (load_generator, "owner/some-generator")):
     try:
         load(name)
@@ -137,9 +137,9 @@ def test_an_unreachable_hub_is_one_line_without_retries(tmp_path):
 
 
 def test_a_missing_local_folder_is_named(tmp_path):
-    from cappy.engine.checkpoints import load_cappy
+    from cappy.engine.weights.cappy_checkpoint import load_cappy
     from cappy.engine.errors import CappyError
-    from cappy.engine.generators import load_generator
+    from cappy.engine.weights.generator_loading import load_generator
 
     for load in (load_cappy, load_generator):
         with pytest.raises(CappyError, match="no-such-folder: folder not found"):

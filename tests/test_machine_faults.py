@@ -16,9 +16,10 @@ import subprocess
 import jax
 import numpy as np
 import pytest
-from conftest import REPO, run_script
+from conftest import ENVIRONMENT, REPO, run_script
 
-from cappy.engine.errors import CappyError, exit_on_error
+from cappy.engine.errors import CappyError
+from cappy.engine.runtime.process import exit_on_error
 
 # What XLA raises when an allocation fails on a device (first line, then pages of detail).
 OOM_TEXT = ("RESOURCE_EXHAUSTED: Out of memory while trying to allocate 17179869184 bytes.\n"
@@ -34,7 +35,7 @@ def out_of_device_memory():
 def small_disk(tmp_path):
     """`mount(size)`: a fresh tmpfs of `size` under tmp_path, unmounted afterwards."""
     if os.geteuid() != 0:
-        pytest.skip("mounting a tmpfs needs root")
+        pytest.skip(ENVIRONMENT + "mounting a tmpfs needs root")
     mounted = []
 
     def mount(size="1M", name="disk"):
@@ -44,9 +45,9 @@ def small_disk(tmp_path):
             done = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs",
                                    str(folder)], capture_output=True, text=True)
         except OSError as error:  # no mount command
-            pytest.skip(f"cannot mount a tmpfs here: {error}")
+            pytest.skip(f"{ENVIRONMENT}cannot mount a tmpfs here: {error}")
         if done.returncode:
-            pytest.skip(f"cannot mount a tmpfs here: {done.stderr.strip()}")
+            pytest.skip(f"{ENVIRONMENT}cannot mount a tmpfs here: {done.stderr.strip()}")
         mounted.append(folder)
         return folder
 
@@ -120,7 +121,8 @@ def test_xla_running_out_of_memory_is_recognised():
     code = ("import resource\n"
             f"resource.setrlimit(resource.RLIMIT_AS, ({cap}, {cap}))\n"
             "import jax, jax.numpy as jnp\n"
-            "from cappy.engine.errors import device_memory_guard, exit_on_error\n"
+            "from cappy.engine.errors import device_memory_guard\n"
+            "from cappy.engine.runtime.process import exit_on_error\n"
             "@exit_on_error\n"
             "def main():\n"
             "    with device_memory_guard('lower the size', lambda: 'nothing kept'):\n"
@@ -343,7 +345,7 @@ def finetune_argv(model, rows, output_dir, *extra):
 def test_a_finetuned_model_on_a_full_disk_keeps_the_previous_folder(
         small_disk, tiny_scorer, tmp_path, monkeypatch, capsys):
     from cappy import cli
-    from cappy.engine import checkpoints
+    from cappy.engine.weights import cappy_checkpoint as checkpoints
 
     disk = small_disk("2M")
     output_dir = disk / "my-cappy"
@@ -373,7 +375,7 @@ def test_a_finetuned_model_on_a_full_disk_keeps_the_previous_folder(
 def test_cappy_finetune_refuses_a_disk_too_small_before_training(
         small_disk, tiny_scorer, tmp_path, monkeypatch, capsys):
     from cappy import cli
-    from cappy.engine import session
+    from cappy.engine.jobs import session
 
     disk = small_disk("1M")
     fill(disk, 64 << 10)
@@ -455,7 +457,7 @@ def assert_same_run(output_dir, full):
 def test_a_checkpoint_write_that_fills_the_disk_keeps_the_last_one_and_resumes_exactly(
         small_disk, pretraining, monkeypatch, capsys):
     import cappy_pretrain
-    from cappy.engine import training
+    from cappy.engine.jobs import training
     from cappy.pretraining.train import list_checkpoints
     from test_pretrain import flags
 
@@ -493,7 +495,7 @@ def test_a_disk_that_fills_during_training_stops_before_the_next_checkpoint(
         small_disk, pretraining, monkeypatch, capsys):
     """Checked just before each checkpoint: orbax never starts a write it cannot finish."""
     import cappy_pretrain
-    from cappy.engine import training
+    from cappy.engine.jobs import training
     from cappy.pretraining.train import list_checkpoints
     from test_pretrain import flags
 
@@ -526,7 +528,7 @@ def test_a_disk_that_fills_during_training_stops_before_the_next_checkpoint(
 def test_pretraining_refuses_a_disk_too_small_for_its_checkpoints_before_training(
         small_disk, pretraining, monkeypatch, capsys):
     import cappy_pretrain
-    from cappy.engine.training import Trainer
+    from cappy.engine.jobs.training import Trainer
     from test_pretrain import flags
 
     data, backbone, _ = pretraining
@@ -551,7 +553,7 @@ def test_pretraining_refuses_a_disk_too_small_for_its_checkpoints_before_trainin
 def test_pretraining_out_of_device_memory_names_the_settings_and_keeps_the_checkpoint(
         pretraining, tmp_path, monkeypatch, capsys):
     import cappy_pretrain
-    from cappy.engine.training import Trainer
+    from cappy.engine.jobs.training import Trainer
     from cappy.pretraining.train import list_checkpoints
     from test_pretrain import flags
 
@@ -586,7 +588,7 @@ def test_pretraining_out_of_device_memory_names_the_settings_and_keeps_the_check
 def test_generation_out_of_device_memory_keeps_the_finished_candidate_files(
         tiny_t5, tmp_path, monkeypatch, capsys):
     from cappy.bigbench.candidates import read_candidate_file
-    from cappy.engine.generation import CandidateGenerator
+    from cappy.engine.jobs.candidate_generation import CandidateGenerator
     from test_generation import write_task
 
     write_task(str(tmp_path / "data"), "task_a", n_train=3, n_validation=2)
@@ -617,7 +619,7 @@ def test_scoring_out_of_device_memory_names_the_settings(tiny_scorer, tmp_path, 
                                                          capsys):
     """XLA's error raised by the compiled scoring step itself (where it is traced)."""
     from cappy import cli
-    from cappy.engine import roberta
+    from cappy.engine.models import roberta
 
     def exhausted(*args, **kwargs):
         raise out_of_device_memory()

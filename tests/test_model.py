@@ -1,4 +1,4 @@
-"""Cappy's own RoBERTa (`cappy.engine.roberta`) computes transformers' RoBERTa sequence
+"""Cappy's own RoBERTa (`cappy.engine.models.roberta`) computes transformers' RoBERTa sequence
 classifier: pinned scores, and logits and gradients against transformers'
 PyTorch model on the same parameters."""
 
@@ -9,9 +9,10 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from cappy.engine import packing, roberta
-from cappy.engine.checkpoints import CappyModel, flatten, torch_name
-from cappy.engine.tiny_models import as_trained
+from cappy.engine.models import packing, roberta
+from cappy.engine.weights.cappy_checkpoint import CappyModel
+from cappy.engine.weights.files import flatten, torch_name
+from cappy.engine.weights.tiny_models import as_trained
 from conftest import assert_close
 
 
@@ -73,7 +74,7 @@ def golden_parameters(config):
     for path, shape in sorted(flatten(roberta.parameter_shapes(config)).items()):
         flat[path] = (rng.normal(0.0, 0.2, shape).astype(np.float32)
                       + (1.0 if path[-1] == "scale" else 0.0))
-    from cappy.engine.checkpoints import unflatten
+    from cappy.engine.weights.files import unflatten
 
     return unflatten(flat)
 
@@ -108,7 +109,7 @@ def torch():
 
 
 def reference(config, params, torch):
-    from cappy.engine.checkpoints import torch_model
+    from cappy.engine.weights.cappy_checkpoint import torch_model
 
     return torch_model(CappyModel(config=config, params=params))
 
@@ -165,7 +166,7 @@ def test_packed_pairs_score_what_each_scores_alone(widths, torch):
     rng = np.random.default_rng(len(widths))
     lengths = list(rng.integers(3, 65, 30)) + list(rng.integers(3, 7, 10))  # some rows fill up
     pairs = [{"input_ids": [0] + list(rng.integers(3, 300, n - 1))} for n in lengths]
-    from cappy.engine.padding import pad_batch
+    from cappy.engine.models.padding import pad_batch
 
     ids, mask = pad_batch([p["input_ids"] for p in pairs], 64, 1)
     with torch.no_grad():

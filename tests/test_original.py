@@ -4,7 +4,7 @@ tokenizer, Redco 0.4.13; `original_python`), on the same checkpoint folder, whic
 read through transformers' own Flax loader. Compared: every row's score, the PromptSource
 choices and accuracy, and one BIG-Bench task's choices at learning rate 0 and after
 finetuning with dropout off. The tiny Cappy has every bias and LayerNorm parameter drawn
-(`cappy.engine.tiny_models.as_trained`)."""
+(`cappy.engine.weights.tiny_models.as_trained`)."""
 
 import json
 import os
@@ -17,7 +17,7 @@ import pytest
 from benchmarks.harness import REFERENCE_GENERATOR as GENERATOR
 from benchmarks.harness import REFERENCE_TASK as TASK
 from benchmarks.harness import bigbench_task_flags as task_flags
-from cappy.engine.tiny_models import sample_texts
+from cappy.engine.weights.tiny_models import sample_texts
 from conftest import REPO, assert_close, run_script
 
 

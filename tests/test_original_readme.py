@@ -19,7 +19,7 @@ import zipfile
 
 from conftest import promptsource_rows
 
-from cappy.engine.tiny_models import SAMPLE_DIR
+from cappy.engine.weights.tiny_models import SAMPLE_DIR
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TASK = "auto_categorization"

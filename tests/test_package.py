@@ -44,7 +44,7 @@ def test_package_data_and_modules_are_installed(installed, tmp_path):
     for path in ("cappy/data/paper_results.json", "cappy/data/original_a10g_results.json",
                  "cappy/data/promptsource_templates/anli/templates.yaml",
                  "cappy/data/bigbench_sample/subset_names.json",
-                 "cappy/engine/roberta.py", "cappy/bigbench/task.py",
+                 "cappy/engine/models/roberta.py", "cappy/bigbench/task.py",
                  "cappy/promptsource/evaluate.py", "cappy/pretraining/train.py"):
         assert (site / path).is_file(), path
     assert not (site / "benchmarks").exists() and not (site / "tests").exists()

@@ -10,9 +10,9 @@ import pytest
 from conftest import run_script
 
 import cappy_pretrain
-from cappy.engine import tiny_models
+from cappy.engine.weights import tiny_models
 from cappy.engine.errors import CappyError
-from cappy.engine.checkpoints import load_cappy
+from cappy.engine.weights.cappy_checkpoint import load_cappy
 from cappy.pretraining.train import PairStream, find_shards, list_checkpoints, sample_pairs, trim_log
 
 # Short pairs: every batch pads to the same bucket, so each run compiles few shapes.
@@ -58,8 +58,8 @@ def save_masked_lm(path, config, tokenizer, seed=0):
     `lm_head` and no regression head, `model.safetensors`."""
     from safetensors.numpy import save_file
 
-    from cappy.engine import roberta
-    from cappy.engine.checkpoints import torch_state
+    from cappy.engine.models import roberta
+    from cappy.engine.weights.files import torch_state
 
     params = roberta.init_params(config, seed)
     del params["classifier"]

@@ -418,7 +418,7 @@ def test_augmented_rows_are_labelled_by_rouge_l(tmp_path, monkeypatch):
 def test_augmentation_with_a_tiny_t5_is_labelled_and_reproducible(tiny_t5, tmp_path):
     from rouge_score import rouge_scorer
 
-    from cappy.engine.generation import CandidateGenerator
+    from cappy.engine.jobs.candidate_generation import CandidateGenerator
 
     generator = CandidateGenerator(tiny_t5, n_sample_gens=2, per_device_batch_size=4,
                                    max_src_len=32, max_tgt_len=8, dtype="float32",

@@ -12,7 +12,7 @@ import os
 import pytest
 
 from benchmarks.harness import bigbench_task_flags
-from cappy.engine import tiny_models
+from cappy.engine.weights import tiny_models
 from conftest import REPO, assert_close, run_script
 
 REFERENCES = os.path.join(REPO, "tests", "data", "original_references.json")

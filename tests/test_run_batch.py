@@ -319,7 +319,7 @@ def test_a_signal_stops_the_child_too_and_the_task_stays_unfinished(setup, signu
 
 STOPPABLE_WRITE = """
 import sys, time
-from cappy.engine.errors import exit_on_error
+from cappy.engine.runtime.process import exit_on_error
 from cappy.engine.io import atomic_open
 
 @exit_on_error

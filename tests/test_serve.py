@@ -17,7 +17,7 @@ import time
 import numpy as np
 import pytest
 
-from cappy.engine.hosts import free_port
+from cappy.engine.runtime.local_processes import free_port
 from conftest import REPO, assert_close
 
 QUERY = "Which of these is a fruit you can eat?"

@@ -7,14 +7,14 @@ tests/test_training.py.)"""
 import numpy as np
 import pytest
 
-from cappy.engine import packing, roberta
+from cappy.engine.models import packing, roberta
 from cappy.bigbench.task import rerank_rows
 from cappy.bigbench.candidates import all_candidates
 from cappy.engine.recipes import DECODINGS
-from cappy.engine.checkpoints import load_cappy
-from cappy.engine.mesh import Devices
-from cappy.engine.scoring import PairScorer, collate_pairs, encode_pairs
-from cappy.engine.tiny_models import sample_texts
+from cappy.engine.weights.cappy_checkpoint import load_cappy
+from cappy.engine.runtime.mesh import Devices
+from cappy.engine.jobs.scoring import PairScorer, collate_pairs, encode_pairs
+from cappy.engine.weights.tiny_models import sample_texts
 from conftest import assert_close
 
 
@@ -120,7 +120,7 @@ def test_scorer_scores_each_distinct_pair_once(tiny, monkeypatch):
 def test_batch_tokens_follow_the_batch_size_capped_only_on_cpus(tiny, monkeypatch):
     """A packed batch holds per_device_batch_size x max_length tokens (the original's
     batch of padded pairs); only CPUs cap it at CPU_TOKENS_PER_BATCH."""
-    from cappy.engine import scoring
+    from cappy.engine.jobs import scoring
 
     model, tokenizer = tiny
     devices = Devices()
@@ -136,10 +136,10 @@ def test_batch_tokens_follow_the_batch_size_capped_only_on_cpus(tiny, monkeypatc
 SCORE_ON_DEVICES = """
 import json, sys
 import jax
-from cappy.engine.checkpoints import load_cappy
-from cappy.engine.mesh import Devices
-from cappy.engine.scoring import PairScorer
-from cappy.engine.tiny_models import sample_texts
+from cappy.engine.weights.cappy_checkpoint import load_cappy
+from cappy.engine.runtime.mesh import Devices
+from cappy.engine.jobs.scoring import PairScorer
+from cappy.engine.weights.tiny_models import sample_texts
 model, tokenizer = load_cappy(sys.argv[1])
 devices = Devices(int(sys.argv[2]))
 scorer = PairScorer(model, tokenizer, devices, max_length=128, per_device_batch_size=1,
@@ -184,7 +184,7 @@ def test_pairs_are_encoded_as_the_tokenizer_encodes_them():
     """encode_pairs tokenizes each distinct text once and assembles the pairs with the
     tokenizer's post-processor; the ids are those of tokenizer(instruction, response):
     cut from either side, left whole, with instructions shared by many responses."""
-    from cappy.engine.tiny_models import make_scorer_tokenizer
+    from cappy.engine.weights.tiny_models import make_scorer_tokenizer
 
     tokenizer = make_scorer_tokenizer(sample_texts())
     texts = sample_texts()

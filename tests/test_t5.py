@@ -1,4 +1,4 @@
-"""Cappy's own T5 (`cappy.engine.t5`) and decoding (`cappy.engine.decoding`): logits against
+"""Cappy's own T5 (`cappy.engine.t5`) and decoding (`cappy.engine.models.decoding`): logits against
 transformers' PyTorch T5, the cache against whole sequences, and generations
 against those transformers' Flax `generate()` made before the switch."""
 
@@ -10,9 +10,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from cappy.engine import decoding, t5
-from cappy.engine.checkpoints import torch_state
-from cappy.engine.tiny_models import as_trained, seeded_parameters
+from cappy.engine.models import decoding, t5
+from cappy.engine.weights.files import torch_state
+from cappy.engine.weights.tiny_models import as_trained, seeded_parameters
 from conftest import assert_close
 
 GOLDEN = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data",

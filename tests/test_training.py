@@ -9,12 +9,13 @@ import numpy as np
 import optax
 import pytest
 
-from cappy.engine import packing, roberta, training
-from cappy.engine.checkpoints import load_cappy
-from cappy.engine.mesh import Devices
-from cappy.engine.redco_adapter import original_example_order
-from cappy.engine.scoring import PairScorer, encode_examples
-from cappy.engine.tiny_models import sample_texts
+from cappy.engine.jobs import training
+from cappy.engine.models import packing, roberta
+from cappy.engine.weights.cappy_checkpoint import load_cappy
+from cappy.engine.runtime.mesh import Devices
+from cappy.engine.runtime.redco_adapter import original_example_order
+from cappy.engine.jobs.scoring import PairScorer, encode_examples
+from cappy.engine.weights.tiny_models import sample_texts
 from conftest import assert_close
 
 
@@ -37,7 +38,7 @@ def fixed_width_training(model, examples, seed, per_device_batch_size, accumulat
     import optax
     from redco import Deployer, Trainer
 
-    from cappy.engine.scoring import collate_pairs
+    from cappy.engine.jobs.scoring import collate_pairs
 
     deployer = Deployer(jax_seed=seed, verbose=False)
     _, global_micro = deployer.get_local_global_micro_batch_size(per_device_batch_size)
@@ -231,9 +232,10 @@ import json, sys
 import jax, numpy as np
 sys.path.insert(0, sys.argv[3])
 from test_training import labelled_examples
-from cappy.engine import training
-from cappy.engine.checkpoints import flatten, load_cappy
-from cappy.engine.mesh import Devices
+from cappy.engine.jobs import training
+from cappy.engine.weights.cappy_checkpoint import load_cappy
+from cappy.engine.weights.files import flatten
+from cappy.engine.runtime.mesh import Devices
 model, tokenizer = load_cappy(sys.argv[1])
 model.config.hidden_dropout_prob = model.config.attention_probs_dropout_prob = 0.0
 devices = Devices(int(sys.argv[2]))

@@ -12,17 +12,16 @@ averaged per task, then over tasks. Missing tasks are listed and left out of the
 
 import dataclasses
 
-from cappy.engine.config import job_command, setting
+from cappy.bigbench.candidates import CandidateFolders
+from cappy.engine.config import setting
+from cappy.engine.runtime.process import job_command
 
 COMMAND_DOC = __doc__
 
 
 @dataclasses.dataclass(kw_only=True)
-class BaselinesConfig:
+class BaselinesConfig(CandidateFolders):
     """The baseline table's flags."""
-    bigbench_data_dir: str = setting("bigbench_data", "the BIG-Bench task files")
-    bigbench_gen_dir: str = setting("bigbench_flan_gens", "folder of candidate folders, one "
-                                    "per generator")
     gen_models: str | None = setting(None, "comma-separated generator folders (default: every "
                                      "folder found)", type=str)
     tgt_key: str = setting("response", "the response's field in the candidates")

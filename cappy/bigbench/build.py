@@ -9,7 +9,8 @@ See `cappy.bigbench.data` for the split rule and the output format.
 
 import dataclasses
 
-from cappy.engine.config import job_command, setting
+from cappy.engine.config import setting
+from cappy.engine.runtime.process import job_command
 
 COMMAND_DOC = __doc__
 

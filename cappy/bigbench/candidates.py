@@ -8,9 +8,11 @@ the highest log-likelihood sum (or mean) under the generator, over all
 candidates in decoding order (the first maximum wins).
 """
 
+import dataclasses
 import math
 import os
 
+from cappy.engine.config import setting
 from cappy.engine.errors import located
 from cappy.engine.io import iter_jsonl, read_jsonl, write_jsonl
 from cappy.engine.recipes import DECODINGS, DETERMINISTIC_DECODINGS, LOG_LIKELIHOOD_KEYS
@@ -26,6 +28,16 @@ BASELINE_LABELS = {
     "topp0.95": "Nucleus (p=0.95)", "self_score_sum": "Self-Score (sum)",
     "self_score_mean": "Self-Score (mean)",
 }
+
+
+@dataclasses.dataclass(kw_only=True)
+class CandidateFolders:
+    """The folders a command over every task's candidates reads: the tasks and the
+    candidate folders, one per generator."""
+    bigbench_data_dir: str = setting("bigbench_data", "folder of the BIG-Bench task files "
+                                     "and subset_names.json")
+    bigbench_gen_dir: str = setting("bigbench_flan_gens", "folder of candidate folders, one "
+                                    "per generator")
 
 
 def _check_candidate_row(path, line, row, src_key, tgt_key, refs_key, need_log_likelihood):
@@ -132,7 +144,7 @@ def write_candidates(generator, rows, out_path, seed, src_key="instruction",
                      tgt_key="response", desc=None):
     """Generate candidates for `rows` and write rows + `flan_samples` atomically (process 0
     writes; in a run of several processes every process generates)."""
-    from cappy.engine.hosts import writes_outputs
+    from cappy.engine.runtime.leader import writes_outputs
 
     generator.reseed(seed, os.path.basename(out_path))
     candidates = generator.generate([row[src_key] for row in rows],

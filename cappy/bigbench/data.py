@@ -50,6 +50,7 @@ import zlib
 from cappy.engine.errors import CappyError
 from cappy.engine.flags import comma_list
 from cappy.engine.io import atomic_open, read_json, write_jsonl
+from cappy.engine.runtime.leader import progress_bar
 from cappy.paper import bigbench_tasks
 
 HUB_DATASET = "tasksource/bigbench"
@@ -396,8 +397,6 @@ def iter_sdist_tasks(sdist_path, plan):
 def build_from_sdist(sdist_path, output_dir, tasks, max_train_rows=None,
                      max_validation_rows=None, progress=True):
     """Convert `tasks` from the sdist and write them; return [(task, n_train, n_val)]."""
-    from tqdm import tqdm
-
     plan = scan_sdist(sdist_path, tasks)
     absent = [task for task in tasks if task not in plan]
     unexpected = [task for task in absent if task not in MISSING_FROM_SDIST]
@@ -409,7 +408,7 @@ def build_from_sdist(sdist_path, output_dir, tasks, max_train_rows=None,
     if not plan:
         raise CappyError("nothing to build: none of the selected tasks is in the sdist")
     sizes = {}
-    with tqdm(total=len(plan), unit="task", disable=not progress) as bar:
+    with progress_bar(total=len(plan), unit="task", shown=progress) as bar:
         for task, train, validation in iter_sdist_tasks(sdist_path, plan):
             sizes[task] = write_task(output_dir, task, train, validation,
                                      max_train_rows, max_validation_rows)
@@ -466,7 +465,7 @@ def hub_generative_tasks(config_names, load):
 
 
 def _hub_call(function, *args):
-    from cappy.engine.hub import hub_error
+    from cappy.engine.dataset_hub import hub_error
 
     try:
         return function(*args)
@@ -483,7 +482,6 @@ def build_from_hub(output_dir, tasks, max_train_rows=None, max_validation_rows=N
     the selected configs are loaded (each must still be generative).
     """
     import datasets
-    from tqdm import tqdm
 
     def load(name):
         return _hub_call(datasets.load_dataset, HUB_DATASET, name)
@@ -492,7 +490,7 @@ def build_from_hub(output_dir, tasks, max_train_rows=None, max_validation_rows=N
     if full_check:
         configs = _hub_call(datasets.get_dataset_config_names, HUB_DATASET)
         kept = hub_generative_tasks(
-            tqdm(configs, desc="checking configs", unit="config", disable=not progress), load)
+            progress_bar(configs, desc="checking configs", unit="config", shown=progress), load)
         if sorted(kept) != sorted(tasks):
             extra = sorted(set(kept) - set(tasks))
             missing = sorted(set(tasks) - set(kept))
@@ -500,7 +498,7 @@ def build_from_hub(output_dir, tasks, max_train_rows=None, max_validation_rows=N
                              f"the paper's {len(tasks)} (extra: {extra or 'none'}; missing: "
                              f"{missing or 'none'})")
     sizes = {}
-    for task in tqdm(tasks, unit="task", disable=not progress):
+    for task in progress_bar(tasks, unit="task", shown=progress):
         dataset = load(task)
         if not all(split in dataset for split in SPLITS):
             raise CappyError(f"{HUB_DATASET}/{task}: no train and validation splits")

@@ -16,8 +16,9 @@ import dataclasses
 import os
 import time
 
-from cappy.engine.config import job_command, setting
-from cappy.engine.tiny_models import SAMPLE_DIR, build_tiny_models
+from cappy.engine.config import setting
+from cappy.engine.runtime.process import job_command
+from cappy.engine.weights.tiny_models import SAMPLE_DIR, build_tiny_models
 
 GENERATOR = "tiny-t5"
 # Small enough for two CPU cores; same code paths as the paper's settings.
@@ -32,7 +33,7 @@ def run_demo(output_dir="demo_run", log=print, tasks=None, quiet=False):
     """The demo's five steps; `quiet` logs only the two tables."""
     from cappy.bigbench.task import TaskConfig, run_task
     from cappy.bigbench.candidates import plan_bigbench_generation, write_candidates
-    from cappy.engine.generation import CandidateGenerator
+    from cappy.engine.jobs.candidate_generation import CandidateGenerator
     from cappy.bigbench.data import read_task_names
     from cappy.engine.io import write_json
     from cappy.bigbench.tables import (baseline_report, cappy_report, format_baseline_table,

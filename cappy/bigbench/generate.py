@@ -12,7 +12,7 @@ finished ones, so a crash loses at most the file in progress; each file has its 
 random stream, so resuming gives the same candidates as an uninterrupted run.
 
 Generators: T5 / FLAN-T5 / mT5, BART (BART0) and mBART, GPT-2 and the Llama family (Llama
-2 and 3, Mistral, Qwen2), computed by cappy's own code (`cappy.engine.generators`).
+2 and 3, Mistral, Qwen2), computed by cappy's own code (`cappy.engine.weights.generator_loading`).
 Weights are cast to `--dtype` (float16 in the paper; use float32 on a CPU). Every input
 is checked before the generator loads; one run at a time writes a generator's folder.
 """
@@ -21,9 +21,10 @@ import contextlib
 import dataclasses
 import os
 
-from cappy.engine.config import job_command, setting
+from cappy.engine.config import setting
+from cappy.engine.runtime.process import job_command
 from cappy.engine.errors import CappyError
-from cappy.engine.hosts import HostSettings
+from cappy.engine.runtime.hosts import HostSettings
 
 COMMAND_DOC = __doc__
 SPLITS = ("train", "validation")
@@ -60,8 +61,9 @@ def run(config):
     from cappy.bigbench.candidates import plan_bigbench_generation
     from cappy.bigbench.data import read_task_names
     from cappy.engine.flags import comma_list
-    from cappy.engine.generation import generator_name
-    from cappy.engine.hosts import join, writes_outputs
+    from cappy.engine.jobs.candidate_generation import generator_name
+    from cappy.engine.runtime.hosts import join
+    from cappy.engine.runtime.leader import writes_outputs
     from cappy.engine.io import check_output_folder, run_lock
 
     tasks = (comma_list(config.tasks, "--tasks") if config.tasks
@@ -87,8 +89,8 @@ def generate(config, tasks, splits, output_dir):
     from cappy.bigbench.candidates import (candidate_file_bytes, plan_bigbench_generation,
                                            write_candidates)
     from cappy.engine.errors import device_memory_guard
-    from cappy.engine.generation import CandidateGenerator
-    from cappy.engine.hosts import writes_outputs
+    from cappy.engine.jobs.candidate_generation import CandidateGenerator
+    from cappy.engine.runtime.leader import writes_outputs
     from cappy.engine.io import check_free_space
 
     todo, done = plan_bigbench_generation(config.data_dir, output_dir, tasks, splits,

@@ -19,7 +19,8 @@ the paper), with our baseline rows from `--baselines_file` (the JSON of `cappy b
 import dataclasses
 import os
 
-from cappy.engine.config import job_command, setting
+from cappy.engine.config import setting
+from cappy.engine.runtime.process import job_command
 from cappy.engine.errors import CappyError
 
 COMMAND_DOC = __doc__

@@ -31,9 +31,11 @@ import sys
 import threading
 import time
 
+from cappy.bigbench.candidates import CandidateFolders
 from cappy.bigbench.data import read_task_names
 from cappy.bigbench.results import log_file, read_result, result_file
-from cappy.engine.config import job_command, setting
+from cappy.engine.config import setting
+from cappy.engine.runtime.process import job_command
 from cappy.engine.errors import CappyError, Stopped, stop_signal
 from cappy.engine.flags import comma_list
 from cappy.engine.io import lock_holder
@@ -304,11 +306,8 @@ def parse_devices(text, cuda_idx=None):
 
 
 @dataclasses.dataclass(kw_only=True)
-class BatchConfig:
+class BatchConfig(CandidateFolders):
     """The batch runner's settings; the task flags it does not know go to every task."""
-    bigbench_data_dir: str = setting("bigbench_data", "folder holding subset_names.json")
-    bigbench_gen_dir: str = setting("bigbench_flan_gens", "folder of candidate folders, one "
-                                    "per generator")
     gen_models: str | None = setting(None, "comma-separated generator folders (default: "
                                      "every FLAN-T5 folder in --bigbench_gen_dir)", type=str)
     tasks: str | None = setting(None, "comma-separated tasks (default: all of "

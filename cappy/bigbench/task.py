@@ -18,10 +18,11 @@ import numpy as np
 from cappy.bigbench.candidates import all_candidates, candidate_path, read_candidate_file
 from cappy.bigbench.examples import build_finetune_examples
 from cappy.bigbench.results import read_result, result_paths
-from cappy.engine.checkpoints import DTYPES
-from cappy.engine.config import (MIN_MAX_LENGTH, check_config, job_command,
-                                 setting, settings_of)
-from cappy.engine.hosts import HostSettings, join, writes_outputs
+from cappy.engine.weights.cappy_checkpoint import DTYPES
+from cappy.engine.config import MIN_MAX_LENGTH, check_config, setting, settings_of
+from cappy.engine.runtime.process import job_command
+from cappy.engine.runtime.hosts import HostSettings, join
+from cappy.engine.runtime.leader import writes_outputs
 from cappy.engine.errors import device_memory_guard
 from cappy.engine.io import atomic_files, check_output_folder, dump_json, dump_jsonl, run_lock
 from cappy.engine.ranking import best_index
@@ -35,8 +36,8 @@ def run_task(config, log=print, rerun_hint="use --overwrite to run again"):
     check_config(config)
     import jax
 
-    from cappy.engine.session import Cappy
-    from cappy.engine.training import n_optimizer_updates
+    from cappy.engine.jobs.session import Cappy
+    from cappy.engine.jobs.training import n_optimizer_updates
 
     result_path, predictions_path = result_paths(config.results_dir, config.bigbench_gen_model,
                                                  config.bigbench_subset_name)
@@ -165,7 +166,7 @@ per task is in cappy/data/paper_results.json (mean over 45 tasks: 37.17 with
 FLAN-T5-XXL candidates). `--learning_rate 0` skips finetuning and reranks with
 the initial model. `--lr_schedule paper` (default) reproduces the published
 schedule; `--lr_schedule corrected` counts warm-up and decay in optimizer
-updates (see cappy/engine/training.py and the README).
+updates (see cappy/engine/jobs/training.py and the README).
 """
 
 

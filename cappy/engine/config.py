@@ -11,7 +11,6 @@ builds the dataclass instead of an argv list.
 import argparse
 import dataclasses
 import math
-import os
 
 
 # The fewest tokens a pair's row can have: RoBERTa's four special tokens and one token of
@@ -144,37 +143,6 @@ def parse_config(config_class, parser, argv=None):
                              for field in dataclasses.fields(config_class)})
     check_config(config)
     return config
-
-
-def job_command(config_class, doc, run, computes=True, environment=None):
-    """`(parse_args, main)` of a command: flags made from `config_class` (described by
-    `doc`'s first paragraph), then `run(config)`, whose int return is the exit code. When
-    the command `computes` with JAX and is a process of its own (argv None, or
-    `own_process`, as `cappy` passes it), `main` keeps PyTorch out of transformers and
-    switches JAX's persistent compilation cache on first. `environment` holds variables the
-    command sets, where unset, before anything is imported (the demo: HF_HUB_OFFLINE)."""
-    from cappy.engine.errors import exit_on_error
-
-    def parse_args(argv=None, prog=None):
-        parser = build_parser(config_class, doc.split("\n\n")[0], prog=prog)
-        return parse_config(config_class, parser, argv)
-
-    @exit_on_error
-    def main(argv=None, prog=None, own_process=None):
-        config = parse_args(argv, prog)
-        for name, value in (environment or {}).items():
-            os.environ.setdefault(name, value)
-        if computes and (argv is None if own_process is None else own_process):
-            from cappy.engine.checkpoints import keep_torch_out_of_transformers
-            from cappy.engine.compilation_cache import enable_compilation_cache
-
-            keep_torch_out_of_transformers()  # a process computing with JAX only: start-up
-            enable_compilation_cache()  # and the programs an earlier run compiled
-        code = run(config)  # an exit code, or what the job returns (its result): 0
-        return code if type(code) is int else 0
-
-    parse_args.__doc__ = f"The command's flags -> a {config_class.__name__}."
-    return parse_args, main
 
 
 def settings_of(config):

@@ -1,10 +1,7 @@
 """One clear line for bad input or a stop, never a traceback from deep inside a library."""
 
 import contextlib
-import functools
 import signal
-import sys
-import threading
 
 
 class CappyError(Exception):
@@ -25,10 +22,6 @@ class Stopped(BaseException):
 
 
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGHUP)
-
-
-def _raise_stopped(signum, frame):
-    raise Stopped(signum)
 
 
 def stop_signal(stop):
@@ -85,65 +78,3 @@ def device_memory_guard(lower, kept=None):
         raise CappyError(device_memory_line(reason, lower, kept() if kept else None)) from None
 
 
-def _exit(code):
-    """Exit with `code`; in a run of several processes at once, without JAX's shutdown
-    barrier, which would wait for peers that may be gone (cappy.engine.hosts.leave_now)."""
-    jax = sys.modules.get("jax")
-    if jax is not None and jax.distributed.is_initialized():
-        from cappy.engine.hosts import leave_now
-
-        leave_now(code)
-    sys.exit(code)
-
-
-def exit_on_error(main):
-    """Wrap an entry point: a CappyError becomes `error: ...` on stderr and exit 2, as do a
-    lost peer, a device out of memory and a full disk; Ctrl-C, SIGTERM and SIGHUP become one
-    line and exit 128 + the signal (130, 143, 129)."""
-
-    @functools.wraps(main)
-    def wrapper(*args, **kwargs):
-        previous = {}
-        if threading.current_thread() is threading.main_thread():
-            previous = {sig: signal.signal(sig, _raise_stopped) for sig in STOP_SIGNALS}
-        try:
-            return main(*args, **kwargs)
-        except CappyError as error:
-            print(f"error: {error}", file=sys.stderr)
-            _exit(2)
-        except (KeyboardInterrupt, Stopped) as stop:
-            signum = stop_signal(stop)
-            print(f"stopped by {signal.Signals(signum).name}; no partial output was kept",
-                  file=sys.stderr)
-            _exit(128 + signum)
-        except Exception as error:
-            line = _machine_fault_line(error)
-            if line is None:
-                raise
-            print(f"error: {line}", file=sys.stderr)
-            _exit(2)
-        finally:
-            for sig, handler in previous.items():
-                signal.signal(sig, handler)
-
-    return wrapper
-
-
-def _machine_fault_line(error):
-    """One line for what a job met without a guard of its own: a lost peer, a device out of
-    memory, a full disk (the writers name their file themselves; this is the backstop)."""
-    from cappy.engine.hosts import lost_peer_line
-    from cappy.engine.io import disk_full_reason
-
-    line = lost_peer_line(error)
-    if line is not None:
-        return line
-    reason = device_memory_reason(error)
-    if reason is not None:
-        return device_memory_line(reason)
-    reason = disk_full_reason(error)
-    if reason is not None:
-        where = getattr(error, "filename", None)
-        return (f"{where or 'a file'}: {reason}; free space (or check the disk), then run the "
-                f"same command again")
-    return None

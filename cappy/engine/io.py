@@ -289,7 +289,7 @@ class AtomicFiles:
         self.current = path
         folder = os.path.dirname(os.path.abspath(path))
         os.makedirs(folder, exist_ok=True)
-        remove_stale_temporaries(path)
+        remove_stale_temporaries(folder, os.path.basename(path))
         fd, tmp_path = tempfile.mkstemp(dir=folder, suffix=".tmp",
                                         prefix=f".{os.path.basename(path)}.{os.getpid()}.")
         try:
@@ -356,18 +356,72 @@ def _process_alive(pid):
     return True
 
 
-def remove_stale_temporaries(path):
-    """Remove the temporary files of earlier writes of `path` whose process is gone (a
-    SIGKILL leaves them: `.{name}.{pid}.{random}.tmp`); a live writer's are kept."""
-    folder, name = os.path.split(os.path.abspath(path))
-    prefix = f".{name}."
+# ---- what a killed run leaves behind: the one rule ------------------------------------
+
+def remove_stale_temporaries(folder, name=None, locked=False):
+    """Remove the temporary files earlier writes left in `folder` (a SIGKILL leaves them):
+    those of the file `name` (`.{name}.{pid}.{random}.tmp`), or of any file when None,
+    whose writing process is gone; with `locked` (the caller holds the output's run lock,
+    so no other writer is live) every one."""
+    prefix = f".{name}." if name else "."
     for entry in os.listdir(folder):
         if not (entry.startswith(prefix) and entry.endswith(".tmp")):
             continue
-        pid = entry[len(prefix):].split(".", 1)[0]
-        if pid.isdigit() and not _process_alive(int(pid)):
+        pid = entry[len(prefix):].split(".", 1)[0] if name else None
+        if locked or (pid and pid.isdigit() and not _process_alive(int(pid))):
             with contextlib.suppress(FileNotFoundError):
                 os.remove(os.path.join(folder, entry))
+
+
+STAGING = ".partial"
+
+
+def staging_folder(final, shared=False):
+    """Where a folder is built before it takes `final`'s place, beside it: named by this
+    process (`final.partial-PID`), or `final.partial` for one several processes write
+    together."""
+    final = final.rstrip(os.sep)
+    return f"{final}{STAGING}" if shared else f"{final}{STAGING}-{os.getpid()}"
+
+
+def remove_stale_staging(folder, locked=False):
+    """Remove the staging folders earlier writes left in `folder`: those of a process that
+    is gone, and, with `locked` (the caller holds the output, so no other writer is live),
+    the shared ones too."""
+    if not os.path.isdir(folder):
+        return
+    for entry in os.listdir(folder):
+        base, _, pid = entry.rpartition(STAGING)
+        if not base:
+            continue
+        if (pid == "" and locked) or (pid.startswith("-") and pid[1:].isdigit()
+                                      and not _process_alive(int(pid[1:]))):
+            shutil.rmtree(os.path.join(folder, entry), ignore_errors=True)
+
+
+@contextlib.contextmanager
+def staged_folder(final, needed=None, kept=None, shared=False, leader=True):
+    """Build a folder beside `final` (the path yielded), then put it in `final`'s place, the
+    folder there before removed only once the new one is complete. A failure removes what
+    was staged and leaves `final` as it was; a full disk is one line (`disk_full_line`,
+    `needed` and `kept` as it takes them). With several processes writing one folder
+    (`shared`), only the `leader` makes, renames and removes; the caller syncs them."""
+    staging = staging_folder(final, shared)
+    # The staging folder is removed before the error line counts the free space.
+    with disk_full_as_error(final, needed, kept):
+        try:
+            if leader:
+                shutil.rmtree(staging, ignore_errors=True)
+                os.makedirs(staging)
+            yield staging
+            if leader:
+                if os.path.exists(final):
+                    shutil.rmtree(final)
+                os.replace(staging, final)
+        except BaseException:
+            if leader:
+                shutil.rmtree(staging, ignore_errors=True)
+            raise
 
 
 def _umask():

@@ -14,6 +14,6 @@ DECODINGS = {
 DETERMINISTIC_DECODINGS = ("beam4",)  # generated once, not n_sample_gens times
 LOG_LIKELIHOOD_KEYS = ("log_likelihood_sum", "log_likelihood_mean")
 
-# The learning-rate schedules cappy.engine.training offers: the release's as it ran
+# The learning-rate schedules cappy.engine.jobs.training offers: the release's as it ran
 # ("paper") and the one it meant ("corrected").
 LR_SCHEDULES = ("paper", "corrected")

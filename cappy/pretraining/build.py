@@ -21,7 +21,8 @@ datasets, the held-out evaluation data, the row kinds and the sharding rule.
 import dataclasses
 import json
 
-from cappy.engine.config import job_command, setting
+from cappy.engine.config import setting
+from cappy.engine.runtime.process import job_command
 from cappy.pretraining import data as pd
 
 COMMAND_DOC = __doc__

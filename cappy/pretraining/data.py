@@ -60,7 +60,7 @@ once per instruction:
   (kind `mismatch`), drawn with a seeded generator from the targets of the shard's
   current batch and of its last `mismatch_pool` earlier examples;
 - with `augment_models`: responses sampled from each generator (T5, BART, GPT-2 or a
-  Llama-family model, through `cappy.engine.generation.CandidateGenerator`; the paper used
+  Llama-family model, through `cappy.engine.jobs.candidate_generation.CandidateGenerator`; the paper used
   BART0 and T0-3B, both supported) with `augment_decodings` (`augment_samples` samples
   of each sampling decoding, beam search once), labelled with the ROUGE-L F-measure
   against the gold response (`cappy.engine.rouge.rouge_l`); empty responses and repeats
@@ -106,9 +106,7 @@ the label buckets are `0`, `(0,0.25)`, `[0.25,0.5)`, `[0.5,0.75)`, `[0.75,1)`, `
 """
 
 import collections
-import contextlib
 import dataclasses
-import glob
 import hashlib
 import json
 import os
@@ -116,11 +114,17 @@ import random
 
 from cappy.engine.errors import CappyError
 from cappy.engine.flags import comma_list
-from cappy.engine.io import atomic_open, read_json, write_json
+from cappy.engine.io import atomic_open, read_json, remove_stale_temporaries, write_json
+from cappy.engine.runtime.leader import progress_bar
+from cappy.pretraining.shards import (
+    MANIFEST_NAME,
+    SHARDS_DIR,
+    SPLITS,
+    manifest_path,
+    shard_checksum,
+    shard_file,
+)
 
-SPLITS = ("train", "validation")
-MANIFEST_NAME = "manifest.json"
-SHARDS_DIR = "shards"
 FORMAT = "cappy-pretraining-data/1"
 GOLD, CHOICE, MISMATCH = "gold", "choice", "mismatch"
 AUGMENT_PREFIX = "augment/"
@@ -395,8 +399,8 @@ def relabel_example(example, maps):
 
 def load_hub_examples(spec):
     """Stream the examples of `spec` from the Hugging Face hub (datasets streaming;
-    a repository with only a loading script through its parquet export, cappy.engine.hub)."""
-    from cappy.engine.hub import hub_error, load_hub_dataset
+    a repository with only a loading script through its parquet export, cappy.engine.dataset_hub)."""
+    from cappy.engine.dataset_hub import hub_error, load_hub_dataset
 
     try:
         stream = load_hub_dataset(spec.hf_path, spec.hf_config, spec.hf_split, streaming=True,
@@ -457,7 +461,7 @@ def label_bucket(label):
 
 
 def augment_kind(model_name_or_path):
-    from cappy.engine.generation import generator_name
+    from cappy.engine.jobs.candidate_generation import generator_name
 
     return AUGMENT_PREFIX + generator_name(model_name_or_path)
 
@@ -681,14 +685,6 @@ class _DatasetBuilder:
 # Manifest and resume
 
 
-def manifest_path(output_dir):
-    return os.path.join(output_dir, MANIFEST_NAME)
-
-
-def shard_file(split, index):
-    return f"{SHARDS_DIR}/{split}-{index:05d}.jsonl"
-
-
 def _templates_digest(templates):
     material = json.dumps([[t.name, t.id, t.jinja, t.answer_choices] for t in templates],
                           ensure_ascii=False)
@@ -722,15 +718,6 @@ def _summarize(manifest):
     manifest["counts"] = counts
     manifest["totals"] = totals
     return manifest
-
-
-def _remove_stale_temporaries(output_dir):
-    # A run killed while writing leaves cappy.engine.io's hidden temporary files behind.
-    for pattern in (os.path.join(output_dir, SHARDS_DIR, ".*.tmp"),
-                    os.path.join(output_dir, f".{MANIFEST_NAME}.*.tmp")):
-        for path in glob.glob(pattern):
-            with contextlib.suppress(FileNotFoundError):
-                os.remove(path)
 
 
 def _check_resumable(manifest, settings_dict, output_dir):
@@ -832,7 +819,7 @@ class _SplitStream:
     def _close_shard(self):
         shard, self.shard = self.shard, None
         shards = self.manifest["shards"][self.split]
-        checksum = hashlib.sha256("".join(shard.lines).encode("utf-8")).hexdigest()
+        checksum = shard_checksum(shard.lines)
         if self.jobs:
             first, entry = self.jobs.pop(0)
             if (shard.start, shard.end, len(shard.lines), entry.get("sha256", checksum)) != \
@@ -862,7 +849,7 @@ class _SplitStream:
 
 
 def _default_generator_loader(model, settings):
-    from cappy.engine.generation import CandidateGenerator
+    from cappy.engine.jobs.candidate_generation import CandidateGenerator
 
     return CandidateGenerator(
         model, n_model_shards=settings.n_model_shards, n_sample_gens=settings.augment_samples,
@@ -895,10 +882,8 @@ def build_pretraining_data(output_dir, settings=None, datasets=None, specs=None,
     `datasets`: comma-separated names (default: every dataset of `specs`, itself
     defaulting to T0's mixture). `loader(spec)` yields a dataset's examples (default:
     the hub, streamed); `generator_loader(model, settings)` makes a generator
-    (default: cappy.engine.generation.CandidateGenerator). Tests pass their own.
+    (default: cappy.engine.jobs.candidate_generation.CandidateGenerator). Tests pass their own.
     """
-    from tqdm import tqdm
-
     from cappy.promptsource.templates import load_templates
 
     settings = settings or BuildSettings()
@@ -921,7 +906,9 @@ def build_pretraining_data(output_dir, settings=None, datasets=None, specs=None,
          "templates_digest": _templates_digest(templates[spec.name])} for spec in chosen]
 
     os.makedirs(os.path.join(output_dir, SHARDS_DIR), exist_ok=True)
-    _remove_stale_temporaries(output_dir)
+    # what a killed run left (this run holds the output folder's lock)
+    remove_stale_temporaries(os.path.join(output_dir, SHARDS_DIR), locked=True)
+    remove_stale_temporaries(output_dir, MANIFEST_NAME, locked=True)
     manifest = read_manifest(output_dir)
     if manifest is None:
         manifest = {"format": FORMAT, "complete": False, "settings": settings_dict,
@@ -952,7 +939,7 @@ def build_pretraining_data(output_dir, settings=None, datasets=None, specs=None,
         if not any(stream.has_work for stream in streams.values()):
             continue
         cap = settings.max_examples_per_dataset
-        bar = tqdm(desc=spec.name, unit="ex", disable=not progress, dynamic_ncols=True)
+        bar = progress_bar(desc=spec.name, unit="ex", shown=progress, dynamic_ncols=True)
         seen = 0
         with bar:
             for example in loader(spec):

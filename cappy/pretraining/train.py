@@ -1,15 +1,13 @@
 """Pretraining Cappy: MSE regression of a RoBERTa-style encoder on a stream of
 (instruction, response, label) pairs, as the paper did on about 160 million
 PromptSource pairs (never released), with cappy's packed trainer
-(`cappy.engine.training`) on one device, several, or several hosts. The backbone is any
+(`cappy.engine.jobs.training`) on one device, several, or several hosts. The backbone is any
 RoBERTa-style checkpoint (a fresh one-output head, initialised from the seed) or
 a Cappy (its head kept).
 
-Data (`scripts/build_pretraining_data.py` writes it): `data_dir/manifest.json`
-lists complete shards, `{"shards": {"train": [{"file", "rows"}], "validation":
-[...]}}`, each `shards/{split}-{index:05d}.jsonl` with rows `{"instruction",
-"response", "label" in [0, 1], "source"}`. Without a manifest,
-`shards/{split}-*.jsonl` are read in name order (and counted once at start).
+Data: the shards `cappy pretraining-data` writes (`cappy.pretraining.shards` holds their
+contract: the manifest, each shard checked against its row count and checksum before
+any of its rows is trained on).
 
 The training stream is a function of the seed alone: each pass over the data
 queues the train shards in a seeded order, rows are drawn at random from
@@ -30,7 +28,6 @@ Starting again with the same command resumes from the last checkpoint.
 """
 
 import dataclasses
-import glob
 import itertools
 import json
 import os
@@ -40,14 +37,16 @@ import time
 
 import numpy as np
 
-from cappy.engine.checkpoints import DTYPES
-from cappy.engine.config import (MIN_MAX_LENGTH, REQUIRED, changed_settings, job_command,
-                                 setting)
+from cappy.engine.config import MIN_MAX_LENGTH, REQUIRED, changed_settings, setting
 from cappy.engine.config import check_config as check_bounds
-from cappy.engine.errors import CappyError, located
-from cappy.engine.hosts import HostSettings, join, writes_outputs
+from cappy.engine.errors import CappyError
+from cappy.engine.io import remove_stale_staging
+from cappy.engine.runtime.hosts import HostSettings, join
+from cappy.engine.runtime.leader import progress_bar, writes_outputs
+from cappy.engine.runtime.process import job_command
+from cappy.engine.weights.cappy_checkpoint import DTYPES
+from cappy.pretraining.shards import find_shards, parse_pair, shard_rows
 
-SPLITS = ("train", "validation")
 CHECKPOINT_PATTERN = re.compile(r"^step-(\d+)$")
 LOG_NAME = "log.jsonl"
 # Settings that fix which examples and updates step N makes: resuming with others
@@ -58,113 +57,6 @@ TRAJECTORY_SETTINGS = ("seed", "shuffle_buffer", "interleave_shards", "max_lengt
 
 
 # ---- data -----------------------------------------------------------------------
-
-def _manifest_shards(data_dir, manifest_path):
-    from cappy.engine.io import read_json
-
-    manifest = read_json(manifest_path)
-    listed = manifest.get("shards") if isinstance(manifest, dict) else None
-    if not isinstance(listed, dict):
-        raise located(manifest_path, None, "shards", "missing or not an object")
-    shards = {}
-    for split in SPLITS:
-        entries = listed.get(split, [])
-        if not isinstance(entries, list):
-            raise located(manifest_path, None, f"shards.{split}", "must be a list")
-        shards[split] = []
-        for i, entry in enumerate(entries):
-            field = f"shards.{split}[{i}]"
-            if not isinstance(entry, dict) or not isinstance(entry.get("file"), str):
-                raise located(manifest_path, None, f"{field}.file", "missing or not a string")
-            rows = entry.get("rows")
-            if isinstance(rows, bool) or not isinstance(rows, int) or rows < 0:
-                raise located(manifest_path, None, f"{field}.rows",
-                              "must be a non-negative integer")
-            checksum = entry.get("sha256")
-            if checksum is not None and not (isinstance(checksum, str) and len(checksum) == 64):
-                raise located(manifest_path, None, f"{field}.sha256", "not a sha256 hex digest")
-            path = os.path.join(data_dir, entry["file"])
-            if not os.path.isfile(path):
-                raise CappyError(f"{manifest_path}: lists {entry['file']}, which is not in "
-                                 f"{data_dir}")
-            shards[split].append((path, rows, checksum))
-    return shards
-
-
-def count_rows(path):
-    """Non-empty lines of a jsonl file (the rows a reader yields); bytes, so that a line that
-    is not UTF-8 is reported where the shard is read (check_shard), not here."""
-    with open(path, "rb") as file:
-        return sum(1 for raw in file if raw.strip())
-
-
-def find_shards(data_dir):
-    """{split: [(path, rows, sha256 or None)]} from the manifest, else from
-    `shards/{split}-*.jsonl` (counted, no checksum)."""
-    if not os.path.isdir(data_dir):
-        raise CappyError(f"{data_dir}: data folder not found")
-    manifest_path = os.path.join(data_dir, "manifest.json")
-    if os.path.isfile(manifest_path):
-        shards = _manifest_shards(data_dir, manifest_path)
-    else:
-        shards = {split: [(path, count_rows(path), None) for path in sorted(
-            glob.glob(os.path.join(data_dir, "shards", f"{split}-*.jsonl")))]
-            for split in SPLITS}
-    if not sum(rows for _, rows, _ in shards["train"]):
-        raise CappyError(f"{data_dir}: no training rows (no manifest.json listing train "
-                         f"shards, and no rows in shards/train-*.jsonl)")
-    return shards
-
-
-def parse_pair(path, line_number, text):
-    """{"instruction", "response", "label"} of one row; a located error if it is bad."""
-    from cappy.engine.rows import check_labelled_row
-    from cappy.engine.io import parse_jsonl_line
-
-    row = parse_jsonl_line(path, line_number, text)
-    problem = check_labelled_row(row)
-    if problem:
-        raise located(path, line_number, *problem)
-    return {"instruction": row["instruction"], "response": row["response"],
-            "label": float(row["label"])}
-
-
-REBUILD_HINT = ("delete it and run scripts/build_pretraining_data.py again with the same "
-                "flags, which rebuilds just that shard")
-
-
-def check_shard(path, expected, sha256=None):
-    """The whole shard read once before any of it is trained on: every row valid, the row
-    count (and the checksum, when the builder recorded one) as the manifest says."""
-    import hashlib
-
-    from cappy.engine.io import jsonl_lines
-
-    digest, n_read = hashlib.sha256(), 0
-    with open(path, "rb") as file:
-        for block in iter(lambda: file.read(1 << 20), b""):
-            digest.update(block)
-    if sha256 and digest.hexdigest() != sha256:
-        raise CappyError(f"{path}: its checksum is not the manifest's (changed or damaged "
-                         f"since it was built); {REBUILD_HINT}")
-    try:
-        for line_number, text in jsonl_lines(path):
-            parse_pair(path, line_number, text)
-            n_read += 1
-    except CappyError as error:
-        raise CappyError(f"{error}; {REBUILD_HINT}") from None
-    if n_read != expected:  # the stream's order (and resuming) relies on the counts
-        raise CappyError(f"{path}: expected {expected} rows (manifest or first count), "
-                         f"read {n_read}; {REBUILD_HINT}")
-
-
-def _rows_of(path, expected, sha256=None):
-    """(path, line_number, text) of a shard's rows, once check_shard has read it whole."""
-    check_shard(path, expected, sha256)
-    with open(path, encoding="utf-8") as file:
-        for line_number, text in enumerate(file, start=1):
-            if text.strip():
-                yield path, line_number, text
 
 
 def sample_pairs(shards, size, seed):
@@ -180,7 +72,7 @@ def sample_pairs(shards, size, seed):
     wanted, position, pairs = iter(chosen.tolist()), 0, []
     target = next(wanted, None)
     for path, rows, *checksum in shards:
-        for _, line_number, text in _rows_of(path, rows, *checksum):
+        for _, line_number, text in shard_rows(path, rows, *checksum):
             if position == target:
                 pairs.append(parse_pair(path, line_number, text))
                 target = next(wanted, None)
@@ -225,12 +117,12 @@ class PairStream:
     def _interleaved_lines(self):
         queue = self._shard_queue()
         draws = _uniform_draws(np.random.default_rng([self.seed, 2]))
-        readers = [_rows_of(*self.shards[next(queue)]) for _ in range(self.interleave)]
+        readers = [shard_rows(*self.shards[next(queue)]) for _ in range(self.interleave)]
         while True:
             reader = int(next(draws) * len(readers))
             line = next(readers[reader], None)
             if line is None:  # the shard is done: the next one in the queue takes its place
-                readers[reader] = _rows_of(*self.shards[next(queue)])
+                readers[reader] = shard_rows(*self.shards[next(queue)])
                 continue
             yield line
 
@@ -302,35 +194,23 @@ def last_checkpoint_kept(output_dir, advice="free space, then run the same comma
 def save_training_checkpoint(trainer, output_dir, step, info, keep):
     """Write `checkpoints/step-{step}` beside, rename it into place, then drop old ones: a
     write that fails (a full disk: one line) never costs the checkpoint before it."""
-    from cappy.engine.io import check_room_to_write, disk_full_as_error, dump_json
-    from cappy.engine.training import checkpoint_bytes, save_state
+    from cappy.engine.io import check_room_to_write, dump_json, staged_folder
+    from cappy.engine.jobs.training import checkpoint_bytes, save_state
 
     final = os.path.join(checkpoints_dir(output_dir), f"step-{step}")
-    staging = f"{final}.partial"
     leader = writes_outputs()
     kept, needed = last_checkpoint_kept(output_dir), checkpoint_bytes(trainer.params)
     # Before orbax starts: a write it cannot finish leaves work in flight behind it.
     check_room_to_write(final, needed, kept)
-    # The staging folder is removed before the error line counts the free space.
-    with disk_full_as_error(final, needed, kept):
-        try:
-            if leader:
-                shutil.rmtree(staging, ignore_errors=True)
-                os.makedirs(staging)
-            _sync(f"checkpoint {step} staged")
-            save_state(trainer, os.path.join(staging, "state"))
-            _sync(f"checkpoint {step} written")
-            if leader:
-                # last: marks it complete (a plain write: the folder is renamed into place)
-                with open(os.path.join(staging, "info.json"), "w", encoding="utf-8") as file:
-                    dump_json(file, info)
-                if os.path.exists(final):
-                    shutil.rmtree(final)
-                os.replace(staging, final)
-        except BaseException:
-            if leader:
-                shutil.rmtree(staging, ignore_errors=True)
-            raise
+    # Every process writes its shards into one staging folder; process 0 makes and renames it.
+    with staged_folder(final, needed, kept, shared=True, leader=leader) as staging:
+        _sync(f"checkpoint {step} staged")
+        save_state(trainer, os.path.join(staging, "state"))
+        _sync(f"checkpoint {step} written")
+        if leader:
+            # last: marks it complete (a plain write: the folder is renamed into place)
+            with open(os.path.join(staging, "info.json"), "w", encoding="utf-8") as file:
+                dump_json(file, info)
     if leader:
         for _, old in list_checkpoints(output_dir)[:-keep]:
             shutil.rmtree(old, ignore_errors=True)
@@ -341,7 +221,7 @@ def save_training_checkpoint(trainer, output_dir, step, info, keep):
 def check_room(config, params, tokenizer, start_step, stop_step, n_existing):
     """The disk of the output folder holds the checkpoints and model this run will write."""
     from cappy.engine.io import check_free_space, human_bytes
-    from cappy.engine.training import checkpoint_bytes
+    from cappy.engine.jobs.training import checkpoint_bytes
 
     check_free_space(
         config.output_dir, disk_needed(config, params, tokenizer, start_step, stop_step,
@@ -354,8 +234,8 @@ def check_room(config, params, tokenizer, start_step, stop_step, n_existing):
 def disk_needed(config, params, tokenizer, start_step, stop_step, n_existing):
     """Bytes this run adds to its output folder at its fullest: the checkpoints on disk at
     once (those kept and the one being written), or those kept and the final model."""
-    from cappy.engine.checkpoints import saved_model_bytes
-    from cappy.engine.training import checkpoint_bytes
+    from cappy.engine.jobs.training import checkpoint_bytes
+    from cappy.engine.weights.cappy_checkpoint import saved_model_bytes
 
     each = checkpoint_bytes(params)
     saves = set()
@@ -498,11 +378,14 @@ def _pretrain(config, log):
             raise CappyError(f"{config.data_dir}: no validation rows to evaluate on "
                              f"(use --eval_every 0 to train without evaluation)")
 
-    from tqdm import tqdm
 
-    from cappy.engine.mesh import data_parallel_size
-    from cappy.engine.session import Cappy
-    from cappy.engine.training import make_optimizer, restore_state, warmup_then_linear_decay
+    from cappy.engine.jobs.session import Cappy
+    from cappy.engine.jobs.training import (
+        make_optimizer,
+        restore_state,
+        warmup_then_linear_decay,
+    )
+    from cappy.engine.runtime.mesh import data_parallel_size
 
     join(config)  # the devices of every process, before the settings are checked
     leader = writes_outputs()
@@ -571,8 +454,8 @@ def _pretrain(config, log):
     log_path = os.path.join(config.output_dir, LOG_NAME)
     if leader:
         os.makedirs(checkpoints_dir(config.output_dir), exist_ok=True)
-        for stale in glob.glob(os.path.join(checkpoints_dir(config.output_dir), "*.partial")):
-            shutil.rmtree(stale, ignore_errors=True)  # a checkpoint a crash left unfinished
+        # the checkpoints a crash left unfinished (this run holds the output folder)
+        remove_stale_staging(checkpoints_dir(config.output_dir), locked=True)
         trim_log(log_path, start_step if resume_from else None)
     _sync("output folder ready")
 
@@ -587,8 +470,8 @@ def _pretrain(config, log):
                         config.interleave_shards)
     pairs = stream.pairs(start=start_step * global_batch)
     step, losses, train_seconds, n_logged = start_step, [], 0.0, 0
-    progress = tqdm(total=stop_step, initial=start_step, desc="pretraining", unit="step",
-                    disable=not (config.verbose and leader))
+    progress = progress_bar(total=stop_step, initial=start_step, desc="pretraining",
+                            unit="step", shown=config.verbose)
     while step < stop_step:
         # Train up to the next log, evaluation or checkpoint: bounded memory, one sync.
         end = _next_boundary(step, stop_step,

@@ -14,7 +14,8 @@ hand; without --story_cloze_dir it is skipped, with a note.
 
 import dataclasses
 
-from cappy.engine.config import job_command, setting
+from cappy.engine.config import setting
+from cappy.engine.runtime.process import job_command
 from cappy.promptsource.data import HF_IDS, STORY_CLOZE_FILE
 
 COMMAND_DOC = __doc__

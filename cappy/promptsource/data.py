@@ -46,12 +46,11 @@ import dataclasses
 import json
 import os
 
-import tqdm
-
-from cappy.promptsource import templates as promptsource
 from cappy.engine.errors import CappyError
 from cappy.engine.flags import comma_list
 from cappy.engine.io import atomic_open, write_json
+from cappy.engine.runtime.leader import progress_bar
+from cappy.promptsource import templates as promptsource
 
 STORY_CLOZE_FILE = "cloze_test_val__spring2016 - cloze_test_ALL_val.csv"
 STORY_CLOZE_COLUMNS = {  # CSV column -> field name of the templates (HF's story_cloze)
@@ -189,8 +188,8 @@ def read_story_cloze_csv(story_cloze_dir):
 
 
 def load_hub_split(repo, config, split):
-    """One split of a Hub dataset as a list of dicts (see cappy.engine.hub)."""
-    from cappy.engine.hub import hub_error, load_hub_dataset
+    """One split of a Hub dataset as a list of dicts (see cappy.engine.dataset_hub)."""
+    from cappy.engine.dataset_hub import hub_error, load_hub_dataset
 
     where = f"{repo}" + (f" ({config})" if config else "") + f" split {split}"
     try:
@@ -244,8 +243,8 @@ def prompt_rows(spec, template, example, example_idx):
 
 def dataset_rows(spec, examples, templates, stats, progress=True):
     """Yield the rows of one dataset; fill `stats` with counts as it goes."""
-    for example_idx, example in enumerate(tqdm.tqdm(examples, desc=spec.name,
-                                                    disable=not progress)):
+    for example_idx, example in enumerate(progress_bar(examples, desc=spec.name,
+                                                       shown=progress)):
         example = _normalise(spec, example)
         stats["examples"] += 1
         if not spec.is_labelled(example):

@@ -26,11 +26,13 @@ import json
 import sys
 import time
 
-from cappy.engine.checkpoints import DTYPES
-from cappy.engine.config import (MIN_MAX_LENGTH, check_config, job_command,
-                                 setting, settings_of)
-from cappy.engine.errors import CappyError, exit_on_error, located
-from cappy.engine.hosts import HostSettings, join, writes_outputs
+from cappy.engine.weights.cappy_checkpoint import DTYPES
+from cappy.engine.config import MIN_MAX_LENGTH, check_config, setting, settings_of
+from cappy.engine.runtime.process import job_command
+from cappy.engine.errors import CappyError, located
+from cappy.engine.runtime.process import exit_on_error
+from cappy.engine.runtime.hosts import HostSettings, join
+from cappy.engine.runtime.leader import writes_outputs
 from cappy.engine.io import (atomic_files, check_output_file, dump_json, dump_jsonl, iter_jsonl,
                              run_lock)
 from cappy.engine.ranking import best_index
@@ -235,7 +237,7 @@ def _evaluate(config, log, warn):
 
     import jax
 
-    from cappy.engine.session import Cappy
+    from cappy.engine.jobs.session import Cappy
 
     from cappy.engine.errors import device_memory_guard
 

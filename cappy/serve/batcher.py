@@ -4,7 +4,7 @@ Request handlers tokenize their pairs (in a pool of tokenization threads, each w
 own tokenizer: a fast tokenizer's truncation settings are per object) and hand them to
 the batcher. Its one thread takes every waiting request up to `max_batch_tokens` tokens
 (at least one request, however large), scores each distinct pair of them once through
-the scorer's packed rows (`cappy.engine.scoring.PairScorer.score_some`: a few compiled
+the scorer's packed rows (`cappy.engine.jobs.scoring.PairScorer.score_some`: a few compiled
 shapes, batches of a fixed number of rows), and answers each request once all its pairs
 are scored. While more requests wait, rows that would only part-fill a last batch are
 kept for the next round, filled up with the next requests' pairs instead of padding;
@@ -20,7 +20,7 @@ import time
 
 import numpy as np
 
-from cappy.engine.scoring import encode_pairs
+from cappy.engine.jobs.scoring import encode_pairs
 
 
 class Tokenizers:

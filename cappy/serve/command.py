@@ -18,9 +18,10 @@ import threading
 import time
 
 from cappy.engine.config import MIN_MAX_LENGTH, add_fields, check_config, setting
-from cappy.engine.errors import CappyError, exit_on_error
-from cappy.engine.hosts import HostSettings
-from cappy.engine.checkpoints import DTYPES, TRUNCATIONS
+from cappy.engine.errors import CappyError
+from cappy.engine.runtime.process import exit_on_error
+from cappy.engine.runtime.hosts import HostSettings
+from cappy.engine.weights.cappy_checkpoint import DTYPES, TRUNCATIONS
 
 GROUP = "serving"
 
@@ -152,7 +153,7 @@ class ServerState:
 
     def load(self, say):
         """Load the Cappy, start the batcher, compile every batch shape; then ready."""
-        from cappy.engine.session import Cappy
+        from cappy.engine.jobs.session import Cappy
         from cappy.serve.batcher import Batcher, Tokenizers
 
         config = self.config
@@ -231,7 +232,7 @@ class ServerState:
 def warm_up(cappy, batcher):
     """Compile the batch shape of every row width (a pair as long as each width) before
     the server says it is ready."""
-    from cappy.engine import packing
+    from cappy.engine.models import packing
 
     tokenizer = cappy.tokenizer
     filler = tokenizer.unk_token_id if tokenizer.unk_token_id is not None else 5
@@ -348,8 +349,8 @@ def serve(config, say=print):
 def main(argv=None, prog=None, own_process=None):
     config = parse_args(argv, prog)
     if argv is None if own_process is None else own_process:
-        from cappy.engine.checkpoints import keep_torch_out_of_transformers
-        from cappy.engine.compilation_cache import enable_compilation_cache
+        from cappy.engine.runtime.transformers_setup import keep_torch_out_of_transformers
+        from cappy.engine.runtime.compilation_cache import enable_compilation_cache
 
         keep_torch_out_of_transformers()
         enable_compilation_cache()

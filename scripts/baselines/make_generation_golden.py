@@ -5,7 +5,7 @@ with token for token (tests/test_t5.py, tests/test_causal_lm.py, tests/test_bart
 
     .venv-original/bin/python scripts/baselines/make_generation_golden.py [--output FILE]
 
-Per record: a config, the parameters drawn by `cappy.engine.tiny_models.seeded_parameters`
+Per record: a config, the parameters drawn by `cappy.engine.weights.tiny_models.seeded_parameters`
 over the parameter tree of transformers' own Flax model (sorted names, one seeded
 generator: the same tree gives the same numbers in cappy), the end-of-sequence logit
 made likelier (`eos_boost`) so that outputs end at many lengths, 20 seeded prompts
@@ -30,7 +30,7 @@ import os
 import sys
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-sys.path.insert(0, ROOT)  # cappy.engine.tiny_models.seeded_parameters only (numpy)
+sys.path.insert(0, ROOT)  # cappy.engine.weights.tiny_models.seeded_parameters only (numpy)
 
 DEFAULT_OUTPUT = os.path.join(ROOT, "tests", "data", "generation_golden.json")
 T5_CONFIG = dict(vocab_size=96, d_model=32, d_kv=8, d_ff=64, num_layers=2,
@@ -83,7 +83,7 @@ def seeded_weights(model, record):
     boosted in the output layer."""
     import jax
 
-    from cappy.engine.tiny_models import seeded_parameters
+    from cappy.engine.weights.tiny_models import seeded_parameters
 
     shapes = jax.eval_shape(lambda: model.init_weights(jax.random.PRNGKey(0),
                                                        model.input_shape))

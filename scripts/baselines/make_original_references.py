@@ -24,7 +24,7 @@ sys.path.insert(0, REPO)
 
 from benchmarks.harness import (REFERENCE_GENERATOR, REFERENCE_TASK,  # noqa: E402
                                 bigbench_task_flags, original_python)
-from cappy.engine import tiny_models  # noqa: E402
+from cappy.engine.weights import tiny_models  # noqa: E402
 
 OUTPUT = os.path.join(REPO, "tests", "data", "original_references.json")
 LEARNING_RATE_0_FLAGS = ("--learning_rate", 0, "--train_size", 128)

@@ -1,5 +1,5 @@
 """Cappy as a scorer: encode (instruction, response) pairs and score them, packed
-into rows (`cappy.engine.packing`) through Cappy's own forward pass (`cappy.engine.roberta`).
+into rows (`cappy.engine.models.packing`) through Cappy's own forward pass (`cappy.engine.models.roberta`).
 
 A score is the raw regression output `logits[..., 0]` (no sigmoid, no
 clipping), returned in float32 and in input order.
@@ -8,11 +8,11 @@ clipping), returned in float32 and in input order.
 import jax
 import numpy as np
 
-from cappy.engine import packing, roberta
-from cappy.engine.hosts import writes_outputs
-from cappy.engine.mesh import place, record_placed
-from cappy.engine.padding import bucket_length, length_sorted_order, pad_batch
-from cappy.engine.checkpoints import DTYPES, TRUNCATIONS, check_truncation  # noqa: F401 (re-exported)
+from cappy.engine.models import packing, roberta
+from cappy.engine.models.padding import bucket_length, length_sorted_order, pad_batch
+from cappy.engine.runtime.leader import progress_bar
+from cappy.engine.runtime.mesh import place, record_placed
+from cappy.engine.weights.cappy_checkpoint import check_truncation
 
 
 def encode_pairs(tokenizer, instructions, responses, max_length, truncation, truncate=True):
@@ -107,7 +107,7 @@ class PairScorer:
     """Scores pairs with a Cappy over every device of every process.
 
     Each distinct pair is scored once; pairs are packed into rows of two widths
-    (`cappy.engine.packing`), each attending only to its own tokens, so a pair gets the
+    (`cappy.engine.models.packing`), each attending only to its own tokens, so a pair gets the
     score it gets alone. A batch holds `per_device_batch_size * max_length`
     tokens per device (the original's batch of padded pairs) in packed rows; on
     CPUs at most CPU_TOKENS_PER_BATCH, which keeps a batch's activations in
@@ -161,7 +161,7 @@ class PairScorer:
         """float32 scores of (instruction, response) pairs, in input order.
 
         `params` default to the model's; `placement` (`params_replicated` /
-        `params_sharded`, as `cappy.engine.training.Trainer.scoring_params()` gives it)
+        `params_sharded`, as `cappy.engine.jobs.training.Trainer.scoring_params()` gives it)
         says they already lie on the devices.
         """
         if len(instructions) != len(responses):
@@ -194,14 +194,11 @@ class PairScorer:
         of `keep` (indices): their pairs' indices are `deferred`, their scores NaN. A
         server batching requests tops those rows up with the next requests' pairs instead
         of computing padding."""
-        import tqdm
-
         lengths = [len(ex["input_ids"]) for ex in examples]
         scores = np.full(len(examples), np.nan, np.float32)
         rows = packing.pack_rows(lengths, packing.row_widths(self.max_length))
         n_devices = self.mesh.shape["dp"]
         pad_id = self.tokenizer.pad_token_id
-        shown = self.devices.progress and writes_outputs()
         keep, deferred = set(keep), []
         for width in sorted({width for width, _ in rows}):
             indices = [row for w, row in rows if w == width]
@@ -211,7 +208,7 @@ class PairScorer:
                 if not keep.intersection(i for row in indices[full:] for i in row):
                     deferred += [i for row in indices[full:] for i in row]
                     indices = indices[:full]
-            for start in tqdm.tqdm(range(0, len(indices), per_batch), disable=not shown,
+            for start in progress_bar(range(0, len(indices), per_batch), shown=self.devices.progress,
                                    desc=f"{desc} ({width}-token rows)", unit="batch"):
                 chunk = indices[start:start + per_batch]
                 batch = packing.collate_packed_rows(
@@ -227,7 +224,7 @@ class PairScorer:
 
 class TorchPairScorer:
     """The same scoring with transformers' PyTorch model on the same parameters
-    (`cappy.engine.checkpoints.torch_model`, one device): the same encoding and
+    (`cappy.engine.weights.cappy_checkpoint.torch_model`, one device): the same encoding and
     truncation, length-sorted batches padded to their bucket width."""
 
     def __init__(self, module, tokenizer, truncation, max_length=512, batch_size=32,
@@ -241,8 +238,6 @@ class TorchPairScorer:
         self.batch_size, self.truncation = batch_size, check_truncation(truncation)
 
     def score(self, instructions, responses, desc="scoring", progress=False):
-        import tqdm
-
         if len(instructions) != len(responses):
             raise ValueError("instructions and responses differ in length")
         examples = encode_pairs(self.tokenizer, instructions, responses, self.max_length,
@@ -251,7 +246,7 @@ class TorchPairScorer:
         scores = np.empty(len(examples), np.float32)
         starts = range(0, len(order), self.batch_size)
         with self.torch.inference_mode():
-            for start in tqdm.tqdm(starts, desc=desc, disable=not progress):
+            for start in progress_bar(starts, desc=desc, shown=progress):
                 index = order[start:start + self.batch_size]
                 batch = collate_pairs([examples[i] for i in index], self.tokenizer.pad_token_id,
                                       self.max_length)

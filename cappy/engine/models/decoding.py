@@ -23,7 +23,7 @@ its decoder start token), `forced_eos_id` (the only token, or tokens, possible a
 last position, max_length - 1) and `no_repeat_ngram_size` (no n-gram twice in a
 sequence, the prompt or decoder start token included). Both transformers' generate()s
 apply these from the generation config whatever the call passes, and so does cappy
-(`cappy.engine.generators` reads them). Their order is PyTorch's (the n-gram ban before
+(`cappy.engine.weights.generator_loading` reads them). Their order is PyTorch's (the n-gram ban before
 the forced tokens, so a forced token always wins); the Flax generate() bans n-grams
 last, which differs only where a forced token would repeat an n-gram and then leaves
 no token at all.
@@ -129,6 +129,15 @@ def generation_rules(logits, sequences, cur_len, max_length, forced_bos_id=None,
 def _put(sequences, tokens, index):
     return jax.lax.dynamic_update_slice_in_dim(sequences, tokens[:, None].astype(jnp.int32),
                                                index, axis=1)
+
+
+def write_cache(cached, new, position, written):
+    """Keys or values `cached` [batch, max_length, ...] with `new` [batch, 1, ...] written at
+    `position` (a traced scalar); the result is also appended to `written`, the step's new
+    cache."""
+    updated = jax.lax.dynamic_update_slice_in_dim(cached, new, position, axis=1)
+    written.append(updated)
+    return updated
 
 
 def greedy_or_sample(params, prefill, step, prompt, max_length, min_length, eos_id, pad_id,

@@ -16,7 +16,7 @@ devices per model copy) and the parameters' shardings, and the scorer; every com
 (`cappy score|rerank|finetune|serve`, the BIG-Bench task, the PromptSource evaluation,
 pretraining) is built on it. It lives in the engine so that the experiments above it can
 use it; `cappy.api` is its public name. Both backends read the checkpoint through one loader
-(`cappy.engine.checkpoints`); the torch backend hands the same parameters to transformers'
+(`cappy.engine.weights.cappy_checkpoint`); the torch backend hands the same parameters to transformers'
 PyTorch model and only scores. Truncation (inputs longer than `max_length` tokens)
 follows the checkpoint's recorded policy, else the original release's `longest_first`
 (the longer side gives way first); `truncation="instruction_first"` cuts the
@@ -26,9 +26,9 @@ Scores are the raw regression output (no sigmoid).
 
 import numpy as np
 
-from cappy.engine.checkpoints import check_dtype
 from cappy.engine.errors import CappyError
 from cappy.engine.ranking import ranked_order
+from cappy.engine.weights.cappy_checkpoint import check_dtype
 
 BACKENDS = ("flax", "torch")
 
@@ -61,12 +61,12 @@ class Cappy:
         CPUs). `max_length` defaults to 512 tokens, or fewer when the model's
         position table holds fewer. `truncation` overrides the checkpoint's policy.
         `n_model_shards` splits each model copy over that many devices; `hosts` (a
-        configuration with the `cappy.engine.hosts.HostSettings` fields) joins a run of
+        configuration with the `cappy.engine.runtime.hosts.HostSettings` fields) joins a run of
         several processes first. `seed` seeds the devices' random stream
-        (`cappy.engine.mesh.Devices`); `progress` shows progress bars; `new_head_seed` gives a backbone without a one-output head a
-        new head (`cappy.engine.checkpoints.load_cappy`).
+        (`cappy.engine.runtime.mesh.Devices`); `progress` shows progress bars; `new_head_seed` gives a backbone without a one-output head a
+        new head (`cappy.engine.weights.cappy_checkpoint.load_cappy`).
         """
-        from cappy.engine.checkpoints import load_cappy
+        from cappy.engine.weights.cappy_checkpoint import load_cappy
 
         if backend not in BACKENDS:
             raise CappyError(f"backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
@@ -84,24 +84,24 @@ class Cappy:
                                  "requirements-torch.txt") from None
         devices = None
         if backend == "flax":  # joined and meshed before the model loads onto a device
-            from cappy.engine.mesh import devices_for
+            from cappy.engine.runtime.mesh import devices_for
 
             devices = devices_for(n_model_shards, seed, progress, hosts=hosts)
         model, tokenizer = load_cappy(name_or_path, dtype=dtype, truncation=truncation,
                                       new_head_seed=new_head_seed)
         if max_length is None:
-            from cappy.engine.roberta import longest_pair
+            from cappy.engine.models.roberta import longest_pair
 
             max_length = min(512, longest_pair(model.config))
         if backend == "torch":
-            from cappy.engine.checkpoints import torch_model
-            from cappy.engine.scoring import TorchPairScorer
+            from cappy.engine.jobs.scoring import TorchPairScorer
+            from cappy.engine.weights.cappy_checkpoint import torch_model
 
             scorer = TorchPairScorer(torch_model(model), tokenizer, model.truncation,
                                      max_length=max_length, batch_size=batch_size)
             return cls(model, tokenizer, backend, max_length, batch_size, scorer, seed=seed,
                        progress=progress)
-        from cappy.engine.scoring import PairScorer
+        from cappy.engine.jobs.scoring import PairScorer
 
         rules = devices.sharding_rules(model.params)
         scorer = PairScorer(model, tokenizer, devices, max_length=max_length,
@@ -171,9 +171,9 @@ class Cappy:
 
     def make_trainer(self, optimizer, per_device_batch_size, seed, params=None, opt_state=None,
                      label_key="label"):
-        """A `cappy.engine.training.Trainer` on this Cappy's devices and shardings, from its
+        """A `cappy.engine.jobs.training.Trainer` on this Cappy's devices and shardings, from its
         parameters (or `params` and `opt_state`, a checkpoint's)."""
-        from cappy.engine.training import Trainer, tokens_per_step
+        from cappy.engine.jobs.training import Trainer, tokens_per_step
 
         return Trainer(self.model, self._training_devices(), optimizer, self.max_length,
                        tokens_per_step(per_device_batch_size, self.max_length),
@@ -182,7 +182,7 @@ class Cappy:
 
     def encode(self, rows, src_key="instruction", tgt_key="response", label_key="label"):
         """Labelled rows as encoded training examples (the model's truncation policy)."""
-        from cappy.engine.scoring import encode_examples
+        from cappy.engine.jobs.scoring import encode_examples
 
         return encode_examples(self.tokenizer, rows, self.max_length, self.truncation,
                                src_key, tgt_key, label_key)
@@ -196,7 +196,7 @@ class Cappy:
         original's shuffle and optimizer updates (`per_device_batch_size` x devices x
         `accumulate_grad_batches` examples each), AdamW, MSE, packed rows. Afterwards this
         Cappy scores and saves with the trained parameters. Returns the Trainer."""
-        from cappy.engine.training import finetune
+        from cappy.engine.jobs.training import finetune
 
         if (rows is None) == (examples is None):
             raise ValueError("finetune() takes rows or examples")
@@ -229,9 +229,9 @@ class Cappy:
     def save(self, output_dir, summary=None, summary_name=None, overwrite=False, kept=None):
         """Write the Cappy (its current parameters, its truncation policy) as a folder both
         backends load; every process calls it, process 0 writes. Returns the folder. On a
-        full disk, `kept` says what remains (`cappy.engine.checkpoints.save_cappy`)."""
-        from cappy.engine.checkpoints import save_cappy
-        from cappy.engine.hosts import writes_outputs
+        full disk, `kept` says what remains (`cappy.engine.weights.cappy_checkpoint.save_cappy`)."""
+        from cappy.engine.runtime.leader import writes_outputs
+        from cappy.engine.weights.cappy_checkpoint import save_cappy
 
         params = self.host_params()
         if writes_outputs():

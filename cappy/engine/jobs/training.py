@@ -2,7 +2,7 @@
 into rows, one optimizer update at a time, on one device, several, or several hosts.
 
 An optimizer update takes a set of examples (the original's 8 per device x 16
-accumulation steps). They are packed into rows (`cappy.engine.packing`: each pair attends
+accumulation steps). They are packed into rows (`cappy.engine.models.packing`: each pair attends
 only to its own tokens, with its own positions), the rows are spread over the
 devices and computed in as few device steps as their token budget allows, and
 the gradient of the update's mean squared error is accumulated over those steps
@@ -35,11 +35,12 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from cappy.engine import packing, roberta
 from cappy.engine.errors import CappyError
-from cappy.engine.hosts import writes_outputs
-from cappy.engine.mesh import place, record_placed
+from cappy.engine.models import packing, roberta
 from cappy.engine.recipes import LR_SCHEDULES
+from cappy.engine.runtime.leader import progress_bar
+from cappy.engine.runtime.mesh import place, record_placed
+
 CPU_TOKENS_PER_STEP = 2048
 
 
@@ -167,7 +168,7 @@ def training_batch(examples, rows, width, pad_id, weight, label_key="label"):
 # ---- the trainer ------------------------------------------------------------------------
 
 class Trainer:
-    """Parameters and AdamW state on `devices` (`cappy.engine.mesh.Devices`), trained update
+    """Parameters and AdamW state on `devices` (`cappy.engine.runtime.mesh.Devices`), trained update
     by update.
 
     One compiled path over a device mesh: without model shards, a 1-D mesh of every
@@ -270,7 +271,7 @@ class Trainer:
         return _gather(self.opt_state)
 
     def scoring_params(self):
-        """(params, placement) to hand to `cappy.engine.scoring.PairScorer.score`: on a model-
+        """(params, placement) to hand to `cappy.engine.jobs.scoring.PairScorer.score`: on a model-
         sharded mesh the parameters as they lie; else a host copy, which the scorer places
         replicated (once, while it scores with the same)."""
         if not self.devices.model_sharded:
@@ -310,7 +311,7 @@ def save_state(trainer, path):
 def checkpoint_bytes(params):
     """About what `save_state` writes: parameters and AdamW's two moments in float32, and
     orbax's metadata."""
-    from cappy.engine.checkpoints import parameter_bytes
+    from cappy.engine.weights.files import parameter_bytes
 
     return 3 * parameter_bytes(params) + (256 << 10)
 
@@ -352,10 +353,10 @@ def _gather(tree):
 
 def original_updates(examples, seed, per_update):
     """The examples of each optimizer update, as the original release formed them: in its
-    seeded order (`cappy.engine.redco_adapter.original_example_order`), `per_update` at a time;
+    seeded order (`cappy.engine.runtime.redco_adapter.original_example_order`), `per_update` at a time;
     a last, incomplete update is left out, as the original's accumulation never
     applied it."""
-    from cappy.engine.redco_adapter import original_example_order
+    from cappy.engine.runtime.redco_adapter import original_example_order
 
     order = original_example_order(seed, len(examples))
     return [[examples[i] for i in order[start:start + per_update]]
@@ -386,13 +387,10 @@ def finetune_trainer(model, tokenizer, devices, train_size, seed, per_device_bat
 def train_updates(trainer, updates, desc="finetuning", progress=True):
     """Run the updates (lists of encoded examples) in order, one step shape per row width
     (`rows_per_step_for`); returns the last update's loss."""
-    import tqdm
-
     packed = [pack_update([len(example["input_ids"]) for example in examples],
                           trainer.max_length) for examples in updates]
     rows_per_step = rows_per_step_for(packed, trainer.n_devices, trainer.step_tokens)
-    bar = tqdm.tqdm(range(len(updates)), desc=desc, unit="update",
-                    disable=not progress or not writes_outputs())
+    bar = progress_bar(range(len(updates)), desc=desc, unit="update", shown=progress)
     previous = None
     for index in bar:
         loss = trainer.update(updates[index], index, rows_per_step, packed[index])

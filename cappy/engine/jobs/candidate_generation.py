@@ -6,12 +6,12 @@ each sampling decoding, 17 candidates in all with the defaults (docs/DESIGN.md s
 generator: the log-likelihood of the candidate's tokens (with the closing
 end-of-sequence token), summed and averaged over tokens.
 
-The generators are cappy's own (`cappy.engine.generators`): T5 / FLAN-T5, BART / BART0 /
+The generators are cappy's own (`cappy.engine.weights.generator_loading`): T5 / FLAN-T5, BART / BART0 /
 mBART, GPT-2 and the Llama family (Llama 2 and 3, Mistral, Qwen2), decoded with
-transformers' semantics (`cappy.engine.decoding`), with the token rules their
+transformers' semantics (`cappy.engine.models.decoding`), with the token rules their
 generation config sets (BART's forced first and last tokens, no repeated 3-grams).
 Batches are sorted by length and padded to a few fixed bucket widths; each is spread
-over every device of every process (`cappy.engine.mesh.Devices`), or over model copies
+over every device of every process (`cappy.engine.runtime.mesh.Devices`), or over model copies
 of `n_model_shards` devices each, by one compiled step per decoding: every process
 collates the whole batch and keeps its devices' rows, so the layout of devices over
 processes never changes a candidate.
@@ -25,11 +25,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from cappy.engine import decoding
-from cappy.engine.padding import bucket_length, length_sorted_order, pad_batch
 from cappy.engine.errors import CappyError
-from cappy.engine.generators import load_generator, search_functions, target_logits
+from cappy.engine.models import decoding
+from cappy.engine.models.families import search_functions, target_logits
+from cappy.engine.models.padding import bucket_length, length_sorted_order, pad_batch
 from cappy.engine.recipes import DECODINGS, DETERMINISTIC_DECODINGS, LOG_LIKELIHOOD_KEYS
+from cappy.engine.weights.generator_loading import load_generator
 
 MIN_NEW_TOKENS = 3
 
@@ -57,11 +58,11 @@ class CandidateGenerator:
     def __init__(self, model_name_or_path, n_model_shards=1, n_sample_gens=4,
                  per_device_batch_size=8, max_src_len=512, max_tgt_len=64,
                  dtype="float16", jax_seed=42, verbose=True, hosts=None):
-        from cappy.engine.hosts import writes_outputs
-        from cappy.engine.mesh import devices_for, place
+        from cappy.engine.runtime.leader import writes_outputs
+        from cappy.engine.runtime.mesh import devices_for, place
 
         if hosts is not None:  # before the generator is read, which computes on a device
-            from cappy.engine.hosts import join
+            from cappy.engine.runtime.hosts import join
 
             join(hosts)
         if n_sample_gens < 1:
@@ -211,10 +212,8 @@ class CandidateGenerator:
         """Run a step over examples in length order, a global batch of
         `per_device_batch_size` rows per model copy at a time (the last filled up with
         copies of the first example); return outputs in input order."""
-        import tqdm
-
-        from cappy.engine.hosts import writes_outputs
-        from cappy.engine.mesh import place, record_placed
+        from cappy.engine.runtime.leader import progress_bar
+        from cappy.engine.runtime.mesh import place, record_placed
 
         collate, step, output = self._step(name)
         devices = self.devices
@@ -224,9 +223,8 @@ class CandidateGenerator:
         ordered += ordered[:1] * (-len(ordered) % size)
         rows = devices.sharding(("dp",))
         outputs = []
-        for start in tqdm.tqdm(range(0, len(ordered), size),
-                               desc=f"{desc} (global_batch_size = {size})",
-                               disable=not (devices.progress and writes_outputs())):
+        for start in progress_bar(range(0, len(ordered), size), shown=devices.progress,
+                                  desc=f"{desc} (global_batch_size = {size})"):
             batch = collate(ordered[start:start + size])
             if devices.model_sharded:
                 batch = jax.tree.map(lambda x: np.reshape(

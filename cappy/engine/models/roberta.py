@@ -3,12 +3,12 @@ head, as pure functions of (parameters, config, inputs).
 
 The parameters are the checkpoint's own tree, in the names of `flax_model.msgpack`
 (`roberta/embeddings/...`, `roberta/encoder/layer/N/...`, `classifier/dense`,
-`classifier/out_proj`); `cappy.engine.checkpoints` reads and writes them, and maps them
+`classifier/out_proj`); `cappy.engine.weights.cappy_checkpoint` reads and writes them, and maps them
 to and from PyTorch's names. The semantics are transformers' RoBERTa sequence
 classifier (tests compare logits and gradients with its PyTorch model within
 1e-5), computed with less work:
 
-- packed rows (`cappy.engine.packing`): several pairs share a row, each attending only
+- packed rows (`cappy.engine.models.packing`): several pairs share a row, each attending only
   to its own tokens and numbering its positions from the start, so a pair scores
   what it scores alone, padded;
 - the last layer only for each pair's first token, whose state the head reads:
@@ -31,6 +31,8 @@ import math
 import jax
 import jax.numpy as jnp
 import numpy as np
+
+from cappy.engine.models.initialise import initialise
 
 SUPPORTED_MODEL_TYPES = ("roberta", "xlm-roberta")
 SUPPORTED_ACTIVATIONS = ("gelu",)
@@ -111,22 +113,10 @@ def parameter_shapes(config):
             "classifier": head_shapes(config)}
 
 
-def _initialise(shapes, rng, std, path=()):
-    if isinstance(shapes, dict):
-        return {name: _initialise(value, rng, std, path + (name,))
-                for name, value in shapes.items()}
-    name = path[-1]
-    if name == "bias":
-        return np.zeros(shapes, np.float32)
-    if name == "scale":  # LayerNorm
-        return np.ones(shapes, np.float32)
-    return rng.normal(0.0, std, shapes).astype(np.float32)  # kernels and embeddings
-
-
 def init_head(config, seed):
     """A fresh one-output head as RoBERTa initialises it: weights normal with
     `initializer_range`, biases zero (float32, host)."""
-    return _initialise(head_shapes(config), np.random.default_rng([seed, 1]),
+    return initialise(head_shapes(config), np.random.default_rng([seed, 1]),
                        config.initializer_range)
 
 
@@ -136,7 +126,7 @@ def init_params(config, seed):
     word and position tables zero, as PyTorch's RoBERTa sets them), biases zero,
     LayerNorm scales one."""
     shapes = parameter_shapes(config)
-    params = {"roberta": _initialise(shapes["roberta"], np.random.default_rng([seed, 0]),
+    params = {"roberta": initialise(shapes["roberta"], np.random.default_rng([seed, 0]),
                                      config.initializer_range),
               "classifier": init_head(config, seed)}
     embeddings = params["roberta"]["embeddings"]
@@ -262,7 +252,7 @@ def _layer(x, params, config, dtype, rows, kept, mask, dropout):
 def packed_scores(params, config, batch, dtype=jnp.float32, dropout_rng=None):
     """`logits[..., 0]` of RoBERTa's sequence classifier for every packed pair.
 
-    `batch` (`cappy.engine.packing.collate_packed_rows`) holds [rows, width] arrays:
+    `batch` (`cappy.engine.models.packing.collate_packed_rows`) holds [rows, width] arrays:
     `input_ids`, `segment_ids` (the pairs of a row numbered from 1, 0 for
     padding), `position_ids` (RoBERTa's, pad_token_id + 1 onwards within each
     pair), optionally `token_type_ids`, and `first_tokens` [rows, slots], the

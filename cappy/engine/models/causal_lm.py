@@ -13,12 +13,15 @@ up to its own, counted in the sequence's slots, padding included, as transformer
 masks count them.
 
 `forward` computes whole sequences (log-likelihoods); `prefill` fills a key/value
-cache with the prompt and `step` extends it one token at a time (`cappy.engine.decoding`).
+cache with the prompt and `step` extends it one token at a time (`cappy.engine.models.decoding`).
 """
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+
+from cappy.engine.models.decoding import write_cache
+from cappy.engine.models.initialise import initialise
 
 LLAMA_FAMILY = ("llama", "mistral", "qwen2")
 SUPPORTED_MODEL_TYPES = ("gpt2",) + LLAMA_FAMILY
@@ -135,18 +138,8 @@ def parameter_shapes(config):
 def init_params(config, seed):
     """Random parameters: weights normal with `initializer_range`, biases zero, norm
     scales one (float32, host)."""
-    rng = np.random.default_rng(seed)
-
-    def initialise(shapes, path):
-        if isinstance(shapes, dict):
-            return {name: initialise(value, path + (name,)) for name, value in shapes.items()}
-        if path[-1] == "bias":
-            return np.zeros(shapes, np.float32)
-        if path[-1] in ("scale", "weight"):
-            return np.ones(shapes, np.float32)
-        return rng.normal(0.0, config.initializer_range, shapes).astype(np.float32)
-
-    return initialise(parameter_shapes(config), ())
+    return initialise(parameter_shapes(config), np.random.default_rng(seed),
+                      config.initializer_range, ones=("scale", "weight"))
 
 
 # ---- building blocks ----------------------------------------------------------------
@@ -342,11 +335,8 @@ def step(params, config, cache, tokens, index, dtype=jnp.float32):
     keys, values = [], []
 
     def keep(k, v, layer_index):
-        k = jax.lax.dynamic_update_slice_in_dim(cache["keys"][layer_index], k, index, axis=1)
-        v = jax.lax.dynamic_update_slice_in_dim(cache["values"][layer_index], v, index, axis=1)
-        keys.append(k)
-        values.append(v)
-        return k, v
+        return (write_cache(cache["keys"][layer_index], k, index, keys),
+                write_cache(cache["values"][layer_index], v, index, values))
 
     key_slots = jnp.arange(valid.shape[1])
     for layer_index, layer in enumerate(_layers(params, config)):

@@ -3,9 +3,9 @@
 Redco gives the rules for splitting a model's parameters over the "mp" axis of a device
 mesh (`sharding_rules`, `parameter_specs`): the original release's model-sharded layout.
 Everything else is cappy's own: the device mesh and the random stream
-(`cappy.engine.mesh.Devices`), joining several processes (`cappy.engine.hosts`), and the
-scoring, training and generation steps over the mesh (`cappy.engine.scoring`,
-`cappy.engine.training`, `cappy.engine.generation`). What depends on how Redco's Trainer
+(`cappy.engine.runtime.mesh.Devices`), joining several processes (`cappy.engine.runtime.hosts`), and the
+scoring, training and generation steps over the mesh (`cappy.engine.jobs.scoring`,
+`cappy.engine.jobs.training`, `cappy.engine.jobs.candidate_generation`). What depends on how Redco's Trainer
 behaved in the original release (its example order) is here too, so that a change in
 Redco is mended here.
 """

@@ -68,7 +68,7 @@ class Devices:
         """Redco's rules for sharding `params` over the model-shard axis (None without it)."""
         if not self.model_sharded:
             return None
-        from cappy.engine.redco_adapter import sharding_rules
+        from cappy.engine.runtime.redco_adapter import sharding_rules
 
         return sharding_rules(params, self.n_model_shards)
 
@@ -81,7 +81,7 @@ class Devices:
         params = unfreeze(params)
         if not self.model_sharded:
             return jax.tree.map(lambda _: self.sharding(), params)
-        from cappy.engine.redco_adapter import parameter_specs
+        from cappy.engine.runtime.redco_adapter import parameter_specs
 
         specs = parameter_specs(params, rules if rules is not None else self.sharding_rules(params))
         return jax.tree.map(lambda spec: NamedSharding(self.mesh, spec), specs,
@@ -98,10 +98,10 @@ class Devices:
 
 
 def devices_for(n_model_shards=1, seed=0, progress=False, hosts=None):
-    """`Devices` for a job; `hosts` (a configuration with the `cappy.engine.hosts.HostSettings`
+    """`Devices` for a job; `hosts` (a configuration with the `cappy.engine.runtime.hosts.HostSettings`
     fields) joins the multi-process runtime first, before anything touches a device."""
     if hosts is not None:
-        from cappy.engine.hosts import join
+        from cappy.engine.runtime.hosts import join
 
         join(hosts)
     return Devices(n_model_shards, seed, progress)

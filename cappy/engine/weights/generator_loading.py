@@ -1,6 +1,5 @@
-"""The generators candidate generation runs, loaded without transformers' model classes:
-T5 and FLAN-T5 (`cappy.engine.t5`), BART, BART0 and mBART (`cappy.engine.bart`), GPT-2
-and the Llama family (`cappy.engine.causal_lm`).
+"""Loading the generators candidate generation runs, without transformers' model classes
+(the families are `cappy.engine.models.families`').
 
 A generator is a folder or hub id with `config.json`, a tokenizer, and weights in
 `model.safetensors` or `flax_model.msgpack` (or `pytorch_model.bin` with torch),
@@ -17,7 +16,7 @@ recipe sets none); generate() still applies every other value the config sets. O
 those, cappy applies what both transformers' generate()s (the Flax one the original
 runs used, and PyTorch's) apply to these decodings: `length_penalty` and
 `early_stopping` (beam search), and the token rules `forced_bos_token_id`,
-`forced_eos_token_id` and `no_repeat_ngram_size` (`cappy.engine.decoding.
+`forced_eos_token_id` and `no_repeat_ngram_size` (`cappy.engine.models.decoding.
 generation_rules`; bart-large and BART0 set all three, with `num_beams` 4 and
 `early_stopping`). The others both apply, `suppress_tokens` and
 `begin_suppress_tokens` (and transformers 4's `forced_decoder_ids`), are not
@@ -34,12 +33,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from cappy.engine import bart, causal_lm, t5
 from cappy.engine.errors import CappyError
+from cappy.engine.models.families import SEQ2SEQ_TYPES, SUPPORTED_MODEL_TYPES, model_module
 
-SEQ2SEQ_MODULES = {"t5": t5, "mt5": t5, "bart": bart, "mbart": bart}
-SEQ2SEQ_TYPES = tuple(SEQ2SEQ_MODULES)
-SUPPORTED_MODEL_TYPES = SEQ2SEQ_TYPES + causal_lm.SUPPORTED_MODEL_TYPES
 # transformers' generation defaults where a generation config leaves a value unset
 # (transformers 5 keeps them None in the config and applies them in generate()):
 # plain sampling keeps the top 50 tokens, as the original's sampled candidates did.
@@ -53,11 +49,6 @@ TORCH_ALIASES = {("shared", "embedding"): ("encoder.embed_tokens.weight",
 # Generation-config values transformers' generate() would apply and cappy's decoding
 # does not implement (see the module's docstring).
 UNSUPPORTED_RULES = ("suppress_tokens", "begin_suppress_tokens", "forced_decoder_ids")
-
-
-def model_module(model_type):
-    """The module computing generators of `model_type`."""
-    return SEQ2SEQ_MODULES.get(model_type, causal_lm)
 
 
 @dataclasses.dataclass
@@ -75,7 +66,7 @@ class Generator:
     sampling_defaults: dict
     beam_defaults: dict
     source: str = "the generator"
-    # The generation config's token rules, as `cappy.engine.decoding.generation_rules`
+    # The generation config's token rules, as `cappy.engine.models.decoding.generation_rules`
     # takes them (only those set).
     token_rules: dict = dataclasses.field(default_factory=dict)
 
@@ -100,8 +91,10 @@ def load_generator(name_or_path, dtype="float32"):
     """A Generator from a folder or hub id, weights cast to `dtype`."""
     from transformers import AutoConfig, AutoTokenizer, GenerationConfig
 
-    from cappy.engine.checkpoints import (check_dtype, check_model_source, check_shapes, load_error,
-                                   quiet_transformers, read_parameters)
+    from cappy.engine.weights.cappy_checkpoint import check_dtype
+    from cappy.engine.weights.files import check_shapes, read_parameters
+    from cappy.engine.weights.model_hub import check_model_source, load_error
+    from cappy.engine.runtime.transformers_setup import quiet_transformers
 
     check_dtype(dtype, "--dtype")
     unreachable = check_model_source(name_or_path, "generator")
@@ -179,59 +172,11 @@ def _setting(generation, key):
 
 
 def _unflatten(flat):
-    from cappy.engine.checkpoints import unflatten
+    from cappy.engine.weights.files import unflatten
 
     return unflatten(flat)
 
 
 # ---- what decoding and scoring need ----------------------------------------------------
 
-def search_functions(generator, input_ids, attention_mask, max_new_tokens):
-    """(prefill, step, prompt, max_length) for `cappy.engine.decoding` on a batch of sources:
-    a seq2seq model decodes from its start token up to max_new_tokens in all (the
-    original's max_length); a decoder-only model continues its left-padded prompt by
-    up to max_new_tokens."""
-    config, dtype = generator.config, generator.compute_dtype
-    if generator.is_seq2seq:
-        model = generator.module
-        max_length = max_new_tokens
-        start = jnp.full((input_ids.shape[0],), generator.decoder_start_token_id, jnp.int32)
 
-        def prefill(params):
-            states = model.encode(params, config, input_ids, attention_mask, dtype)
-            cache = model.init_cache(params, config, states, attention_mask, max_length, dtype)
-            return model.decode_step(params, config, cache, start, jnp.asarray(0), dtype)
-
-        def step(params, cache, tokens, index):
-            return model.decode_step(params, config, cache, tokens, index, dtype)
-
-        return prefill, step, start[:, None], max_length
-    max_length = input_ids.shape[1] + max_new_tokens
-
-    def prefill(params):
-        return causal_lm.prefill(params, config, input_ids, attention_mask, max_length, dtype)
-
-    def step(params, cache, tokens, index):
-        return causal_lm.step(params, config, cache, tokens, index, dtype)
-
-    return prefill, step, input_ids, max_length
-
-
-def target_logits(generator, params, batch):
-    """Logits [batch, target, vocab] (float32) predicting each target token of `batch`
-    (input_ids/attention_mask: sources; labels/label_mask: targets)."""
-    config, dtype = generator.config, generator.compute_dtype
-    if generator.is_seq2seq:
-        model = generator.module
-        labels = batch["labels"]
-        start = jnp.full((labels.shape[0], 1), generator.decoder_start_token_id, labels.dtype)
-        decoder_ids = jnp.concatenate([start, labels[:, :-1]], axis=1)
-        states = model.encode(params, config, batch["input_ids"], batch["attention_mask"], dtype)
-        return model.decode(params, config, decoder_ids, states, batch["attention_mask"],
-                            batch["label_mask"], dtype)
-    # The prompt (left-padded), then the response (right-padded).
-    ids = jnp.concatenate([batch["input_ids"], batch["labels"]], axis=1)
-    mask = jnp.concatenate([batch["attention_mask"], batch["label_mask"]], axis=1)
-    logits = causal_lm.forward(params, config, ids, mask, dtype)
-    source_length, width = batch["input_ids"].shape[1], batch["labels"].shape[1]
-    return logits[:, source_length - 1:source_length - 1 + width]

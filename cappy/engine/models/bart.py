@@ -4,8 +4,8 @@ inputs), beside `cappy.engine.t5` and with the same functions.
 The parameters are the checkpoint's tree in the names of `flax_model.msgpack`
 (`model/shared/embedding`, `model/encoder/layers/N/self_attn/q_proj/kernel`,
 `model/decoder/layers/N/encoder_attn/...`, `final_logits_bias`, and `lm_head/kernel`
-only when the head is not tied); `cappy.engine.checkpoints` maps PyTorch's names onto
-them, and `cappy.engine.generators.TORCH_ALIASES` finds the shared embedding under the
+only when the head is not tied); `cappy.engine.weights.cappy_checkpoint` maps PyTorch's names onto
+them, and `cappy.engine.weights.generator_loading.TORCH_ALIASES` finds the shared embedding under the
 encoder's or decoder's name where a checkpoint keeps it there. The semantics are
 transformers' PyTorch `BartForConditionalGeneration` (tests compare logits and
 generations with it): token embeddings times sqrt(d_model) when `scale_embedding`;
@@ -19,9 +19,9 @@ LayerNorm statistics, the softmax and the logits in float32.
 
 `encode` and `decode` compute whole sequences (log-likelihoods of candidates);
 `init_cache` and `decode_step` compute one decoder position at a time against a
-key/value cache (`cappy.engine.decoding`). The token rules BART's generation configs
+key/value cache (`cappy.engine.models.decoding`). The token rules BART's generation configs
 set (the forced first and last tokens, no repeated 3-grams) are decoding's, not the
-model's: `cappy.engine.decoding` applies them, `cappy.engine.generators` reads them.
+model's: `cappy.engine.models.decoding` applies them, `cappy.engine.weights.generator_loading` reads them.
 """
 
 import math
@@ -31,6 +31,9 @@ import jax.numpy as jnp
 import numpy as np
 
 from cappy.engine.errors import CappyError
+from cappy.engine.models.attention import attention_context
+from cappy.engine.models.decoding import write_cache
+from cappy.engine.models.initialise import initialise
 
 SUPPORTED_MODEL_TYPES = ("bart", "mbart")
 POSITION_OFFSET = 2  # transformers' BART reads position p at row p + 2 of the table
@@ -122,18 +125,8 @@ def init_params(config, seed):
     """Random parameters, initialised as transformers initialises BART (float32, host):
     weights and embeddings normal with `init_std`, biases and final_logits_bias zero,
     LayerNorm scales one."""
-    rng = np.random.default_rng(seed)
-
-    def initialise(shapes, path):
-        if isinstance(shapes, dict):
-            return {name: initialise(value, path + (name,)) for name, value in shapes.items()}
-        if path[-1] == "scale":
-            return np.ones(shapes, np.float32)
-        if path[-1] in ("bias", "final_logits_bias"):
-            return np.zeros(shapes, np.float32)
-        return rng.normal(0.0, config.init_std, shapes).astype(np.float32)
-
-    return initialise(parameter_shapes(config), ())
+    return initialise(parameter_shapes(config), np.random.default_rng(seed), config.init_std,
+                      zeros=("bias", "final_logits_bias"))
 
 
 # ---- building blocks ----------------------------------------------------------------
@@ -176,11 +169,8 @@ def _attend(query, key, value, bias, attention, dtype):
     """softmax(q k^T + bias) v, then the output projection; q (already scaled)
     [b, q, h, d], k/v [b, k, h, d], bias (the mask as -inf-like terms) broadcastable to
     [b, h, q, k]."""
-    logits = jnp.einsum("bqhd,bkhd->bhqk", query, key, preferred_element_type=jnp.float32)
-    weights = jax.nn.softmax(logits + bias, axis=-1).astype(dtype)
-    context = jnp.einsum("bhqk,bkhd->bqhd", weights, value)
-    batch, length = context.shape[:2]
-    return _dense(context.reshape(batch, length, -1), attention["out_proj"], dtype)
+    return _dense(attention_context(query, key, value, bias, dtype), attention["out_proj"],
+                  dtype)
 
 
 def _feed_forward(h, layer, config, dtype):
@@ -315,11 +305,8 @@ def decode_step(params, config, cache, tokens, position, dtype=jnp.float32):
 
         def self_kv(h, attention=layer["self_attn"], index=index):
             k, v = _keys_values(h, attention, heads, dtype)
-            k = jax.lax.dynamic_update_slice_in_dim(cache["self_k"][index], k, position, axis=1)
-            v = jax.lax.dynamic_update_slice_in_dim(cache["self_v"][index], v, position, axis=1)
-            new_k.append(k)
-            new_v.append(v)
-            return k, v
+            return (write_cache(cache["self_k"][index], k, position, new_k),
+                    write_cache(cache["self_v"][index], v, position, new_v))
 
         x = _decoder_layer(x, layer, config, dtype, self_kv, self_bias, cache["cross"][index],
                            cache["cross_bias"])

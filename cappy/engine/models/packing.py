@@ -3,7 +3,7 @@ widths, so a batch holds real tokens instead of padding and JAX compiles one
 shape per width.
 
 Each pair keeps its own positions and attends only to its own tokens
-(`cappy.engine.roberta.packed_scores`), so a packed pair scores what it
+(`cappy.engine.models.roberta.packed_scores`), so a packed pair scores what it
 scores alone, padded. scripts/benchmark.py reports the share of computed
 positions that are real tokens (on its PromptSource-like mix: 98% packed,
 against 25% for the original's fixed padding).

@@ -12,7 +12,7 @@ softmax in float32.
 
 `encode` and `decode` compute whole sequences (log-likelihoods of candidates);
 `init_cache` and `decode_step` compute one decoder position at a time against a
-key/value cache (`cappy.engine.decoding`).
+key/value cache (`cappy.engine.models.decoding`).
 """
 
 import math
@@ -20,6 +20,9 @@ import math
 import jax
 import jax.numpy as jnp
 import numpy as np
+
+from cappy.engine.models.attention import attention_context
+from cappy.engine.models.decoding import write_cache
 
 FEED_FORWARD = {"relu": False, "gated-gelu": True}  # feed_forward_proj -> gated
 
@@ -162,11 +165,7 @@ def _heads(x, heads):
 def _attend(query, key, value, bias, params, dtype):
     """softmax(q k^T + bias) v, then the output projection; q [b, q, h, d], k/v [b, k, h, d],
     bias (position bias and mask as -inf-like terms) broadcastable to [b, h, q, k]."""
-    logits = jnp.einsum("bqhd,bkhd->bhqk", query, key, preferred_element_type=jnp.float32)
-    weights = jax.nn.softmax(logits + bias, axis=-1).astype(dtype)
-    context = jnp.einsum("bhqk,bkhd->bqhd", weights, value)
-    batch, length = context.shape[:2]
-    return _project(context.reshape(batch, length, -1), params["o"], dtype)
+    return _project(attention_context(query, key, value, bias, dtype), params["o"], dtype)
 
 
 def _feed_forward(x, params, config, dtype):
@@ -303,13 +302,10 @@ def decode_step(params, config, cache, tokens, position, dtype=jnp.float32):
         attention = layers["0"]["SelfAttention"]
 
         def self_kv(h, attention=attention, index=index):
-            k = _heads(_project(h, attention["k"], dtype), heads)
-            v = _heads(_project(h, attention["v"], dtype), heads)
-            k = jax.lax.dynamic_update_slice_in_dim(cache["self_k"][index], k, position, axis=1)
-            v = jax.lax.dynamic_update_slice_in_dim(cache["self_v"][index], v, position, axis=1)
-            new_k.append(k)
-            new_v.append(v)
-            return k, v
+            return (write_cache(cache["self_k"][index],
+                                _heads(_project(h, attention["k"], dtype), heads), position, new_k),
+                    write_cache(cache["self_v"][index],
+                                _heads(_project(h, attention["v"], dtype), heads), position, new_v))
 
         x = _decoder_block(x, layers, config, dtype, self_kv, self_bias, cache["cross"][index],
                            cache["cross_bias"])

@@ -14,7 +14,8 @@ import os
 
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
 
-from cappy.engine.config import job_command, setting
+from cappy.engine.config import setting
+from cappy.engine.runtime.process import job_command
 
 # A little English so the tokenizer has real words even with no other text.
 BASE_TEXT = [
@@ -80,7 +81,7 @@ def seeded_parameters(shapes, seed, std, norm_names=("scale", "weight")):
     on identical weights (tests/data/generation_golden.json was made on these)."""
     import numpy as np
 
-    from cappy.engine.checkpoints import flatten, unflatten
+    from cappy.engine.weights.files import flatten, unflatten
 
     rng = np.random.default_rng(seed)
     flat = {}
@@ -105,7 +106,7 @@ def as_trained(params, seed, spread=0.1):
     float32 host arrays."""
     import numpy as np
 
-    from cappy.engine.checkpoints import flatten, unflatten
+    from cappy.engine.weights.files import flatten, unflatten
 
     rng = np.random.default_rng([seed, 7])
     moved = {}
@@ -140,10 +141,10 @@ def tiny_scorer_config(tokenizer, hidden_size=32, num_layers=2, num_heads=2, max
 def make_tiny_scorer(path, texts=(), hidden_size=32, num_layers=2, num_heads=2,
                      max_position=514, seed=0):
     """Save a random RoBERTa regression scorer (num_labels=1) and its tokenizer to `path`,
-    written as the project writes every checkpoint (`cappy.engine.checkpoints.save_cappy`).
+    written as the project writes every checkpoint (`cappy.engine.weights.cappy_checkpoint.save_cappy`).
     Every bias and LayerNorm parameter is drawn (`as_trained`), as in a real checkpoint."""
-    from cappy.engine import roberta
-    from cappy.engine.checkpoints import CappyModel, save_cappy
+    from cappy.engine.models import roberta
+    from cappy.engine.weights.cappy_checkpoint import CappyModel, save_cappy
 
     tokenizer = make_scorer_tokenizer(texts)
     config = tiny_scorer_config(tokenizer, hidden_size, num_layers, num_heads, max_position)
@@ -161,7 +162,8 @@ def fingerprint(path):
 
     import numpy as np
 
-    from cappy.engine.checkpoints import flatten, load_cappy
+    from cappy.engine.weights.cappy_checkpoint import load_cappy
+    from cappy.engine.weights.files import flatten
 
     model, tokenizer = load_cappy(path)
     digest = hashlib.sha256(json.dumps(tokenizer.get_vocab(), sort_keys=True).encode())
@@ -176,7 +178,7 @@ def save_generator(params, config, tokenizer, path, generation=None):
     generation config (the config's values, then `generation`'s), tokenizer."""
     from transformers import GenerationConfig
 
-    from cappy.engine.checkpoints import write_weights
+    from cappy.engine.weights.files import write_weights
 
     os.makedirs(path, exist_ok=True)
     write_weights(params, path)
@@ -194,7 +196,7 @@ def make_tiny_seq2seq(path, texts=(), d_model=32, num_layers=2, num_heads=2, see
     tokenizer to `path`; its norm scales drawn around one (`as_trained`)."""
     from transformers import T5Config
 
-    from cappy.engine import t5
+    from cappy.engine.models import t5
 
     tokenizer = make_generator_tokenizer(texts)
     config = T5Config(
@@ -238,7 +240,7 @@ def make_tiny_bart(path, texts=(), d_model=32, num_layers=2, num_heads=2, seed=0
     its tokenizer to `path`; every bias, norm and the final_logits_bias drawn
     (`as_trained`). BART's tokenizer is RoBERTa's (`<s> text </s>`), so it is the
     scorer's."""
-    from cappy.engine import bart
+    from cappy.engine.models import bart
 
     tokenizer = make_scorer_tokenizer(texts)
     config = tiny_bart_config(tokenizer, d_model, num_layers, num_heads)
@@ -251,7 +253,7 @@ def make_tiny_causal_lm(path, texts=(), n_embd=32, n_layer=2, n_head=2, seed=0):
     and LayerNorm parameter drawn (`as_trained`)."""
     from transformers import GPT2Config
 
-    from cappy.engine import causal_lm
+    from cappy.engine.models import causal_lm
 
     tokenizer = make_generator_tokenizer(texts, append_eos=False)
     config = GPT2Config(
@@ -261,7 +263,8 @@ def make_tiny_causal_lm(path, texts=(), n_embd=32, n_layer=2, n_head=2, seed=0):
                           tokenizer, path)
 
 
-SAMPLE_DIR = os.path.join(os.path.dirname(os.path.dirname(__file__)), "data", "bigbench_sample")
+PACKAGE_DIR = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+SAMPLE_DIR = os.path.join(PACKAGE_DIR, "data", "bigbench_sample")  # cappy/data/bigbench_sample
 BUILDERS = {"tiny-cappy": make_tiny_scorer, "tiny-t5": make_tiny_seq2seq,
             "tiny-gpt2": make_tiny_causal_lm, "tiny-bart": make_tiny_bart}
 

@@ -4,7 +4,7 @@ Same trainer as cappy_bigbench.py (packed rows, AdamW, MSE on logits[..., 0],
 float32 parameters); its default schedule is counted in optimizer updates
 (`--lr_schedule corrected`), where cappy_bigbench.py defaults to the published runs'
 (`paper`). The
-checkpoint folder (`cappy.engine.checkpoints.save_cappy`) holds the weights as
+checkpoint folder (`cappy.engine.weights.cappy_checkpoint.save_cappy`) holds the weights as
 `model.safetensors` (PyTorch names) and `flax_model.msgpack`, and records the
 truncation policy the model was trained with, which loading it again uses.
 """
@@ -18,11 +18,11 @@ from cappy.engine.config import settings_of
 
 def finetune_on_rows(config, train_rows, validation_rows=None):
     """Train on rows as configured by `config` (`cappy finetune`'s FinetuneConfig, whose
-    --output_dir `cappy.engine.checkpoints.check_output_dir` has passed); save the model;
+    --output_dir `cappy.engine.weights.cappy_checkpoint.check_output_dir` has passed); save the model;
     return a summary."""
-    from cappy.engine.checkpoints import check_room_for_model
-    from cappy.engine.hosts import writes_outputs
-    from cappy.engine.session import Cappy
+    from cappy.engine.jobs.session import Cappy
+    from cappy.engine.runtime.leader import writes_outputs
+    from cappy.engine.weights.cappy_checkpoint import check_room_for_model
 
     start = time.time()
     cappy = Cappy.from_pretrained(config.model_name_or_path, dtype=config.dtype,
