@@ -13,6 +13,7 @@ import pytest
 from conftest import REPO, run_script
 
 from cappy.bigbench.results import read_result
+from cappy.bigbench.runner import last_output_line
 
 RUNNER = "scripts/run_cappy_bigbench.py"
 
@@ -105,10 +106,13 @@ def test_failure_isolated_and_summarised(setup):
     assert any(line.startswith("[1/6] flan-t5-small alpha done ") and line.endswith(
         " s, ROUGE-L 50.00") for line in lines)
     bad_log = results / "flan-t5-small" / "bad_task.log"
-    assert f"[2/6] flan-t5-small bad_task FAILED (exit code 3; see {bad_log})" in lines
+    # The child's own last line says why, so the runner's lines do without opening the log.
+    assert (f"[2/6] flan-t5-small bad_task FAILED (exit code 3: boom: cannot do bad_task; "
+            f"see {bad_log})") in lines
     assert "summary: 4 done, 0 skipped (already finished), 2 failed" in lines
-    assert f"  FAILED flan-t5-small bad_task: exit code 3; log: {bad_log}" in lines
-    assert (f"  FAILED flan-t5-base bad_task: exit code 3; log: "
+    assert (f"  FAILED flan-t5-small bad_task: exit code 3: boom: cannot do bad_task; log: "
+            f"{bad_log}") in lines
+    assert (f"  FAILED flan-t5-base bad_task: exit code 3: boom: cannot do bad_task; log: "
             f"{results / 'flan-t5-base' / 'bad_task.log'}") in lines
     assert out.stderr == ""
 
@@ -121,7 +125,8 @@ def test_quiet_prints_failures_and_the_summary_and_quiets_each_task(setup):
     lines = out.stdout.splitlines()
     assert not any(" ..." in line or " done " in line for line in lines), lines
     bad_log = results / "my-llm" / "bad_task.log"
-    assert f"[2/2] my-llm bad_task FAILED (exit code 3; see {bad_log})" in lines
+    assert (f"[2/2] my-llm bad_task FAILED (exit code 3: boom: cannot do bad_task; "
+            f"see {bad_log})") in lines
     assert "summary: 1 done, 0 skipped (already finished), 1 failed" in lines
     assert result(results, "my-llm", "alpha")["argv"][-1] == "--quiet"
 
@@ -285,6 +290,22 @@ def test_read_result(tmp_path, text, expected):
     path.write_text(text)
     assert read_result(str(path)) == expected
     assert read_result(str(tmp_path / "absent.json")) == ("missing", None)
+
+
+@pytest.mark.parametrize("text, expected", [
+    ("$ cmd\n# started x\nloading\ncappy_bigbench.py: disk full\n\n# exit code 2 after 1.0 s\n",
+     "cappy_bigbench.py: disk full"),
+    # a progress bar's carriage returns: the last state of the line, not the whole bar
+    ("$ cmd\n# started x\nscoring 10%\rscoring 50%\rKilled by the OOM killer  \n",
+     "Killed by the OOM killer"),
+    ("$ cmd\n# started x\n\n# exit code -9 after 3.0 s\n", None),  # printed nothing
+    ("$ cmd\n# started x\n" + "x" * 400 + "\n", "x" * 297 + "..."),
+])
+def test_last_output_line(tmp_path, text, expected):
+    path = tmp_path / "task.log"
+    path.write_text(text)
+    assert last_output_line(str(path)) == expected
+    assert last_output_line(str(tmp_path / "absent.log")) is None
 
 
 @pytest.mark.parametrize("signum, code", [(signal.SIGTERM, 143), (signal.SIGINT, 130)])

@@ -8,7 +8,8 @@ BIG-Bench task and generator, resumably.
 Tasks come from `{bigbench_data_dir}/subset_names.json`; generators default to every
 FLAN-T5 folder found in `--bigbench_gen_dir`. Each (generator, task) runs as its own
 process; its output goes to `{results_dir}/{model}/{task}.log`. One failure never stops
-the batch: the summary lists each failure with its log, and the exit code is 1 if any
+the batch: the summary lists each failure with the last line the task printed (its
+error) and its log, and the exit code is 1 if any
 task failed. `--devices 0,1,...` runs one task per GPU at a time, each child with
 `CUDA_VISIBLE_DEVICES` set to its device; without it tasks run one after another;
 `--cuda_idx 0` (the original's flag) runs them one after another with
@@ -252,7 +253,9 @@ class BatchRunner:
             return
         state, value = read_result(job.result_path)
         if returncode != 0:
-            job.status, job.detail = "failed", f"exit code {returncode}"
+            said = last_output_line(job.log_path)
+            job.status = "failed"
+            job.detail = f"exit code {returncode}" + (f": {said}" if said else "")
         elif state != "done":
             job.status = "failed"
             job.detail = ("exit code 0 but no result file" if state == "missing"
@@ -264,6 +267,24 @@ class BatchRunner:
                 self.say(f"{job.label} done {job.seconds:.1f} s, {job.detail}")
         else:
             self.say(f"{job.label} FAILED ({job.detail}; see {job.log_path})")
+
+
+def last_output_line(log_path, limit=300):
+    """The last line a failed task printed (its one-line error), so that the runner's own
+    lines say why without opening the log; None if it printed nothing."""
+    try:
+        with open(log_path, "rb") as log:
+            log.seek(0, os.SEEK_END)
+            log.seek(max(0, log.tell() - 65536))
+            tail = log.read().decode("utf-8", errors="replace")
+    except OSError:
+        return None
+    lines = [line.rsplit("\r", 1)[-1].strip() for line in tail.splitlines()]
+    lines = [line for line in lines if line and not line.startswith("# exit code ")]
+    if not lines or lines[-1].startswith(("$ ", "# started ")):  # only the runner's header
+        return None
+    said = lines[-1]
+    return said if len(said) <= limit else said[:limit - 3] + "..."
 
 
 def format_summary(jobs, skipped):
