@@ -343,3 +343,53 @@ def test_sigterm_answers_the_requests_in_flight_and_exits(tiny_scorer):
     assert answered and all(a.status_code == 200 for a in answered)
     assert out.strip().splitlines()[-1].startswith("cappy serve: stopped (SIGTERM)")
     assert "Traceback" not in err
+
+
+def test_a_device_out_of_memory_is_one_line_and_the_server_goes_on(tiny_scorer, offline,
+                                                                    monkeypatch, caplog):
+    """XLA's RESOURCE_EXHAUSTED in a scoring round (injected: this CPU does not run out):
+    the requests of that round get TEI's backend error naming the flags to lower, the log
+    one line without a traceback, and the next request is scored as offline. (XLA's
+    errors are RuntimeErrors; they once read as "the server is stopping".) In-process,
+    through the ASGI app, so that the scorer can be made to fail."""
+    import logging
+
+    import jax
+    from fastapi.testclient import TestClient
+
+    from cappy.serve.app import create_app
+    from cappy.serve.command import ServeConfig, ServerState
+
+    state = ServerState(ServeConfig(model_name_or_path=tiny_scorer, max_length=64))
+    state.load(lambda *args, **kwargs: None)
+    scorer, failures = state.batcher._scorer, []
+    score_some = scorer.score_some
+
+    def out_of_memory_once(*args, **kwargs):
+        if not failures:
+            failures.append(1)
+            raise jax.errors.JaxRuntimeError(
+                "RESOURCE_EXHAUSTED: Out of memory while trying to allocate 17179869184 "
+                "bytes.\nBufferAssignment OOM Debugging.")
+        return score_some(*args, **kwargs)
+
+    monkeypatch.setattr(scorer, "score_some", out_of_memory_once)
+    try:
+        with TestClient(create_app(state)) as client, caplog.at_level(logging.WARNING):
+            failed = client.post("/rerank", json={"query": QUERY, "texts": TEXTS})
+            answered = client.post("/rerank", json={"query": QUERY, "texts": TEXTS})
+    finally:
+        state.batcher.close(timeout=30)
+    assert failed.status_code == 424, failed.text
+    assert failed.json() == {
+        "error": "the device ran out of memory (RESOURCE_EXHAUSTED: Out of memory while "
+                 "trying to allocate 17179869184 bytes.): lower --max_batch_tokens or "
+                 "--batch_size", "error_type": "Backend"}
+    records = [r for r in caplog.records if r.name == "cappy.serve"]
+    assert [r.getMessage() for r in records] == ["cappy serve: " + failed.json()["error"]]
+    assert records[0].exc_info is None  # no traceback
+    assert answered.status_code == 200, answered.text
+    scores = [None] * len(TEXTS)
+    for rank in answered.json():
+        scores[rank["index"]] = rank["score"]
+    assert_close(scores, offline(QUERY, TEXTS))

@@ -68,6 +68,11 @@ def _key(example):
     return (tuple(example["input_ids"]), tuple(example.get("token_type_ids", ())))
 
 
+class BatcherClosed(RuntimeError):
+    """Submitted after `close()`: the server is stopping. Its own type, as the scoring
+    thread's failures (XLA's errors are RuntimeErrors) must not read as a stop."""
+
+
 class Batcher:
     """The scoring thread: `submit` a request's encoded pairs, get a future of (their
     float32 scores, seconds queued, seconds of their batch's inference).
@@ -88,7 +93,7 @@ class Batcher:
         job = Job(examples)
         with self._ready:
             if self._closing:
-                raise RuntimeError("the batcher is closed")
+                raise BatcherClosed("the batcher is closed")
             self._jobs.append(job)
             self._ready.notify()
         return job.future

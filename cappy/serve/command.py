@@ -18,7 +18,7 @@ import threading
 import time
 
 from cappy.engine.config import MIN_MAX_LENGTH, setting
-from cappy.engine.errors import CappyError
+from cappy.engine.errors import CappyError, device_memory_line, device_memory_reason
 from cappy.engine.runtime.process import job_command
 from cappy.engine.runtime.hosts import HostSettings
 from cappy.engine.weights.cappy_checkpoint import DTYPES, TRUNCATIONS
@@ -196,6 +196,7 @@ class ServerState:
         """(float32 scores of the pairs, timings): tokenized in the pool, scored by the
         batcher with every other request waiting."""
         from cappy.serve.app import ApiError
+        from cappy.serve.batcher import BatcherClosed
 
         if self.status != "ready":
             raise ApiError(503, f"the server is {self.status}", "Unhealthy", "unhealthy")
@@ -221,13 +222,20 @@ class ServerState:
         try:
             scores, queued, inference = await asyncio.wrap_future(
                 self.batcher.submit(examples))
-        except RuntimeError:  # closed: the server is stopping
+        except BatcherClosed:  # the server is stopping
             raise ApiError(503, "the server is stopping", "Unhealthy", "unhealthy") from None
-        except Exception as error:
+        except Exception as error:  # the round this request was in failed; the server goes on
             import logging
 
-            logging.getLogger("cappy.serve").exception("scoring failed")
-            raise ApiError(424, f"scoring failed: {error}", "Backend", "inference") from None
+            log = logging.getLogger("cappy.serve")
+            reason = device_memory_reason(error)
+            if reason is None:
+                log.exception("scoring failed")
+                raise ApiError(424, f"scoring failed: {error}", "Backend", "inference") from None
+            # Out of device memory: one line in the log, not a traceback, naming what to lower.
+            message = device_memory_line(reason, "lower --max_batch_tokens or --batch_size")
+            log.warning("cappy serve: %s", message)
+            raise ApiError(424, message, "Backend", "inference") from None
         return scores, {"tokenization": tokenized - start, "queue": queued,
                         "inference": inference, "tokens": sum(lengths)}
 
