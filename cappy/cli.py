@@ -333,8 +333,9 @@ def main(argv=None):
         from cappy.api import Cappy
 
         with device_memory_guard(
-                f"lower --batch_size ({config.batch_size}) or --max_length, or split the "
-                f"model over more devices with --n_model_shards",
+                f"lower --batch_size ({config.batch_size}) or --max_length"
+                + (", or split the model over more devices with --n_model_shards"
+                   if config.backend == "flax" else ""),  # torch: one device, no shards
                 lambda: f"--output {config.output} was left as it was"):
             # joins the processes of a multi-host run before the model loads
             cappy = Cappy.from_pretrained(

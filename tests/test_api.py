@@ -254,3 +254,36 @@ def test_jax_backend_loads_weights_transformers_wrote(tiny_scorer, tmp_path, fla
     # the same parameters read from another format (scored in other batches: rounding)
     assert_close(converted.score(INSTRUCTIONS, RESPONSES),
                  flax_cappy.score(INSTRUCTIONS, RESPONSES))
+
+
+def test_the_torch_backend_out_of_memory_is_one_line(tiny_scorer, tmp_path, monkeypatch,
+                                                     capsys):
+    """PyTorch's CUDA out-of-memory error (injected in the model's forward: this machine has
+    no GPU) ends `cappy score --backend torch` in the same one line as XLA's, and the output
+    file is left as it was."""
+    torch = pytest.importorskip("torch", reason="the torch backend needs PyTorch")
+    import transformers
+
+    def exhausted(*args, **kwargs):
+        raise torch.OutOfMemoryError(
+            "CUDA out of memory. Tried to allocate 2.00 GiB. GPU 0 has a total capacity of "
+            "79.11 GiB of which 1.19 GiB is free.\nIf reserved but unallocated memory is "
+            "large try setting PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True")
+
+    monkeypatch.setattr(transformers.RobertaForSequenceClassification, "forward", exhausted)
+    pairs = tmp_path / "pairs.jsonl"
+    pairs.write_text(json.dumps({"instruction": "2 + 2?", "response": "4"}) + "\n")
+    output = tmp_path / "scored.jsonl"
+    output.write_text("earlier\n")
+    with pytest.raises(SystemExit) as stop:
+        cli.main(["score", "--model_name_or_path", tiny_scorer, "--input", str(pairs),
+                  "--output", str(output), "--backend", "torch", "--batch_size", "16",
+                  "--quiet"])
+    assert stop.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert err == (
+        f"error: the device ran out of memory (CUDA out of memory. Tried to allocate 2.00 GiB. "
+        f"GPU 0 has a total capacity of 79.11 GiB of which 1.19 GiB is free.): lower "
+        f"--batch_size (16) or --max_length; --output {output} was left as it was")
+    assert output.read_text() == "earlier\n"
+    assert sorted(os.listdir(tmp_path)) == ["pairs.jsonl", "scored.jsonl"]

@@ -44,13 +44,17 @@ _XLA_ERRORS = ("JaxRuntimeError", "XlaRuntimeError")
 
 
 def device_memory_reason(error):
-    """The first line of XLA's message ("RESOURCE_EXHAUSTED: Out of memory while trying to
-    allocate ...") when `error` is a device running out of memory, else None. Orbax says
-    RESOURCE_EXHAUSTED for a full disk too, with another type: only XLA's own count."""
-    if not any(cls.__name__ in _XLA_ERRORS for cls in type(error).__mro__):
-        return None
+    """The first line of the error's message when `error` is a device running out of
+    memory, else None: XLA's "RESOURCE_EXHAUSTED: Out of memory while trying to allocate
+    ...", or PyTorch's `torch.OutOfMemoryError` ("CUDA out of memory. Tried to allocate
+    ...", the torch backend's). Orbax says RESOURCE_EXHAUSTED for a full disk too, with
+    another type: only XLA's own count."""
+    names = {cls.__name__ for cls in type(error).__mro__}
     first = (str(error).strip().splitlines() or [""])[0]
-    if not first.startswith("RESOURCE_EXHAUSTED"):
+    if names.intersection(_XLA_ERRORS):
+        if not first.startswith("RESOURCE_EXHAUSTED"):
+            return None
+    elif not ("OutOfMemoryError" in names and type(error).__module__.startswith("torch")):
         return None
     return first if len(first) <= 160 else first[:157] + "..."
 
