@@ -11,6 +11,14 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 # Each test's commands compile afresh (tests/test_compilation_cache.py checks the cache).
 os.environ.setdefault("CAPPY_COMPILATION_CACHE", "0")
 
+# A suite started in the background of a non-interactive shell (`bash .ci/run &`, nohup)
+# inherits SIGINT ignored, and so would every process a test starts, which the Ctrl-C
+# tests send it to. Caught here, it is back to the default in each child.
+import signal  # noqa: E402
+
+if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+
 import jax  # noqa: E402
 import pytest  # noqa: E402
 
