@@ -163,6 +163,68 @@ def test_a_process_whose_peer_dies_stops_in_one_line(tiny_scorer, tmp_path):
     assert not output.exists()
 
 
+def process_0_fails(when):
+    """Python code for `cappy` as process 0 that stops on an error of its own (as a full
+    disk while writing would stop it: only process 0 writes): `mid_run` once it has
+    scored a batch with its peer, so that the peer waits inside the next one; `after`
+    once the peer has finished and waits at JAX's shutdown barrier."""
+    if when == "mid_run":
+        fail = ("from cappy.engine.jobs import scoring; real = scoring.place; calls = []\n"
+                "def place(*a, **k):\n"
+                "    calls.append(1)\n"
+                "    if len(calls) > 2: raise CappyError('simulated: disk full')\n"
+                "    return real(*a, **k)\n"
+                "scoring.place = place\n")
+    else:  # the peer's own word "finished" to its watcher says it is at the barrier
+        fail = ("from cappy import cli; real = cli.stream_rows\n"
+                "def stream_rows(*a, **k):\n"
+                "    real(*a, **k)\n"
+                "    from jax._src import distributed\n"
+                "    distributed.global_state.client.blocking_key_value_get("
+                "'cappy/stop/1', 60000)\n"
+                "    raise CappyError('simulated: disk full')\n"
+                "cli.stream_rows = stream_rows\n")
+    return ("import sys; from cappy.engine.errors import CappyError\n" + fail +
+            "sys.argv = ['cappy'] + sys.argv[1:]; from cappy.cli import main; sys.exit(main())")
+
+
+@pytest.mark.parametrize("when", ["mid_run", "after"])
+def test_process_0_stopping_on_its_own_error_stops_the_others_in_one_line(
+        tiny_scorer, tmp_path, when):
+    """Only process 0 writes, so only it meets a full disk. Mid-run, the other process
+    hears of it and leaves too, in one line with the same exit code; once the other has
+    finished, process 0 meets it at JAX's shutdown barrier and it ends as it was (0).
+    Before, JAX's coordination agent aborted the other with a C++ stack trace."""
+    pairs = write_pairs(tmp_path / "pairs.jsonl")
+    output = tmp_path / "out.jsonl"
+    base = local_process_commands(
+        [sys.executable, "-m", "cappy", "score", "--model_name_or_path", tiny_scorer,
+         "--input", str(pairs), "--output", str(output), "--batch_size", "1", "--quiet"], 2,
+        free_port(), 60)
+    failing = [sys.executable, "-c", process_0_fails(when), *base[0][3:]]
+    env = local_process_env(1, env_with())
+    processes = [subprocess.Popen(command, cwd=REPO, text=True, stdout=subprocess.PIPE,
+                                  stderr=subprocess.PIPE, env=env)
+                 for command in (failing, base[1])]
+    try:
+        (_, err0), (_, err1) = [process.communicate(timeout=120) for process in processes]
+    finally:
+        for process in processes:
+            if process.poll() is None:
+                process.send_signal(signal.SIGKILL)
+    assert processes[0].returncode == 2, err0
+    assert err0.strip().splitlines() == ["error: simulated: disk full"]
+    if when == "mid_run":
+        assert processes[1].returncode == 2, err1
+        assert err1.strip().splitlines() == [
+            "error: process 1 of 2: process 0 stopped, so this one stops too: simulated: "
+            "disk full"]
+        assert not output.exists()
+    else:  # (the output was complete before the simulated error)
+        assert processes[1].returncode == 0, err1
+        assert err1.strip() == ""
+
+
 def test_rendezvous_refuses_a_taken_port_and_a_repeated_process_id():
     import socket
     import threading

@@ -13,9 +13,11 @@ silent peer go once the run is under way.
 Only process 0 writes results; every process computes (README.md, "Several hosts").
 """
 
+import contextlib
 import dataclasses
 import os
 import socket
+import threading
 import time
 
 from cappy.engine.config import add_fields, setting
@@ -100,6 +102,7 @@ def _initialize(settings, **where):
                           else list(range(settings.n_local_devices))),
         initialization_timeout=timeout, heartbeat_timeout_seconds=timeout,
         shutdown_timeout_seconds=timeout, **where)
+    _watch_for_process_0_stopping()
 
 
 def _join_detected_cluster(settings):
@@ -269,6 +272,116 @@ def lost_peer_line(error):
     return (f"process {jax.process_index()} of {jax.process_count()}: lost contact with "
             f"another process ({first[:200]}); it has stopped or its host is unreachable: "
             f"see that process's output")
+
+
+# ---- process 0 stopping on an error of its own ------------------------------------------
+# Only process 0 writes, so only it meets a full disk or a locked output; it leaves at once
+# (`leave_now`), and JAX's coordination agent in every other process, finding the
+# coordinator gone, would abort that process with a C++ stack trace. So the others watch
+# JAX's key-value store (which lives in process 0) for a word from process 0, and leave
+# first, in one line, when it comes.
+
+_STOP_KEY, _LEFT_KEY = "cappy/stop/{}", "cappy/left/{}"
+_FINISHED = ""  # a process's own word to its watcher: the run ended here, stop watching
+_ACK_SECONDS = 10  # how long process 0 waits for its peers to leave first
+_watcher = None
+_leaving = threading.Event()  # set by the watcher once process 0's word has come
+
+
+def wait_if_leaving():
+    """In a process leaving on process 0's word, block the calling thread: the watcher
+    ends the process in a moment, and it alone speaks."""
+    if _leaving.is_set():
+        while True:
+            time.sleep(1)
+
+
+def _runtime_client():
+    """JAX's coordination client of this run, or None (one process, or a JAX that keeps it
+    elsewhere: then nothing is watched and errors end as before)."""
+    try:
+        from jax._src import distributed
+    except ImportError:
+        return None
+    client = getattr(getattr(distributed, "global_state", None), "client", None)
+    needed = ("key_value_set", "blocking_key_value_get")
+    return client if all(hasattr(client, name) for name in needed) else None
+
+
+def _watch_for_process_0_stopping():
+    """In every process but process 0: a thread that waits for process 0's word, then says
+    it in one line and leaves with process 0's exit code. At a normal exit the process
+    tells its own watcher to stop before JAX shuts down (a thread still inside JAX's client
+    at interpreter exit would abort it)."""
+    global _watcher
+    import atexit
+    import json
+    import sys
+
+    import jax
+
+    client = _runtime_client()
+    me, count = jax.process_index(), jax.process_count()
+    if client is None or me == 0 or _watcher is not None:
+        return
+
+    def watch():
+        try:
+            word = client.blocking_key_value_get(_STOP_KEY.format(me), 2**31 - 1)
+        except Exception:  # the runtime is shutting down: nothing to report
+            return
+        if word == _FINISHED:
+            return
+        _leaving.set()
+        stop = json.loads(word)
+        sys.stderr.write(f"error: process {me} of {count}: process 0 stopped, so this one "
+                         f"stops too: {stop['line']}\n")
+        with contextlib.suppress(Exception):
+            client.key_value_set(_LEFT_KEY.format(me), "")
+        leave_now(stop["code"])
+
+    def finish():
+        with contextlib.suppress(Exception):  # process 0's word came first: it wins
+            client.key_value_set(_STOP_KEY.format(me), _FINISHED)
+        _watcher.join(_ACK_SECONDS)
+
+    _watcher = threading.Thread(target=watch, name="cappy-watch-process-0", daemon=True)
+    _watcher.start()
+    atexit.register(finish)  # after JAX's own exit handler, so it runs before it
+
+
+def tell_peers_and_leave(code, line, wait=True):
+    """Process 0 leaving on an error: each process still running hears `line` and leaves
+    first (its acknowledgement awaited up to _ACK_SECONDS, unless not `wait`: a peer is
+    gone), then this one leaves. When every peer had already finished, they wait at JAX's
+    shutdown barrier: meet them there (a normal exit with `code`) rather than vanish."""
+    import json
+    import sys
+
+    import jax
+
+    client = _runtime_client() if jax.distributed.is_initialized() else None
+    if client is None or jax.process_index() != 0:
+        leave_now(code)
+    word = json.dumps({"code": code, "line": line})
+    running = []
+    for peer in range(1, jax.process_count()):
+        try:
+            client.key_value_set(_STOP_KEY.format(peer), word)
+            running.append(peer)
+        except Exception:  # its own "finished" is there: it is at the shutdown barrier
+            pass
+    if not running:
+        sys.exit(code)
+    deadline = time.monotonic() + (_ACK_SECONDS if wait else 0)
+    for peer in running:
+        left = max(0, int(1000 * (deadline - time.monotonic())))
+        if left:
+            with contextlib.suppress(Exception):
+                client.blocking_key_value_get(_LEFT_KEY.format(peer), left)
+    if wait:  # each peer leaves right after its acknowledgement: let it be gone first
+        time.sleep(0.5)
+    leave_now(code)
 
 
 def leave_now(code):

@@ -3,7 +3,8 @@ configuration (`job_command`), PyTorch kept out of transformers and JAX's compil
 cache on for the commands that compute, and every way out turned into one line and an
 exit code (`exit_on_error`): bad input, a stop signal, a lost peer, a device out of
 memory, a full disk. In a run of several processes an error exit skips JAX's shutdown
-barrier, which would wait for peers that may be gone.
+barrier, which would wait for peers that may be gone, and process 0's tells the others
+first (`hosts.tell_peers_and_leave`).
 """
 
 import functools
@@ -16,19 +17,20 @@ from cappy.engine.config import build_parser, parse_config
 from cappy.engine.errors import (STOP_SIGNALS, CappyError, Stopped, device_memory_line,
                                  device_memory_reason, stop_signal)
 from cappy.engine.io import disk_full_reason
-from cappy.engine.runtime.hosts import leave_now, lost_peer_line
+from cappy.engine.runtime.hosts import lost_peer_line, tell_peers_and_leave, wait_if_leaving
 
 
 def _raise_stopped(signum, frame):
     raise Stopped(signum)
 
 
-def _exit(code):
-    """Exit with `code`; in a run of several processes at once, without JAX's shutdown
-    barrier, which would wait for peers that may be gone (`hosts.leave_now`)."""
+def _exit(code, line, peers_alive=True):
+    """Exit with `code`, having said `line`; in a run of several processes at once, without
+    JAX's shutdown barrier, which would wait for peers that may be gone, and process 0
+    first tells the others, which leave too (`hosts.tell_peers_and_leave`)."""
     jax = sys.modules.get("jax")
     if jax is not None and jax.distributed.is_initialized():
-        leave_now(code)
+        tell_peers_and_leave(code, line, wait=peers_alive)
     sys.exit(code)
 
 
@@ -44,20 +46,23 @@ def exit_on_error(main):
             previous = {sig: signal.signal(sig, _raise_stopped) for sig in STOP_SIGNALS}
         try:
             return main(*args, **kwargs)
-        except CappyError as error:
-            print(f"error: {error}", file=sys.stderr)
-            _exit(2)
-        except (KeyboardInterrupt, Stopped) as stop:
-            signum = stop_signal(stop)
-            print(f"stopped by {signal.Signals(signum).name}; no partial output was kept",
-                  file=sys.stderr)
-            _exit(128 + signum)
-        except Exception as error:
-            line = _machine_fault_line(error)
+        except BaseException as error:
+            # This process may be leaving on process 0's word (another thread), and its
+            # collectives fail as process 0 goes: that thread alone speaks.
+            wait_if_leaving()
+            if isinstance(error, CappyError):
+                print(f"error: {error}", file=sys.stderr)
+                _exit(2, str(error))
+            if isinstance(error, (KeyboardInterrupt, Stopped)):
+                signum = stop_signal(error)
+                line = f"stopped by {signal.Signals(signum).name}; no partial output was kept"
+                print(line, file=sys.stderr)
+                _exit(128 + signum, line)
+            line = _machine_fault_line(error) if isinstance(error, Exception) else None
             if line is None:
                 raise
             print(f"error: {line}", file=sys.stderr)
-            _exit(2)
+            _exit(2, line, peers_alive=lost_peer_line(error) is None)
         finally:
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
