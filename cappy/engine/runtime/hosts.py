@@ -332,13 +332,17 @@ def _watch_for_process_0_stopping():
             return
         if word == _FINISHED:
             return
-        _leaving.set()
-        stop = json.loads(word)
-        sys.stderr.write(f"error: process {me} of {count}: process 0 stopped, so this one "
-                         f"stops too: {stop['line']}\n")
-        with contextlib.suppress(Exception):
+        _leaving.set()  # from here on this thread must end the process, whatever happens
+        code = 2
+        try:
+            stop = json.loads(word)
+            code = int(stop["code"])
+            sys.stderr.write(f"error: process {me} of {count}: process 0 stopped, so this "
+                             f"one stops too: {stop['line']}\n")
             client.key_value_set(_LEFT_KEY.format(me), "")
-        leave_now(stop["code"])
+        except Exception:
+            pass
+        leave_now(code)
 
     def finish():
         with contextlib.suppress(Exception):  # process 0's word came first: it wins
@@ -389,6 +393,7 @@ def leave_now(code):
     aborts with pages of log."""
     import sys
 
-    sys.stdout.flush()
-    sys.stderr.flush()
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(Exception):  # a closed pipe must not keep it here
+            stream.flush()
     os._exit(code)
