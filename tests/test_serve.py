@@ -354,8 +354,8 @@ def test_a_device_out_of_memory_is_one_line_and_the_server_goes_on(tiny_scorer, 
     through the ASGI app, so that the scorer can be made to fail."""
     import logging
 
+    import httpx
     import jax
-    from fastapi.testclient import TestClient
 
     from cappy.serve.app import create_app
     from cappy.serve.command import ServeConfig, ServerState
@@ -374,10 +374,16 @@ def test_a_device_out_of_memory_is_one_line_and_the_server_goes_on(tiny_scorer, 
         return score_some(*args, **kwargs)
 
     monkeypatch.setattr(scorer, "score_some", out_of_memory_once)
+
+    async def two_requests():  # the app as uvicorn runs it (lifespan off), without a socket
+        transport = httpx.ASGITransport(app=create_app(state))
+        async with httpx.AsyncClient(transport=transport, base_url="http://cappy") as client:
+            return [await client.post("/rerank", json={"query": QUERY, "texts": TEXTS},
+                                      timeout=60) for _ in range(2)]
+
     try:
-        with TestClient(create_app(state)) as client, caplog.at_level(logging.WARNING):
-            failed = client.post("/rerank", json={"query": QUERY, "texts": TEXTS})
-            answered = client.post("/rerank", json={"query": QUERY, "texts": TEXTS})
+        with caplog.at_level(logging.WARNING):
+            failed, answered = asyncio.run(two_requests())
     finally:
         state.batcher.close(timeout=30)
     assert failed.status_code == 424, failed.text
