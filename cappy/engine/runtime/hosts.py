@@ -364,7 +364,7 @@ def tell_peers_and_leave(code, line, wait=True):
 
     import jax
 
-    client = _runtime_client() if jax.distributed.is_initialized() else None
+    client = _runtime_client()  # (called only once the runtime has started)
     if client is None or jax.process_index() != 0:
         leave_now(code)
     word = json.dumps({"code": code, "line": line})
@@ -377,14 +377,13 @@ def tell_peers_and_leave(code, line, wait=True):
             pass
     if not running:
         sys.exit(code)
-    deadline = time.monotonic() + (_ACK_SECONDS if wait else 0)
-    for peer in running:
-        left = max(0, int(1000 * (deadline - time.monotonic())))
-        if left:
-            with contextlib.suppress(Exception):
-                client.blocking_key_value_get(_LEFT_KEY.format(peer), left)
-    if wait:  # each peer leaves right after its acknowledgement: let it be gone first
-        time.sleep(0.5)
+    if wait:
+        deadline = time.monotonic() + _ACK_SECONDS
+        for peer in running:
+            with contextlib.suppress(Exception):  # not acknowledged in time: leave anyway
+                client.blocking_key_value_get(
+                    _LEFT_KEY.format(peer), max(1, int(1000 * (deadline - time.monotonic()))))
+        time.sleep(0.5)  # each peer leaves right after its acknowledgement: let it go first
     leave_now(code)
 
 
